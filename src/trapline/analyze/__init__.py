@@ -1,0 +1,1 @@
+"""Analyses over the store: campaigns, botnets, networks, timeline, takedown impact."""

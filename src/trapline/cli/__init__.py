@@ -1,0 +1,1 @@
+"""The ``trapline`` command line: thin Click commands over library functions."""

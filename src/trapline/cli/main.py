@@ -1,0 +1,58 @@
+"""The ``trapline`` command group; subcommands live in sibling modules, one area each."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from trapline import __version__
+from trapline.cli.common import AppContext
+from trapline.config import load_settings
+from trapline.errors import TraplineError
+
+# Each module exposes ``commands``: a list of Click commands/groups to add. Order = --help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "trapline.cli.ingest",
+)
+
+
+class TraplineGroup(click.Group):
+    """Turns anticipated TraplineErrors into one clear line and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TraplineError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=TraplineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trapline")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TRAPLINE_DATA_DIR",
+    default=None,
+    help="Folder holding trapline.duckdb and the raw archive [env TRAPLINE_DATA_DIR; default ./trapline-data].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or chatter; results and errors only.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, quiet: bool) -> None:
+    """Spam-trap and spam-infrastructure intelligence.
+
+    Catch spam with traps, ingest mail archives, trace each message to the network that sent it,
+    group it into campaigns and botnets, and publish what you find.
+
+    Example: trapline ingest ./spam.mbox && trapline stats
+    """
+    settings = load_settings({"data_dir": str(data_dir) if data_dir else None})
+    ctx.obj = AppContext(settings=settings, quiet=quiet)
+
+
+for _name in COMMAND_MODULES:
+    for _command in importlib.import_module(_name).commands:
+        cli.add_command(_command)

@@ -1,0 +1,81 @@
+"""Settings: every default in one place, overridden by ``trapline.toml`` and ``TRAPLINE_*``.
+
+Precedence, lowest first: the defaults below, ``trapline.toml`` in the working directory (or the
+file named by ``TRAPLINE_CONFIG``), ``TRAPLINE_<KEY>`` environment variables, then command-line
+options. Zero configuration runs everything on loopback with ``./trapline-data``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from trapline.errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    # where the DuckDB file and everything else live
+    "data_dir": "trapline-data",
+    # ingest
+    "batch_size": 2000,  # messages per write transaction
+    "workers": 0,  # parse processes; 0 = one per core
+    "trust": [],  # extra trusted CIDRs / host names / domains for the origin walk
+    # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
+    # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to
+    # switch itself off (say, no routing snapshot imported yet).
+    "post_ingest_stages": [],
+    # routing
+    "routing_choice": "nearest",  # or "latest-before"
+    # traps
+    "trap_domains": ["traps.example.org"],
+    "smtp_listen": "127.0.0.1:2525",
+    "http_listen": "127.0.0.1:8080",
+    "dns_listen": "127.0.0.1:5353",
+    "trusted_proxies": [],
+    "smtp_max_message_bytes": 10 * 1024 * 1024,
+    "smtp_max_recipients": 100,
+    "smtp_max_connections": 200,
+    "smtp_per_ip_per_minute": 600,
+    "smtp_command_timeout_s": 30.0,
+    "smtp_data_timeout_s": 120.0,
+}
+
+
+def _coerce(key: str, text: str) -> Any:
+    """Turn an environment string into the type of the default it overrides."""
+    default = DEFAULTS.get(key)
+    try:
+        if isinstance(default, bool):
+            return text.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, list):
+            return [part.strip() for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"TRAPLINE_{key.upper()}={text!r} is not a valid {type(default).__name__}") from exc
+    return text
+
+
+def load_settings(overrides: dict[str, Any] | None = None, *, cwd: Path | None = None) -> dict[str, Any]:
+    """Return the effective settings dict (defaults < toml < env < overrides)."""
+    settings = dict(DEFAULTS)
+    base = cwd or Path.cwd()
+    path = Path(os.environ.get("TRAPLINE_CONFIG", base / "trapline.toml"))
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}; fix the file or move it away") from exc
+        table = data.get("trapline", data)
+        settings.update({k.replace("-", "_"): v for k, v in table.items()})
+    for name, value in os.environ.items():
+        if name.startswith("TRAPLINE_") and name != "TRAPLINE_CONFIG":
+            key = name[len("TRAPLINE_") :].lower()
+            settings[key] = _coerce(key, value)
+    if overrides:
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings

@@ -1,0 +1,75 @@
+"""Every exception trapline raises on purpose, in one place.
+
+A docstring is the default message and says what to do next. Third-party errors are wrapped at
+the boundary that called the library, so users never see a DuckDB or MIME traceback for a
+situation we anticipated.
+"""
+
+from __future__ import annotations
+
+
+class TraplineError(Exception):
+    """Trapline failed; the message says why."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class NotConfigured(TraplineError):
+    """A pipeline stage has no inputs to work with and switched itself off."""
+
+
+# --- user input -------------------------------------------------------------------------------
+
+
+class UsageError(TraplineError):
+    """The command was given options it cannot use; see --help."""
+
+
+class SourceError(TraplineError):
+    """A mail source could not be read; check the path and its permissions."""
+
+
+class ConfigError(TraplineError):
+    """trapline.toml or a TRAPLINE_* variable holds a value trapline cannot use; fix it and retry."""
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class StoreError(TraplineError):
+    """The DuckDB store could not be opened or written; check --data-dir."""
+
+
+class StoreLocked(StoreError):
+    """Another trapline process holds the store open for writing; wait for it or stop it."""
+
+
+class NotFound(TraplineError):
+    """Nothing matches; check the id or name (ids may be given as a unique prefix)."""
+
+
+class Ambiguous(TraplineError):
+    """The prefix matches more than one item; give more characters."""
+
+
+# --- data and enrichment ----------------------------------------------------------------------
+
+
+class RoutingDataError(TraplineError):
+    """A routing table could not be read; check its format (see `trapline routing import --help`)."""
+
+
+class FeedError(TraplineError):
+    """A threat feed could not be read; check --kind and the file format."""
+
+
+# --- traps and services -----------------------------------------------------------------------
+
+
+class TrapAddressError(TraplineError):
+    """The address is not a trap address issued by this site (forged, mistyped or re-keyed)."""
+
+
+class ServiceError(TraplineError):
+    """A trapline service could not start; is the port free and the address local?"""

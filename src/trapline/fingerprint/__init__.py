@@ -1,0 +1,1 @@
+"""Near-duplicate signatures: MinHash over normalised text, URL-template and subject templates."""

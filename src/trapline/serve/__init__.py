@@ -1,0 +1,1 @@
+"""Network services: DNSBL, REST API, dashboard."""

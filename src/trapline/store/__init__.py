@@ -1,0 +1,1 @@
+"""The DuckDB store: schema, batched Arrow writer, raw archive and queries."""

@@ -1,0 +1,70 @@
+"""Open the DuckDB store and apply the schema.
+
+The store is the only shared state (ARCHITECTURE rule 3). One process writes at a time; DuckDB
+enforces that with a file lock, which we turn into a ``StoreLocked`` error that says what to do.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+
+from trapline.errors import StoreError, StoreLocked
+
+DB_FILENAME = "trapline.duckdb"
+
+
+def schema_statements() -> list[str]:
+    """Every ``store/schema/*.sql`` file's text, in file-name order (each area owns one file)."""
+    folder = resources.files("trapline.store").joinpath("schema")
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [f.read_text(encoding="utf-8") for f in files]
+
+
+class Store:
+    """A DuckDB connection on ``<data_dir>/trapline.duckdb`` with the schema applied."""
+
+    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILENAME
+        if read_only and not self.path.exists():
+            raise StoreError(
+                f"no store at {self.path}; run `trapline ingest PATH` first or pass --data-dir"
+            )
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(
+                    f"{self.path} is open in another trapline process (for example `trapline "
+                    "serve`); stop it or wait for it to finish, then retry"
+                ) from exc
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.data_dir}: {exc.strerror}; check --data-dir") from exc
+        if not read_only:
+            for sql in schema_statements():
+                self.con.execute(sql)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_store(data_dir: Path, *, read_only: bool = False) -> Store:
+    """Open (creating if needed) the store in ``data_dir``."""
+    return Store(data_dir, read_only=read_only)

@@ -1,0 +1,1 @@
+"""The catchers: trap-address codec, web honeypot, SMTP trap with durable spool."""
