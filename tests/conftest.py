@@ -1,0 +1,26 @@
+"""Shared test helpers: where the real corpora are, and small factories over them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS_DATA = ROOT / "tests" / "data"
+# ../shared/data next to the repository (read-only, in CI too); TRAPLINE_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("TRAPLINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def testdata(*parts: str) -> bytes:
+    """Bytes of a fixture under tests/data/."""
+    return TESTS_DATA.joinpath(*parts).read_bytes()
+
+
+def shared(*parts: str) -> Path:
+    """Path of a file in the shared real-data folder; skips the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
