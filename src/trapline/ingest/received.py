@@ -1,0 +1,292 @@
+"""Parse ``Received:`` headers (RFC 5321 §4.4, RFC 5322 §3.6.7) into :class:`~trapline.model.Hop`.
+
+Real mail does not follow the RFC grammar: every MTA writes its own shape (sendmail, Postfix,
+Exim, qmail, Exchange, Gmail, fetchmail) and spamware forges more. So the parser is a tolerant
+clause splitter, not a grammar: it hides comments, cuts the value at the top-level keywords
+``from``/``by``/``via``/``with``/``id``/``for`` and the last ``;`` (the date), then reads each
+clause with small precompiled patterns. It never raises; whatever it cannot read stays in ``raw``.
+
+The trust walk that turns hops into an origin IP lives in :mod:`trapline.ingest.trust` and is
+re-exported here, so callers import everything from this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_tz
+from functools import lru_cache
+
+from trapline.ingest.trust import DEFAULT_TRUST, TrustBoundary, find_origin, normalize_ip
+from trapline.model import Hop
+
+__all__ = [
+    "DEFAULT_TRUST",
+    "TrustBoundary",
+    "find_origin",
+    "normalize_ip",
+    "parse_chain",
+    "parse_date",
+    "parse_received",
+]
+
+# Innermost comment: replaced by a same-length run of \x01 so keyword positions keep matching
+# the original text and comment spans can be found again in the masked string.
+_INNER_COMMENT = re.compile(r"\([^()]*\)")
+_MASKED_RUN = re.compile("\x01+")
+# A top-level keyword: whitespace (or start / ';') before it, whitespace, '(' or '[' or end after.
+_KEYWORD = re.compile(r"(?<![^\s;\x01])(from|by|via|with|id|for)(?=[\s(\[\x01]|$)", re.IGNORECASE)
+_WS = re.compile(r"\s+")
+
+# IP candidates; every one is validated by ``ipaddress`` (garbage is not an IP).
+_IP_CANDIDATE = re.compile(
+    r"(?<![\w.-])(?:IPv6:)?([0-9A-Fa-f]*:[0-9A-Fa-f:.]*[0-9A-Fa-f]|\d{1,3}(?:\.\d{1,3}){3})(?![\w-]|\.\w)"
+)
+_BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", re.IGNORECASE)
+# Client-supplied names inside receiver comments: qmail "(HELO x)", Exim "helo=x". Their values
+# are never the connecting IP, even when they look like one (``helo=[10.0.0.1]`` forgeries).
+_HELO_IN_COMMENT = re.compile(r"(?:\bHELO\s+|\bhelo=)(\[[^\]]*\]|[^\s()\]]+)", re.IGNORECASE)
+# sendmail / Postfix / Gmail: "(rdns [ip])", "(user@rdns [ip])", "(rdns. [IPv6:...])".
+_RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?)\.?\s+\[")
+# Exchange 2013+: "(rdns) by" is rare; "(10.1.2.3)" common: handled by the IP candidate search.
+_FIRST_TOKEN = re.compile(r"\s*([^\s()]+)")
+
+# RFC 5322 §3.3 date, the fast path; everything else goes through email.utils.parsedate_tz and
+# then the US-style "Jul, 28 2002 2:23:00 AM +1100" that spamware writes.
+_DATE = re.compile(
+    r"(\d{1,2})\s+([A-Za-z]{3})[A-Za-z]*\.?\s+(\d{2,4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?"
+    r"(?:\.\d+)?\s*([+-]\d{4}|[A-Za-z]{1,5}\b)?"
+)
+_US_DATE = re.compile(
+    r"([A-Za-z]{3})[A-Za-z]*\.?,?\s+(\d{1,2}),?\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?"
+    r"\s*([AaPp][Mm])?\s*([+-]\d{4}|[A-Za-z]{1,5}\b)?"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# RFC 5322 §4.3 obsolete zones; anything else alphabetic is read as UTC (-0000, "unknown").
+_ZONES = {
+    "ut": 0, "utc": 0, "gmt": 0, "z": 0,
+    "est": -5, "edt": -4, "cst": -6, "cdt": -5, "mst": -7, "mdt": -6, "pst": -8, "pdt": -7,
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def _month(name: str) -> int | None:
+    return _MONTHS.get(name[:3].lower())
+
+
+def _offset_minutes(zone: str | None) -> int:
+    if not zone:
+        return 0
+    if zone[0] in "+-":
+        sign = -1 if zone[0] == "-" else 1
+        hours, minutes = int(zone[1:3]), int(zone[3:5])
+        if hours > 23 or minutes > 59:
+            return 0
+        return sign * (hours * 60 + minutes)
+    return _ZONES.get(zone.lower(), 0) * 60
+
+
+def _build(year: int, month: int, day: int, hh: int, mm: int, ss: int, off: int) -> datetime | None:
+    if year < 100:  # RFC 5322 §4.3: two-digit years
+        year += 2000 if year < 50 else 1900
+    try:
+        local = datetime(year, month, day, hh, mm, min(ss, 59), tzinfo=UTC)
+        return local - timedelta(minutes=off)
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_date(text: str) -> datetime | None:
+    """A Received/Date timestamp as aware UTC ``datetime``; ``None`` when it cannot be read."""
+    m = _DATE.search(text)
+    if m:
+        month = _month(m.group(2))
+        if month:
+            return _build(
+                int(m.group(3)),
+                month,
+                int(m.group(1)),
+                int(m.group(4)),
+                int(m.group(5)),
+                int(m.group(6) or 0),
+                _offset_minutes(m.group(7)),
+            )
+    m = _US_DATE.search(text)
+    if m:
+        month = _month(m.group(1))
+        if month:
+            hh = int(m.group(4))
+            ampm = (m.group(7) or "").lower()
+            if ampm == "pm" and hh < 12:
+                hh += 12
+            elif ampm == "am" and hh == 12:
+                hh = 0
+            return _build(
+                int(m.group(3)),
+                month,
+                int(m.group(2)),
+                hh,
+                int(m.group(5)),
+                int(m.group(6) or 0),
+                _offset_minutes(m.group(8)),
+            )
+    try:
+        parts = parsedate_tz(text)
+    except Exception:  # stdlib raises assorted errors on junk; junk is simply "no date"
+        return None
+    if not parts:
+        return None
+    offset = parts[9] or 0
+    return _build(parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], offset // 60)
+
+
+def _mask_comments(text: str) -> str:
+    """``text`` with every (possibly nested) comment replaced by \\x01 runs of equal length."""
+    if "(" not in text:
+        return text
+    for _ in range(6):  # nesting deeper than this is junk; leftovers stay visible
+        masked = _INNER_COMMENT.sub(lambda m: "\x01" * (m.end() - m.start()), text)
+        if masked == text:
+            break
+        text = masked
+    return text
+
+
+def _clean_name(name: str | None) -> str | None:
+    """Host names compare lowercase without the trailing root dot (Gmail writes ``host.``)."""
+    if not name:
+        return None
+    name = name.strip("[]<>;,").rstrip(".").lower()
+    return name or None
+
+
+def _first_ip(text: str) -> str | None:
+    for m in _IP_CANDIDATE.finditer(text):
+        ip = normalize_ip(m.group(1))
+        if ip:
+            return ip
+    return None
+
+
+def _parse_from(clause: str, masked: str) -> tuple[str | None, str | None, str | None]:
+    """(helo, rdns, ip) from the text after ``from``; ``masked`` is the same span, comments hidden."""
+    comments = [clause[m.start() : m.end()] for m in _MASKED_RUN.finditer(masked)]
+    outside = _MASKED_RUN.sub(" ", masked)
+    tok = _FIRST_TOKEN.match(outside)
+    token = tok.group(1) if tok else None
+    helo: str | None = token
+    rdns: str | None = None
+    ip: str | None = None
+    for comment in comments:
+        hm = _HELO_IN_COMMENT.search(comment)
+        if hm:
+            # qmail "from rdns (HELO x) (ip)", Exim "from rdns ([ip] helo=x)": the leading token is
+            # what the receiver resolved, the HELO value is what the client claimed.
+            if token and token.lower() != "unknown" and not token.startswith("["):
+                rdns = token
+            helo = hm.group(1)
+            comment = comment[: hm.start()] + comment[hm.end() :]
+        elif rdns is None:
+            rm = _RDNS_BEFORE_BRACKET.match(comment)
+            if rm and rm.group(1).lower() != "unknown":
+                rdns = rm.group(1)
+        if ip is None:
+            # The receiver's comment holds the address it saw; it wins over any HELO literal.
+            ip = _first_ip(comment)
+    if ip is None:
+        # fetchmail "from host [ip] by", Exim "from [ip] (helo=x)", qmail-ish "from 1.2.3.4 by",
+        # Microsoft's odd "from host - 1.2.3.4 by".
+        for m in _BRACKET_IP.finditer(outside):
+            ip = normalize_ip(m.group(1))
+            if ip:
+                break
+        if ip is None:
+            ip = _first_ip(outside)
+        if ip is not None and token and not token.startswith("[") and normalize_ip(token) is None:
+            # a name written next to an address the receiver saw outside any comment (fetchmail)
+            rdns = rdns or token
+    return _clean_name(helo), _clean_name(rdns), ip
+
+
+def parse_received(value: str, index: int = 0) -> Hop:
+    """One ``Received:`` header value (unfolded or not) as a :class:`Hop`. Never raises."""
+    try:
+        return _parse(value, index)
+    except Exception:  # a parser bug must not lose a message; the raw text is kept
+        return Hop(index=index, raw=value)
+
+
+def _parse(value: str, index: int) -> Hop:
+    text = _WS.sub(" ", value).strip()
+    # RFC 5321 §4.4: the date follows the last ';'. Some spamware omits the ';'.
+    semi = text.rfind(";")
+    if semi >= 0:
+        head, date_text = text[:semi], text[semi + 1 :]
+        timestamp = parse_date(date_text)
+    else:
+        head, timestamp = text, None
+        m = _DATE.search(text)
+        if m:
+            timestamp = parse_date(text[m.start() :])
+            head = text[: m.start()]
+    masked = _mask_comments(head)
+    keys = [(m.group(1).lower(), m.start(), m.end()) for m in _KEYWORD.finditer(masked)]
+    clauses: dict[str, tuple[int, int]] = {}
+    for i, (key, _start, end) in enumerate(keys):
+        if key in clauses:
+            continue
+        stop = keys[i + 1][1] if i + 1 < len(keys) else len(head)
+        clauses[key] = (end, stop)
+
+    helo = rdns = ip = None
+    span = clauses.get("from")
+    if span:
+        helo, rdns, ip = _parse_from(head[span[0] : span[1]], masked[span[0] : span[1]])
+    by_host = protocol = smtp_id = for_addr = None
+    if "by" in clauses:
+        s, e = clauses["by"]
+        tok = _FIRST_TOKEN.match(masked, s, e)
+        by_host = _clean_name(tok.group(1)) if tok else None
+    if "with" in clauses:
+        s, e = clauses["with"]
+        tok = _FIRST_TOKEN.match(masked, s, e)
+        if tok:
+            protocol = tok.group(1).rstrip(";,")
+            if protocol.lower() == "microsoft":  # "with Microsoft SMTP Server", "...SMTPSVC(6.0)"
+                protocol = _WS.sub(" ", masked[tok.start(1) : e].replace("\x01", " ")).strip()
+    if "id" in clauses:
+        s, e = clauses["id"]
+        tok = _FIRST_TOKEN.match(masked, s, e)
+        smtp_id = tok.group(1).rstrip(";,") if tok else None
+    if "for" in clauses:
+        s, e = clauses["for"]
+        tok = _FIRST_TOKEN.match(masked, s, e)
+        for_addr = tok.group(1).strip("<>;,") or None if tok else None
+    if protocol is None and not clauses:
+        # qmail "(qmail 1234 invoked from network)", sendmail "(from user@localhost) by ..."
+        low = head.lower()
+        if "qmail" in low and "invoked" in low:
+            protocol = "local"
+    return Hop(
+        index=index,
+        raw=value,
+        from_helo=helo,
+        from_rdns=rdns,
+        from_ip=ip,
+        by_host=by_host,
+        protocol=protocol,
+        smtp_id=smtp_id,
+        for_addr=for_addr,
+        timestamp=timestamp,
+    )
+
+
+def parse_chain(values: Sequence[str]) -> tuple[Hop, ...]:
+    """All ``Received:`` values of a message, top (most recent) first, as hops indexed 0..n-1."""
+    return tuple(parse_received(v, i) for i, v in enumerate(values))
