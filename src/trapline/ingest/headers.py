@@ -1,0 +1,153 @@
+"""Header helpers: RFC 2047 decoding, address lists, and Date parsing with forgery flags.
+
+The fast parser already decodes most of this; these functions are what the stdlib fallback path
+uses, and the Date logic (flags for forged or impossible dates) is shared by both paths. Every
+function here is total: bad input yields ``None`` or a defect, never an exception.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from trapline.model import Address
+
+# A header line longer than this breaks RFC 5322 §2.1.1 (998 characters plus CRLF).
+MAX_LINE = 998
+# Forged dates: spamware writes years like 0102 (a Y2K bug), 1970 or 9744 (see data/README.md).
+EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=2)
+SKEW_LIMIT = timedelta(days=7)
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_CHARSET_ALIASES = {"x-unknown": None, "unknown-8bit": None, "x-user-defined": "latin-1"}
+
+
+def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    """Decode ``data`` with ``charset``; return (text, defect or None).
+
+    Unknown or wrong charsets fall back to UTF-8 (if it decodes cleanly) or Latin-1, which
+    maps every byte, so nothing is lost and nothing raises.
+    """
+    label = (charset or "us-ascii").strip().strip("\"'").lower()
+    codec = _CHARSET_ALIASES.get(label, label)
+    if codec:
+        try:
+            return data.decode(codec), None
+        except (LookupError, UnicodeDecodeError, ValueError):
+            pass
+    try:
+        return data.decode("utf-8"), f"bad-charset:{label[:40]}"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), f"bad-charset:{label[:40]}"
+
+
+def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
+    """Decode RFC 2047 encoded-words in a header value; undecodable words stay as written."""
+    if "=?" not in value or not _ENCODED_WORD.search(value):
+        return value
+    try:
+        parts = email.header.decode_header(value)
+    except (ValueError, LookupError, AssertionError) as exc:  # HeaderParseError is a ValueError
+        if defects is not None:
+            defects.append(f"bad-encoded-word:{type(exc).__name__}")
+        return value
+    out: list[str] = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        text, defect = decode_bytes(chunk, charset)
+        if defect and defects is not None:
+            defects.append(defect)
+        out.append(text)
+    # RFC 2047 §6.2: whitespace between adjacent encoded-words is dropped; decode_header keeps
+    # the unencoded runs as their own chunks, so a plain join is right.
+    return "".join(out)
+
+
+def make_address(name: str | None, addr: str | None) -> Address:
+    """An ``Address`` with the domain split off and lowercased; empty strings become ``None``."""
+    addr = (addr or "").strip().strip("<>").strip() or None
+    name = (name or "").strip().strip('"').strip() or None
+    domain = None
+    if addr and "@" in addr:
+        domain = addr.rpartition("@")[2].strip().rstrip(".").lower() or None
+    return Address(name=name, addr=addr, domain=domain)
+
+
+def parse_addresses(values: Iterable[str], limit: int) -> tuple[tuple[Address, ...], bool]:
+    """Parse address-list header values (stdlib path); return (addresses, truncated).
+
+    ``limit`` caps the work: ``getaddresses`` is linear, but a 16k-recipient ``To:`` would still
+    cost a record per address downstream, and no analysis needs more than the first few hundred.
+    """
+    out: list[Address] = []
+    truncated = False
+    for value in values:
+        if len(value) > limit * 256:  # a value this long cannot hold fewer than `limit` addresses
+            value = value[: limit * 256]
+            truncated = True
+        try:
+            pairs = email.utils.getaddresses([value])
+        except (ValueError, IndexError, TypeError):
+            continue
+        for name, addr in pairs:
+            if not (name or addr):
+                continue
+            if len(out) >= limit:
+                return tuple(out), True
+            out.append(make_address(decode_rfc2047(name), addr))
+    return tuple(out), truncated
+
+
+def parse_date_header(value: str | None) -> datetime | None:
+    """Parse an RFC 5322 §3.3 date (with the obsolete forms spam uses); UTC, or ``None``."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    try:
+        if parsed.tzinfo is None:
+            # RFC 5322 §3.3: "-0000" or a missing zone means local time unknown; read as UTC.
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def date_flags(
+    date: datetime | None,
+    present: bool,
+    received_at: datetime | None,
+    now: datetime,
+) -> tuple[str, ...]:
+    """Flags for a Date header that is absent, unreadable, or forged.
+
+    A Date is sender-controlled; the flags let analysis ignore it when it cannot be true:
+    in the future of when we got it, before the spam era, or far from the receiving hop's time.
+    """
+    if not present:
+        return ("missing",)
+    if date is None:
+        return ("unparseable",)
+    flags: list[str] = []
+    if date > now or (received_at is not None and date > received_at + FUTURE_SLACK):
+        flags.append("far-future")
+    if date < EARLIEST_PLAUSIBLE:
+        flags.append("before-1990")
+    if received_at is not None and abs(date - received_at) > SKEW_LIMIT:
+        flags.append("skewed")
+    return tuple(flags)
+
+
+def longest_line(block: bytes) -> int:
+    """Length of the longest line in a raw header block (bytes, line ending excluded)."""
+    return max((len(line.rstrip(b"\r")) for line in block.split(b"\n")), default=0)

@@ -1,0 +1,169 @@
+"""The fallback MIME path: stdlib ``email`` with ``compat32``, plus the record both paths fill.
+
+Used only for the messages ``fast_mail_parser`` rejects (undecodable base64, structure it
+refuses). ``compat32`` is lenient and linear; ``policy.default`` is not used anywhere because its
+header parser is quadratic on hostile address lists (a 16k-recipient ``To:`` takes minutes).
+"""
+
+from __future__ import annotations
+
+import email
+import email.message
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.policy import compat32
+
+from trapline.ingest.headers import (
+    decode_bytes,
+    decode_rfc2047,
+    make_address,
+    parse_addresses,
+    parse_date_header,
+)
+from trapline.model import Address, Attachment
+
+
+@dataclass(slots=True, frozen=True)
+class ParseLimits:
+    """Caps on work and memory per message, so one hostile message cannot stall a batch."""
+
+    max_headers: int = 500
+    max_header_value: int = 8192  # chars kept per header value
+    max_recipients: int = 1000  # per To / Cc
+    max_urls: int = 500
+    max_attachments: int = 200
+    max_parts: int = 1000  # MIME leaves walked by the fallback parser
+    max_body_chars: int = 2_000_000  # text and html kept on the record
+    max_html_render: int = 1_000_000  # html chars rendered to text and scanned for links
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+
+@dataclass(slots=True)
+class Fields:
+    """What either MIME parser extracted, before the shared assembly step in ``parse``."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    subject: str | None = None
+    from_: Address = field(default_factory=lambda: Address(None, None, None))
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    date: datetime | None = None
+    date_present: bool = False
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def cap(value: str, limit: int, defects: list[str]) -> str:
+    """``value`` cut to ``limit`` chars, noting the cut once per message."""
+    if len(value) > limit:
+        if "header-value-truncated" not in defects:
+            defects.append("header-value-truncated")
+        return value[:limit]
+    return value
+
+
+def _header_text(value: object) -> str:
+    # compat32 returns str for parsed headers, but a Header object for some re-encoded ones.
+    text = value if isinstance(value, str) else str(value)
+    # RFC 5322 §2.2.3: unfolding removes the CRLF before folding whitespace.
+    return _FOLD.sub("", text).strip()
+
+
+def _leaf_text(part: email.message.Message, defects: list[str]) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    text, defect = decode_bytes(payload, part.get_content_charset())
+    if defect and defect not in defects:
+        defects.append(defect)
+    return text
+
+
+def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Fields:
+    """Extract ``Fields`` with the stdlib parser; raises only on stdlib bugs (caller catches)."""
+    msg = email.message_from_bytes(payload, policy=compat32)
+    out = Fields()
+    defects = out.defects
+    by_name: dict[str, list[str]] = {}
+    for index, (name, value) in enumerate(msg.items()):
+        if index >= limits.max_headers:
+            defects.append("too-many-headers")
+            break
+        # Decoding is bounded by the cap: a 10 MB header is cut before RFC 2047 work.
+        text = decode_rfc2047(cap(_header_text(value), limits.max_header_value, defects), defects)
+        out.headers.append((name, text))
+        by_name.setdefault(name.lower(), []).append(text)
+    out.received = by_name.get("received", [])
+    if "message-id" in by_name:
+        out.message_id = by_name["message-id"][0][:998] or None
+    if "subject" in by_name:
+        out.subject = by_name["subject"][0]
+    if "from" in by_name:
+        found, _ = parse_addresses(by_name["from"][:1], 1)
+        if found:
+            out.from_ = found[0]
+        else:
+            out.from_ = make_address(None, None)
+            defects.append("bad-from")
+    else:
+        defects.append("no-from")
+    for key in ("to", "cc"):
+        found, truncated = parse_addresses(by_name.get(key, []), limits.max_recipients)
+        if truncated:
+            defects.append("too-many-recipients")
+        setattr(out, key, found)
+    if "date" in by_name and by_name["date"][0]:
+        out.date_present = True
+        out.date = parse_date_header(by_name["date"][0])
+    for issue in msg.defects:
+        code = {
+            "NoBoundaryInMultipartDefect": "missing-boundary",
+            "StartBoundaryNotFoundDefect": "missing-boundary",
+            "MissingHeaderBodySeparatorDefect": "missing-header-separator",
+        }.get(type(issue).__name__)
+        if code and code not in defects:
+            defects.append(code)
+    leaves = 0
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        leaves += 1
+        if leaves > limits.max_parts:
+            defects.append("too-many-parts")
+            break
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if ctype in ("text/plain", "text/html") and not disposition.startswith("attachment"):
+            target = out.plain if ctype == "text/plain" else out.html
+            target.append(_leaf_text(part, defects))
+            continue
+        if len(out.attachments) >= limits.max_attachments:
+            if "too-many-attachments" not in defects:
+                defects.append("too-many-attachments")
+            continue
+        data = part.get_payload(decode=True)
+        content = data if isinstance(data, bytes) else b""
+        try:
+            filename = part.get_filename()
+        except (ValueError, LookupError, TypeError):
+            filename = None
+        out.attachments.append(
+            Attachment(
+                filename=decode_rfc2047(filename) if filename else None,
+                content_type=ctype,
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+            )
+        )
+    return out
