@@ -30,6 +30,10 @@ class SourceError(TraplineError):
     """A mail source could not be read; check the path and its permissions."""
 
 
+class IngestError(TraplineError):
+    """An ingest run stopped early; what was committed stays, run the same command to resume."""
+
+
 class ConfigError(TraplineError):
     """trapline.toml or a TRAPLINE_* variable holds a value trapline cannot use; fix it and retry."""
 
@@ -43,6 +47,10 @@ class StoreError(TraplineError):
 
 class StoreLocked(StoreError):
     """Another trapline process holds the store open for writing; wait for it or stop it."""
+
+
+class QueryError(StoreError):
+    """The SQL could not run; check it against docs/schema.md (`trapline query "show tables"`)."""
 
 
 class NotFound(TraplineError):

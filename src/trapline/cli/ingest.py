@@ -1,7 +1,265 @@
-"""Commands over the core store: ingest, stats, show, query, demo."""
+"""Commands over the core store: ingest, stats, show, query, demo.
+
+Each command parses options, calls one library function and renders its result; the work lives
+in ``trapline.pipeline``, ``trapline.store.queries`` and ``trapline.demo``.
+"""
 
 from __future__ import annotations
 
-import click
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
+from trapline.pipeline import IngestSummary, ingest
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress(app: AppContext) -> Iterator[Callable[[int, int, int | None], None] | None]:
+    """A rich bar on stderr (messages, MB, msgs/s), or nothing for --quiet and non-terminals."""
+    if app.quiet or not _err.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[msgs]} msgs · {task.fields[rate]} msgs/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task("ingest", total=None, msgs=0, rate="-")
+
+        def update(read: int, nbytes: int, total: int | None) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{read / elapsed:,.0f}" if elapsed > 0 else "-"
+            bar.update(task, completed=nbytes, total=total, msgs=f"{read:,}", rate=rate)
+
+        yield update
+
+
+def _note(app: AppContext) -> Callable[[str], None]:
+    def note(text: str) -> None:
+        # Problems are always shown (nothing is dropped silently); --quiet only hides chatter.
+        _err.print(f"[yellow]note:[/] {text}", markup=True, highlight=False)
+
+    return note
+
+
+def _summary(summary: IngestSummary) -> None:
+    _err.print(summary.line(), markup=False)
+    for line in summary.stage_notes:
+        _err.print(line, markup=False)
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    metavar="SPEC",
+    help="Trusted relay: CIDR, IP, host name or .domain (repeatable); private ranges always are.",
+)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Parse processes (0 = one per core).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Messages per write transaction [2000].")
+@pass_app
+def ingest_cmd(
+    app: AppContext, paths: tuple[str, ...], trust: tuple[str, ...], workers: int | None, batch_size: int | None
+) -> None:
+    """Store mail (mbox, Maildir, .eml, folders, .gz/.bz2/.xz/.zst, - for stdin) and parse it.
+
+    Raw bytes are archived first (content-addressed); ingesting the same bytes again stores
+    nothing. Interrupted runs resume where they stopped.
+
+    Example: trapline ingest ~/spam/2008-11.mbox ./Maildir --trust mx.example.org
+    """
+    stdin = click.get_binary_stream("stdin") if "-" in paths else None
+    with _progress(app) as on_progress:
+        try:
+            summary = ingest(
+                paths,
+                settings=app.settings,
+                trust=trust,
+                workers=workers,
+                batch_size=batch_size,
+                stdin=stdin,
+                on_progress=on_progress,
+                on_note=_note(app),
+            )
+        except KeyboardInterrupt:
+            _err.print("interrupted: committed batches are kept; run the same command to resume")
+            sys.exit(130)
+    _summary(summary)
+
+
+def _open_read(app: AppContext) -> Any:
+    from trapline.store.duckdb import open_store
+
+    return open_store(app.data_dir, read_only=True)
+
+
+@click.command("stats")
+@json_option
+@pass_app
+def stats_cmd(app: AppContext, as_json: bool) -> None:
+    """Counts, date range, top origin networks and parse problems of the store.
+
+    Example: trapline stats --json
+    """
+    from trapline.store.queries import stats
+
+    with _open_read(app) as store:
+        report = stats(store.con)
+    if as_json:
+        echo_json(report)
+    else:
+        render_stats(report)
+
+
+def render_stats(report: dict[str, Any], *, console: Console | None = None) -> None:
+    """The text form of ``stats`` (also used by ``demo``)."""
+    out = console or _out
+    out.print(
+        f"seen {report['seen']:,}  messages {report['messages']:,}  quarantined "
+        f"{report['quarantined']:,} ({report['source_problems']:,} source problems)",
+        markup=False,
+    )
+    out.print(f"received {report['first_received']} .. {report['last_received']}", markup=False)
+    for title, key, cols in (
+        ("top origin networks", "top_origin_networks", ("network", "messages", "ips")),
+        ("top subjects", "top_subjects", ("subject", "messages")),
+        ("parse problems (quarantine)", "quarantine_reasons", ("reason", "count")),
+        ("parse problems (defects)", "top_defects", ("defect", "count")),
+    ):
+        rows = report.get(key) or []
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for col in cols:
+            table.add_column(col, justify="right" if col in ("messages", "ips", "count") else "left")
+        for row in rows:
+            table.add_row(*(str(row.get(c, "")) for c in cols))
+        out.print(table)
+
+
+@click.command("show")
+@click.argument("message_id")
+@json_option
+@click.option("--raw", is_flag=True, help="Write the exact original bytes to stdout.")
+@pass_app
+def show_cmd(app: AppContext, message_id: str, as_json: bool, raw: bool) -> None:
+    """One message: hops (origin marked), origin IP, URLs, attachments, defects.
+
+    MESSAGE_ID is the SHA-256 id or a unique prefix of it.
+
+    Example: trapline show 3f2a9c --raw > copy.eml
+    """
+    from trapline.store.queries import show
+    from trapline.store.raw import read_raw, resolve_id
+
+    with _open_read(app) as store:
+        if raw:
+            data = read_raw(store.con, resolve_id(store.con, message_id))
+            stream = click.get_binary_stream("stdout")
+            stream.write(data)
+            stream.flush()
+            return
+        view = show(store.con, message_id)
+    if as_json:
+        echo_json(view)
+        return
+    render_message(view)
+
+
+def render_message(view: dict[str, Any]) -> None:
+    out = _out
+    out.print(f"id          {view['id']}", markup=False)
+    for key in ("status", "source", "size", "received_at", "received_at_source", "subject"):
+        if key in view:
+            out.print(f"{key:<12}{view[key]}", markup=False)
+    if view["status"] != "parsed":
+        out.print(f"quarantine  {to_json(view.get('quarantine'))}", markup=False)
+        return
+    sender = view["from"]
+    out.print(f"{'from':<12}{sender['name'] or ''} <{sender['addr'] or ''}>", markup=False)
+    out.print(f"{'origin_ip':<12}{view['origin_ip']}  (hop {view['origin_hop']})", markup=False)
+    table = Table(title="Received hops (0 = top)", title_justify="left", show_edge=False)
+    for col in ("", "#", "from_ip", "from_rdns", "from_helo", "by_host", "timestamp", "trusted"):
+        table.add_column(col)
+    for hop in view["hops"]:
+        table.add_row(
+            "origin →" if hop["origin"] else "",
+            str(hop["index"]),
+            *(str(hop[k] or "") for k in ("from_ip", "from_rdns", "from_helo", "by_host", "timestamp")),
+            "yes" if hop["trusted"] else "",
+        )
+    out.print(table)
+    for url in view["urls"][:50]:
+        out.print(f"url         {url['url']}" + ("  (obfuscated)" if url["obfuscated"] else ""), markup=False)
+    for att in view["attachments"]:
+        out.print(f"attachment  {att['filename']} {att['content_type']} {att['size']} B {att['sha256']}", markup=False)
+    if view["defects"]:
+        out.print(f"defects     {', '.join(view['defects'])}", markup=False)
+
+
+@click.command("query")
+@click.argument("sql")
+@json_option
+@pass_app
+def query_cmd(app: AppContext, sql: str, as_json: bool) -> None:
+    """Run read-only SQL on the store (tables: see docs/schema.md).
+
+    Example: trapline query "select origin_ip, count(*) from messages group by 1 order by 2 desc limit 10"
+    """
+    from trapline.store.queries import query
+
+    with _open_read(app) as store:
+        result = query(store.con, sql)
+    if as_json:
+        echo_json([dict(zip(result["columns"], row, strict=True)) for row in result["rows"]])
+        return
+    table = Table(show_edge=False)
+    for col in result["columns"]:
+        table.add_column(str(col))
+    for row in result["rows"]:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    _out.print(table)
+    _err.print(f"{len(result['rows'])} rows", markup=False)
+
+
+@click.command("demo")
+@pass_app
+def demo_cmd(app: AppContext) -> None:
+    """Ingest the bundled real sample (SpamAssassin 2002) into --data-dir and report on it.
+
+    Example: trapline --data-dir /tmp/demo demo
+    """
+    from trapline.demo import run_demo
+
+    with _progress(app) as on_progress:
+        result = run_demo(app.settings, on_progress=on_progress, on_note=_note(app))
+    _summary(result["summary"])
+    for line in result["notes"]:
+        _err.print(line, markup=False)
+    _out.print(f"store: {Path(app.data_dir) / 'trapline.duckdb'}", markup=False)
+    render_stats(result["stats"])
+
+
+commands: list[click.Command] = [ingest_cmd, stats_cmd, show_cmd, query_cmd, demo_cmd]

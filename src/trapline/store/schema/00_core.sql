@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS raw (
     codec       VARCHAR NOT NULL,      -- 'zstd' or 'none'
     data        BLOB NOT NULL,         -- the bytes, compressed with codec
     source      VARCHAR,               -- where the bytes were first seen
+    envelope    VARCHAR,               -- SMTP envelope as JSON (trap mail), else NULL
     ingested_at TIMESTAMP NOT NULL
 );
 

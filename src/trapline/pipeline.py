@@ -1,0 +1,392 @@
+"""Ingest orchestration: read → archive raw → parse in a process pool → write → post-ingest stages.
+
+The main process is the only writer (DuckDB allows one). It reads sources, hashes and
+de-duplicates, commits the new raw bytes (raw first, ARCHITECTURE rule 2) and only then hands
+them to the parse workers. Workers return finished Arrow tables (``store.writer.tables_for``), so
+the main process does no per-message Python work after the hash. In-flight work is bounded, so
+memory stays flat on any input size. A Ctrl-C or a kill loses no committed batch: the next run
+finds archived messages that have neither a ``messages`` nor a ``quarantine`` row and parses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from trapline.errors import IngestError, NotConfigured, UsageError
+from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.store import raw as rawstore
+from trapline.store.duckdb import Store, open_store
+from trapline.store.writer import Batch, merge, tables_for, write_batch, write_problems
+
+ProgressFn = Callable[[int, int, int | None], None]  # (messages read, bytes read, bytes total)
+NoteFn = Callable[[str], None]
+
+
+@dataclass(slots=True, frozen=True)
+class IngestSummary:
+    """What one ingest run did. ``read`` = messages read from sources this run."""
+
+    read: int
+    new: int
+    duplicates: int
+    parsed: int
+    quarantined: int
+    problems: int
+    resumed: int
+    seconds: float
+    bytes_read: int
+    stage_notes: tuple[str, ...] = ()
+    interrupted: bool = False
+
+    def line(self) -> str:
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        parts = [
+            f"{self.read} read",
+            f"{self.new} new",
+            f"{self.duplicates} duplicates" + (" (already stored)" if self.duplicates else ""),
+            f"{self.quarantined} quarantined",
+            f"{self.problems} source problems",
+        ]
+        if self.resumed:
+            parts.append(f"{self.resumed} resumed from an interrupted run")
+        text = ", ".join(parts) + f" in {self.seconds:.1f}s ({rate:.0f} msgs/s)"
+        return ("interrupted: " if self.interrupted else "") + text
+
+
+# --- worker side ---------------------------------------------------------------------------------
+
+_worker_trust: Any = None
+
+
+def _init_worker(trust: Any) -> None:
+    # The main process owns Ctrl-C: it stops the pool and closes the store cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _worker_trust
+    _worker_trust = trust
+
+
+def parse_records(raws: Sequence[RawMessage], trust: Any) -> list[Message | Quarantined]:
+    from trapline.ingest.parse import parse_many
+
+    return parse_many(list(raws), trust=trust)
+
+
+def _parse_task(raws: list[RawMessage]) -> Batch:
+    """One task: parse a chunk and return its Arrow tables (compact to pickle back)."""
+    return tables_for(parse_records(raws, _worker_trust))
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+# --- stages after each batch ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Stages:
+    """``post_ingest_stages`` from settings, switched off one by one when they say so."""
+
+    settings: dict[str, Any]
+    note: NoteFn
+    active: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    last: dict[str, str] = field(default_factory=dict)
+
+    def load(self) -> None:
+        for spec in self.settings.get("post_ingest_stages") or []:
+            module, _, name = str(spec).partition(":")
+            try:
+                fn = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as exc:
+                raise UsageError(
+                    f"post_ingest_stages: cannot load {spec!r} ({exc}); write it as "
+                    "'package.module:function' or remove it from trapline.toml"
+                ) from exc
+            self.active.append((str(spec), fn))
+
+    def run(self, store: Store, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+        for spec, fn in list(self.active):
+            try:
+                result = fn(store, message_ids, self.settings)
+            except NotConfigured as exc:
+                self.note(f"{spec} switched off: {exc}")
+                self.active.remove((spec, fn))
+                continue
+            if result:
+                self.last[spec] = str(result)
+
+
+# --- the main loop -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counts:
+    read: int = 0
+    new: int = 0
+    duplicates: int = 0
+    parsed: int = 0
+    quarantined: int = 0
+    problems: int = 0
+    resumed: int = 0
+
+
+class _Run:
+    """One ingest run's moving parts (pool, store, buffers); ``ingest`` drives it."""
+
+    def __init__(
+        self, store: Store, pool: ProcessPoolExecutor | None, trust: Any, settings: dict[str, Any],
+        chunk: int, batch_size: int, stages: _Stages, note: NoteFn,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.pool = pool
+        self.trust = trust
+        self.settings = settings
+        self.chunk = chunk
+        self.batch_size = batch_size
+        self.stages = stages
+        self.note = note
+        self.counts = _Counts()
+        self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
+        self.in_flight: dict[Future[Batch], list[RawMessage]] = {}
+        self.done: list[Batch] = []
+        self.done_rows = 0
+
+    # parse side
+    def submit(self, raws: list[RawMessage]) -> None:
+        for start in range(0, len(raws), self.chunk):
+            part = raws[start : start + self.chunk]
+            if self.pool is None:
+                self._collect(tables_for(parse_records(part, self.trust)))
+                continue
+            while len(self.in_flight) >= self.max_in_flight:
+                self.drain(block_until_one=True)
+            self.in_flight[self.pool.submit(_parse_task, part)] = part
+
+    def drain(self, *, block_until_one: bool = False, everything: bool = False) -> None:
+        while self.in_flight:
+            timeout = None if (block_until_one or everything) else 0
+            finished, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+            if not finished:
+                return
+            for fut in finished:
+                part = self.in_flight.pop(fut)
+                try:
+                    batch = fut.result()
+                except BrokenProcessPool as exc:
+                    raise IngestError(
+                        "a parse worker died (out of memory, or a crash in a parser library); "
+                        "every message read so far is archived: run the same ingest again with "
+                        "--workers 1 to resume and find the message that causes it"
+                    ) from exc
+                except Exception as exc:  # a bug in a stage: keep the run, quarantine with detail
+                    batch = self._fallback(part, exc)
+                self._collect(batch)
+            if not everything:
+                return
+
+    def _fallback(self, part: list[RawMessage], exc: Exception) -> Batch:
+        """Re-run a failed chunk message by message in-process; failures are quarantined."""
+        records: list[Message | Quarantined] = []
+        for raw in part:
+            try:
+                records.extend(parse_records([raw], self.trust))
+            except Exception as one:
+                mid = message_id_of(raw.data)
+                detail = f"{type(one).__name__}: {one}"[:500]
+                records.append(Quarantined(mid, len(raw.data), raw.source, "internal-error", detail))
+        self.note(f"a parse task failed ({type(exc).__name__}: {exc}); retried one by one")
+        return tables_for(records)
+
+    def _collect(self, batch: Batch) -> None:
+        self.done.append(batch)
+        self.done_rows += batch.n_rows
+        if self.done_rows >= self.batch_size:
+            self.flush_parsed()
+
+    def flush_parsed(self) -> None:
+        if not self.done:
+            return
+        batch = merge(self.done)
+        self.done, self.done_rows = [], 0
+        bad = write_batch(self.store.con, batch)
+        for q in bad:
+            self.note(f"{q.source}: quarantined, the store rejected it ({q.detail[:120]})")
+        bad_ids = {q.id for q in bad}
+        ok_ids = [i for i in batch.message_ids if i not in bad_ids]
+        self.counts.parsed += len(ok_ids)
+        self.counts.quarantined += len(batch.quarantined_ids) + len(bad)
+        self.stages.run(self.store, ok_ids)
+
+    # raw side
+    def archive(self, buffer: list[tuple[str, RawMessage]]) -> list[RawMessage]:
+        """Dedupe ``buffer`` within itself and against the store, commit the new bytes."""
+        unique: dict[str, RawMessage] = {}
+        for mid, raw in buffer:
+            unique.setdefault(mid, raw)
+        known = rawstore.existing_ids(self.store.con, list(unique))
+        fresh = [(mid, raw) for mid, raw in unique.items() if mid not in known]
+        rows = [rawstore.RawRow(mid, r.data, r.source, r.envelope) for mid, r in fresh]
+        rawstore.write_raw(self.store.con, rows)
+        self.counts.new += len(fresh)
+        self.counts.duplicates += len(buffer) - len(fresh)
+        return [raw for _, raw in fresh]
+
+    def resume(self) -> None:
+        """Parse what an interrupted run archived but never parsed."""
+        pending = rawstore.pending_ids(self.store.con)
+        for start in range(0, len(pending), self.batch_size):
+            rows = rawstore.iter_raw(self.store.con, pending[start : start + self.batch_size])
+            raws = [RawMessage(r.data, r.source, r.envelope) for r in rows]
+            self.counts.resumed += len(raws)
+            self.submit(raws)
+        if pending:
+            self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
+
+
+def _trust_for(specs: Sequence[str]) -> Any:
+    from trapline.ingest.received import TrustBoundary
+
+    # Private and loopback ranges are always included (see TrustBoundary.from_specs).
+    return TrustBoundary.from_specs(list(specs))
+
+
+def _start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
+    if workers <= 1:
+        return None
+    # Import the parser before forking so workers share its pages and skip the import cost.
+    importlib.import_module("trapline.ingest.parse")
+    ctx = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(trust,))
+    # With fork, the executor starts every worker at the first submit: do it now, before DuckDB
+    # starts its threads in this process (forking a threaded process is asking for deadlocks).
+    pool.submit(_warm).result()
+    return pool
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    *,
+    settings: dict[str, Any],
+    trust: Sequence[str] = (),
+    workers: int | None = None,
+    batch_size: int | None = None,
+    stdin: IO[bytes] | None = None,
+    on_progress: ProgressFn | None = None,
+    on_note: NoteFn | None = None,
+) -> IngestSummary:
+    """Ingest mail from ``paths`` into the store in ``settings['data_dir']``.
+
+    ``trust`` adds CIDRs / host names to ``settings['trust']`` for the origin walk. Raises
+    ``SourceError`` before touching the store when a path does not exist. A KeyboardInterrupt is
+    re-raised after the store is closed cleanly; every batch committed before it stays.
+    """
+    from trapline.ingest.sources import SourceReader
+
+    note: NoteFn = on_note or (lambda _text: None)
+    started = time.perf_counter()
+    specs = [*(settings.get("trust") or []), *trust]
+    trust_obj = _trust_for(specs)
+    n_workers = int(workers if workers is not None else settings.get("workers") or 0)
+    n_workers = n_workers if n_workers > 0 else (os.cpu_count() or 1)
+    size = int(batch_size or settings.get("batch_size") or 2000)
+    if size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    # Several chunks per batch keep both workers busy while the main process archives the next.
+    chunk = max(25, min(500, size // (2 * n_workers)))
+    reader = SourceReader([str(p) for p in paths], stdin=stdin)
+    stages = _Stages(settings, note)
+    stages.load()
+    pool = _start_pool(n_workers, trust_obj)
+    store: Store | None = None
+    run: _Run | None = None
+    interrupted = False
+    run_id = uuid.uuid4().hex
+    try:
+        store = open_store(Path(settings["data_dir"]))
+        store.con.execute(
+            "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
+            [run_id, rawstore.utcnow(), [str(p) for p in paths]],
+        )
+        run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note)
+        run.resume()
+        _main_loop(run, reader, on_progress, note)
+        run.drain(everything=True)
+        run.flush_parsed()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if pool is not None:
+            if interrupted:
+                # Workers ignore SIGINT; stop them now rather than after their current chunk.
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+        if store is not None:
+            if run is not None and not interrupted:
+                c = run.counts
+                store.con.execute(
+                    "UPDATE ingest_runs SET finished_at = ?, read = ?, new = ?, duplicates = ?, "
+                    "quarantined = ?, problems = ? WHERE run_id = ?",
+                    [rawstore.utcnow(), c.read, c.new, c.duplicates, c.quarantined, c.problems, run_id],
+                )
+            store.close()
+    c = run.counts
+    return IngestSummary(
+        read=c.read,
+        new=c.new,
+        duplicates=c.duplicates,
+        parsed=c.parsed,
+        quarantined=c.quarantined,
+        problems=c.problems,
+        resumed=c.resumed,
+        seconds=time.perf_counter() - started,
+        bytes_read=reader.bytes_read,
+        stage_notes=tuple(f"{k}: {v}" for k, v in stages.last.items()),
+        interrupted=interrupted,
+    )
+
+
+def _main_loop(
+    run: _Run, reader: Any, on_progress: ProgressFn | None, note: NoteFn
+) -> None:
+    buffer: list[tuple[str, RawMessage]] = []
+    problems: list[SourceProblem] = []
+    last_tick = 0.0
+    for item in reader:
+        if isinstance(item, SourceProblem):
+            problems.append(item)
+            note(f"{item.source}: {item.reason}" + (f" ({item.detail})" if item.detail else ""))
+            continue
+        run.counts.read += 1
+        buffer.append((message_id_of(item.data), item))
+        if len(buffer) >= run.batch_size:
+            run.submit(run.archive(buffer))
+            buffer = []
+            run.drain()
+        if on_progress is not None:
+            now = time.perf_counter()
+            if now - last_tick > 0.1:
+                last_tick = now
+                on_progress(run.counts.read, reader.bytes_read, reader.bytes_total)
+    if buffer:
+        run.submit(run.archive(buffer))
+    # Source problems are counted in `seen` once per (source, reason), however often re-read.
+    write_problems(run.store.con, problems)
+    run.counts.problems += len(problems)
+    if on_progress is not None:
+        on_progress(run.counts.read, reader.bytes_read, reader.bytes_total)
+

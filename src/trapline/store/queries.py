@@ -1,0 +1,203 @@
+"""Read-side queries behind ``stats``, ``show`` and ``query``: SQL in, plain JSON-ready dicts out.
+
+Timestamps come back as ISO-8601 UTC strings ending in ``Z`` so the CLI, the API and scripts all
+see the same text. Everything here is a read: callers open the store read-only.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+
+from trapline.errors import QueryError
+from trapline.store.raw import resolve_id
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 UTC with ``Z`` (the store keeps naive UTC timestamps)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description or []]
+    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+# Network of a message's origin: its ASN once the routing stage filled it, else the /24 (IPv4)
+# or /48 (IPv6) around the origin IP, the granularity at which spam operations rent space.
+NETWORK_SQL = """
+CASE
+  WHEN origin_asn IS NOT NULL THEN 'AS' || origin_asn::VARCHAR
+  WHEN origin_ip LIKE '%.%' THEN regexp_extract(origin_ip, '^(\\d+\\.\\d+\\.\\d+)\\.', 1) || '.0/24'
+  WHEN origin_ip LIKE '%:%' THEN array_to_string(string_split(origin_ip, ':')[1:3], ':') || '::/48'
+END
+"""
+
+
+def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
+    """Counts, date range, top origin networks, subjects and parse problems.
+
+    ``seen`` = archived messages + source problems = ``messages`` + ``quarantined``.
+    """
+    raw_rows = int(_scalar(con, "SELECT count(*) FROM raw"))
+    problems = int(_scalar(con, "SELECT count(*) FROM quarantine WHERE id IS NULL"))
+    quarantined_msgs = int(_scalar(con, "SELECT count(DISTINCT id) FROM quarantine WHERE id IS NOT NULL"))
+    messages = int(_scalar(con, "SELECT count(*) FROM messages"))
+    first, last = con.execute("SELECT min(received_at), max(received_at) FROM messages").fetchone() or (
+        None,
+        None,
+    )
+    return {
+        "seen": raw_rows + problems,
+        "messages": messages,
+        "quarantined": quarantined_msgs + problems,
+        "quarantined_messages": quarantined_msgs,
+        "source_problems": problems,
+        "pending": raw_rows - messages - quarantined_msgs,
+        "raw_bytes": int(_scalar(con, "SELECT coalesce(sum(size), 0) FROM raw")),
+        "stored_bytes": int(_scalar(con, "SELECT coalesce(sum(octet_length(data)), 0) FROM raw")),
+        "first_received": iso(first),
+        "last_received": iso(last),
+        "with_origin_ip": int(_scalar(con, "SELECT count(origin_ip) FROM messages")),
+        "top_origin_networks": _rows(
+            con,
+            f"SELECT {NETWORK_SQL} AS network, count(*) AS messages, "
+            "count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            [top],
+        ),
+        "top_subjects": _rows(
+            con,
+            "SELECT subject, count(*) AS messages FROM messages WHERE subject IS NOT NULL "
+            "AND subject <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            [top],
+        ),
+        "quarantine_reasons": _rows(
+            con,
+            "SELECT reason, count(*) AS count FROM quarantine GROUP BY 1 ORDER BY 2 DESC, 1",
+        ),
+        "top_defects": _rows(
+            con,
+            "SELECT defect, count(*) AS count FROM (SELECT unnest(defects) AS defect FROM messages) "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            [top],
+        ),
+        "received_at_source": _rows(
+            con,
+            "SELECT received_at_source AS source, count(*) AS count FROM messages "
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
+        ),
+    }
+
+
+def show(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> dict[str, Any]:
+    """Everything stored about one message (a unique id prefix is enough)."""
+    mid = resolve_id(con, id_or_prefix)
+    found = _rows(con, "SELECT * FROM messages WHERE id = ?", [mid])
+    if not found:
+        quarantine = _rows(
+            con, "SELECT reason, detail, source, size FROM quarantine WHERE id = ?", [mid]
+        )
+        raw = _rows(con, "SELECT size, source, ingested_at FROM raw WHERE id = ?", [mid])[0]
+        return {
+            "id": mid,
+            "status": "quarantined" if quarantine else "pending",
+            "source": raw["source"],
+            "size": raw["size"],
+            "ingested_at": raw["ingested_at"],
+            "quarantine": quarantine[0] if quarantine else None,
+        }
+    m = found[0]
+    recipients = _rows(
+        con, "SELECT kind, name, addr, domain FROM recipients WHERE message_id = ?", [mid]
+    )
+    hops = _rows(
+        con,
+        "SELECT idx AS index, from_helo, from_rdns, from_ip, by_host, protocol, smtp_id, "
+        "for_addr, ts AS timestamp, trusted, raw FROM hops WHERE message_id = ? ORDER BY idx",
+        [mid],
+    )
+    for hop in hops:
+        hop["origin"] = hop["index"] == m["origin_hop"]
+    urls = _rows(
+        con,
+        "SELECT url, host, registered_domain, source, obfuscated FROM urls WHERE message_id = ?",
+        [mid],
+    )
+    attachments = _rows(
+        con,
+        "SELECT filename, content_type, size, sha256 FROM attachments WHERE message_id = ?",
+        [mid],
+    )
+
+    def _people(kind: str) -> list[dict[str, Any]]:
+        return [
+            {k: r[k] for k in ("name", "addr", "domain")} for r in recipients if r["kind"] == kind
+        ]
+
+    return {
+        "id": mid,
+        "status": "parsed",
+        "source": m["source"],
+        "size": m["size"],
+        "received_at": m["received_at"],
+        "received_at_source": m["received_at_source"],
+        "date": m["date"],
+        "date_flags": m["date_flags"] or [],
+        "message_id": m["message_id"],
+        "subject": m["subject"],
+        "from": {"name": m["from_name"], "addr": m["from_addr"], "domain": m["from_domain"]},
+        "to": _people("to"),
+        "cc": _people("cc"),
+        "rcpt": _people("rcpt"),
+        "origin_ip": m["origin_ip"],
+        "origin_hop": m["origin_hop"],
+        "origin_asn": m["origin_asn"],
+        "origin_prefix": m["origin_prefix"],
+        "routing_snapshot": m["routing_snapshot"],
+        "hops": hops,
+        "urls": urls,
+        "attachments": attachments,
+        "defects": m["defects"] or [],
+        "text": m["body_text"],
+        "ingested_at": m["ingested_at"],
+    }
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    """Run one SQL statement; ``{"columns": [...], "rows": [[...], ...]}`` with JSON-ready values."""
+    try:
+        cur = con.execute(sql)
+        names = [d[0] for d in cur.description or []]
+        rows = [[_plain(v) for v in row] for row in cur.fetchall()] if names else []
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"{first}; check the SQL against docs/schema.md") from exc
+    return {"columns": names, "rows": rows}
