@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to
     # switch itself off (say, no routing snapshot imported yet).
-    "post_ingest_stages": [],
+    "post_ingest_stages": ["trapline.enrich.harvest:harvest_stage"],
     # routing
     "routing_choice": "nearest",  # or "latest-before"
     # traps
@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "smtp_per_ip_per_minute": 600,
     "smtp_command_timeout_s": 30.0,
     "smtp_data_timeout_s": 120.0,
+    "site_secret_file": "",  # default <data_dir>/site.secret, created with mode 0600
+    "smtp_hostname": "mx.traps.example.org",  # name in the banner and our Received: line
+    "spool_dir": "",  # default <data_dir>/spool
+    "trap_templates_dir": "",  # folder of page templates overriding the packaged set
+    "http_site_name": "Riverside Community Garden",  # shown by the default honeypot pages
 }
 
 
