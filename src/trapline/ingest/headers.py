@@ -39,10 +39,57 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
             return data.decode(codec), None
         except (LookupError, UnicodeDecodeError, ValueError):
             pass
+    # 8-bit bytes under us-ascii are an undeclared charset, not a wrong one.
+    defect = "undeclared-8bit" if label in ("us-ascii", "ascii") else f"bad-charset:{label[:40]}"
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            return data.decode(fallback), defect
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), defect
+
+
+_CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""", re.IGNORECASE)
+
+
+def decode_8bit(data: bytes, payload: bytes = b"") -> tuple[str, str | None]:
+    """Decode a raw 8-bit header value (RFC 6532 says UTF-8; 2002-era spam used its body's charset).
+
+    Tries UTF-8, then the first ``charset=`` parameter in ``payload``, then cp1252/Latin-1.
+    Returns (text, defect or None).
+    """
     try:
-        return data.decode("utf-8"), f"bad-charset:{label[:40]}"
+        return data.decode("utf-8"), None
     except UnicodeDecodeError:
-        return data.decode("latin-1"), f"bad-charset:{label[:40]}"
+        pass
+    match = _CHARSET_PARAM.search(payload[:65536])
+    if match:
+        label = match.group(1).decode("ascii").lower()
+        codec = _CHARSET_ALIASES.get(label, label)
+        if codec:
+            try:
+                return data.decode(codec), "raw-8bit-header"
+            except (LookupError, UnicodeDecodeError, ValueError):
+                pass
+    try:
+        return data.decode("cp1252"), "raw-8bit-header"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "raw-8bit-header"
+
+
+def raw_header(payload: bytes, name: str) -> bytes | None:
+    """The first raw (unfolded, undecoded) value of header ``name`` in ``payload``."""
+    end = payload.find(b"\n\n")
+    crlf = payload.find(b"\r\n\r\n")
+    if crlf != -1 and (end == -1 or crlf < end):
+        end = crlf
+    block = payload if end == -1 else payload[: end + 1]
+    pattern = rb"(?im)^" + re.escape(name.encode("ascii")) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)"
+    match = re.search(pattern, block)
+    if match is None:
+        return None
+    # RFC 5322 §2.2.3: unfold by removing the line break before folding whitespace.
+    return re.sub(rb"\r?\n(?=[ \t])", b"", match.group(1)).rstrip(b"\r")
 
 
 def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:

@@ -25,9 +25,12 @@ from trapline.ingest import received as _received
 from trapline.ingest.headers import (
     EARLIEST_PLAUSIBLE,
     date_flags,
+    decode_8bit,
+    decode_rfc2047,
     make_address,
     parse_addresses,
     parse_date_header,
+    raw_header,
 )
 from trapline.ingest.html import render
 from trapline.ingest.stdlib_mime import DEFAULT_LIMITS, Fields, ParseLimits, cap, stdlib_fields
@@ -135,7 +138,18 @@ def _addresses(
     return found
 
 
-def _fast_fields(mail: fmp.PyMail, limits: ParseLimits) -> Fields:
+def _redecode_subject(payload: bytes, subject: str, limits: ParseLimits, defects: list[str]) -> str:
+    """Re-read a Subject the fast parser turned into U+FFFD (raw 8-bit bytes, legacy charset)."""
+    raw = raw_header(payload, "Subject")
+    if raw is None or raw.isascii():
+        return subject  # the replacement characters came from an encoded-word, not raw bytes
+    text, defect = decode_8bit(raw[: limits.max_header_value * 4], payload)
+    if defect and defect not in defects:
+        defects.append(defect)
+    return decode_rfc2047(text, defects)[: limits.max_header_value]
+
+
+def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Fields:
     """Fill ``Fields`` from a ``fast_mail_parser`` result."""
     out = Fields()
     defects = out.defects
@@ -158,6 +172,8 @@ def _fast_fields(mail: fmp.PyMail, limits: ParseLimits) -> Fields:
         out.message_id = by_name["message-id"][0].strip()[:998] or None
     if "subject" in by_name:
         out.subject = cap(mail.subject, limits.max_header_value, defects)
+        if "\ufffd" in out.subject:
+            out.subject = _redecode_subject(payload, out.subject, limits, defects)
     from_values = by_name.get("from")
     if mail.from_ is not None:
         out.from_ = make_address(mail.from_.display_name, mail.from_.address)
@@ -303,21 +319,34 @@ def _parse_one(
     now: datetime,
     limits: ParseLimits,
 ) -> Message | Quarantined:
-    """One message from a fast-parser outcome, falling back to the stdlib on any failure."""
-    if isinstance(mail, fmp.PyMail):
+    """One message from a fast-parser outcome, falling back to the stdlib on any failure.
+
+    A fast parse that had to replace bytes of an unknown charset with U+FFFD is redone by the
+    stdlib path too, whose decoder falls back to UTF-8/cp1252 and so keeps the text readable.
+    """
+    lossy = isinstance(mail, fmp.PyMail) and any(
+        w.kind == "charset-fallback" for w in mail.warnings
+    )
+    if isinstance(mail, fmp.PyMail) and not lossy:
         try:
-            return _assemble(raw, _fast_fields(mail, limits), prep.defects, trust, now, limits)
+            fields = _fast_fields(mail, prep.payload, limits)
+            return _assemble(raw, fields, prep.defects, trust, now, limits)
         except Exception as exc:  # fall through to the stdlib path below
             mail = exc
-    reason = f"fallback-parser:{type(mail).__name__}" if mail is not None else "fallback-parser"
+    reason = type(mail).__name__
     try:
         fields = stdlib_fields(prep.payload, limits)
         fields.defects.insert(0, "fallback-parser")
         return _assemble(raw, fields, prep.defects, trust, now, limits)
-    except Exception as exc:  # both parsers failed: keep the bytes, record why
-        return _quarantine(
-            raw, "parser-error", f"{reason}; stdlib: {type(exc).__name__}: {exc}"[:500]
-        )
+    except Exception as exc:  # the stdlib failed too
+        if isinstance(mail, fmp.PyMail):  # a lossy fast parse still beats nothing
+            try:
+                fields = _fast_fields(mail, prep.payload, limits)
+                return _assemble(raw, fields, prep.defects, trust, now, limits)
+            except Exception:  # reported below
+                pass
+        detail = f"fast parser: {reason}; stdlib: {type(exc).__name__}: {exc}"
+        return _quarantine(raw, "parser-error", detail[:500])
 
 
 def parse_many(

@@ -7,6 +7,7 @@ header parser is quadratic on hostile address lists (a 16k-recipient ``To:`` tak
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.message
 import hashlib
@@ -16,6 +17,7 @@ from datetime import datetime
 from email.policy import compat32
 
 from trapline.ingest.headers import (
+    decode_8bit,
     decode_bytes,
     decode_rfc2047,
     make_address,
@@ -62,6 +64,7 @@ class Fields:
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_B64_LINE = re.compile(rb"[A-Za-z0-9+/=]+")
 
 
 def cap(value: str, limit: int, defects: list[str]) -> str:
@@ -73,20 +76,69 @@ def cap(value: str, limit: int, defects: list[str]) -> str:
     return value
 
 
-def _header_text(value: object) -> str:
-    # compat32 returns str for parsed headers, but a Header object for some re-encoded ones.
+def _header_text(value: object, payload: bytes, defects: list[str]) -> str:
+    """A raw compat32 header value as text: unfolded, 8-bit bytes decoded (not U+FFFD)."""
     text = value if isinstance(value, str) else str(value)
     # RFC 5322 §2.2.3: unfolding removes the CRLF before folding whitespace.
-    return _FOLD.sub("", text).strip()
+    text = _FOLD.sub("", text).strip()
+    if not text.isascii():
+        # message_from_bytes keeps 8-bit header bytes as surrogate escapes; recover the bytes.
+        raw = text.encode("utf-8", "surrogateescape")
+        text, defect = decode_8bit(raw, payload)
+        if defect and defect not in defects:
+            defects.append(defect)
+    return text
+
+
+def lenient_base64(data: bytes) -> tuple[bytes, bytes, bool]:
+    """Decode base64 up to the first line that is not base64; return (decoded, rest, clean).
+
+    List servers append plain-text footers to base64 bodies and spamware truncates them;
+    the stdlib then gives up and returns the encoded text, which is worse than a partial decode.
+    """
+    lines = data.splitlines()
+    good: list[bytes] = []
+    for index, line in enumerate(lines):
+        line = line.strip()
+        if not line:
+            continue
+        if _B64_LINE.fullmatch(line) is None:
+            rest = b"\n".join(lines[index:])
+            break
+        good.append(line)
+    else:
+        rest = b""
+    joined = b"".join(good).rstrip(b"=")
+    usable = len(joined) - len(joined) % 4
+    tail_ok = len(joined) % 4 != 1  # one leftover base64 char carries no whole byte
+    chunk = joined[:usable] + (joined[usable:] + b"==")[:4] if tail_ok else joined[:usable]
+    try:
+        decoded = binascii.a2b_base64(chunk)
+    except binascii.Error:
+        return b"", data, False
+    return decoded, rest, not rest and tail_ok and len(joined) == usable
+
+
+def _leaf_bytes(part: email.message.Message, defects: list[str]) -> tuple[bytes, bytes]:
+    """Transfer-decoded bytes of a leaf, plus any plain text found after broken base64."""
+    if (part.get("Content-Transfer-Encoding") or "").strip().lower() == "base64":
+        encoded = part.get_payload(decode=False)
+        if isinstance(encoded, str):
+            decoded, rest, clean = lenient_base64(encoded.encode("ascii", "surrogateescape"))
+            if not clean and "bad-base64" not in defects:
+                defects.append("bad-base64")
+            return decoded, rest
+    payload = part.get_payload(decode=True)
+    return (payload if isinstance(payload, bytes) else b""), b""
 
 
 def _leaf_text(part: email.message.Message, defects: list[str]) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
+    payload, rest = _leaf_bytes(part, defects)
     text, defect = decode_bytes(payload, part.get_content_charset())
     if defect and defect not in defects:
         defects.append(defect)
+    if rest:
+        text += "\n" + decode_bytes(rest, "utf-8")[0]
     return text
 
 
@@ -96,12 +148,13 @@ def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Field
     out = Fields()
     defects = out.defects
     by_name: dict[str, list[str]] = {}
-    for index, (name, value) in enumerate(msg.items()):
+    for index, (name, value) in enumerate(msg.raw_items()):
         if index >= limits.max_headers:
             defects.append("too-many-headers")
             break
         # Decoding is bounded by the cap: a 10 MB header is cut before RFC 2047 work.
-        text = decode_rfc2047(cap(_header_text(value), limits.max_header_value, defects), defects)
+        value = cap(_header_text(value, payload, defects), limits.max_header_value, defects)
+        text = decode_rfc2047(value, defects)
         out.headers.append((name, text))
         by_name.setdefault(name.lower(), []).append(text)
     out.received = by_name.get("received", [])
@@ -152,8 +205,7 @@ def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Field
             if "too-many-attachments" not in defects:
                 defects.append("too-many-attachments")
             continue
-        data = part.get_payload(decode=True)
-        content = data if isinstance(data, bytes) else b""
+        content = _leaf_bytes(part, defects)[0]
         try:
             filename = part.get_filename()
         except (ValueError, LookupError, TypeError):
