@@ -1,0 +1,180 @@
+"""Map every stored address to its network, in batches, and write the answers to the store.
+
+Addresses come from message origins, external (untrusted) hops, URL hosts that are literal IPs,
+honeypot visits and dictionary attacks (when the traps area's tables exist) and feed indicators.
+Each address is mapped as of its own time (ARCHITECTURE rule 5). Answers land in ``ip_routing``;
+message origins are also copied onto ``messages`` (``origin_asn``, ``origin_prefix``,
+``routing_snapshot``) and feed indicators onto ``feed_indicators``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from trapline.enrich.asn import Routing, day_numbers, load_routing
+from trapline.errors import NotConfigured
+from trapline.store.duckdb import Store
+
+_LITERAL_IP = r"^\[?([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\]?$"
+INT32_MAX = 2**31 - 1  # messages.origin_asn is INTEGER; larger (private-use) ASNs stay NULL there
+
+
+@dataclass(slots=True, frozen=True)
+class EnrichResult:
+    rows: int  # addresses looked up
+    mapped: int  # of which a snapshot announced
+    by_subject: dict[str, tuple[int, int]]  # subject → (rows, mapped)
+    snapshots: int
+
+    def summary(self) -> str:
+        parts = [f"{k} {m:,}/{n:,}" for k, (n, m) in sorted(self.by_subject.items())]
+        return (
+            f"asn: mapped {self.mapped:,} of {self.rows:,} addresses ({', '.join(parts) or 'none'})"
+        )
+
+
+def table_exists(store: Store, name: str) -> bool:
+    return bool(
+        store.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()[0]  # type: ignore[index]
+    )
+
+
+def column_exists(store: Store, table: str, column: str) -> bool:
+    return bool(
+        store.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+            [table, column],
+        ).fetchone()[0]  # type: ignore[index]
+    )
+
+
+def _subjects(store: Store, scoped: bool) -> str:
+    """SQL yielding (subject, subject_id, message_id, ip, at) for everything to map."""
+    only = " AND m.id IN (SELECT id FROM enrich_ids)" if scoped else ""
+    parts = [
+        f"SELECT 'origin', m.id, m.id, m.origin_ip, m.received_at FROM messages m "
+        f"WHERE m.origin_ip IS NOT NULL{only}",
+        f"SELECT 'hop', h.message_id || ':' || h.idx, h.message_id, h.from_ip, "
+        f"coalesce(h.ts, m.received_at) FROM hops h JOIN messages m ON m.id = h.message_id "
+        f"WHERE h.from_ip IS NOT NULL AND NOT coalesce(h.trusted, false){only}",
+        f"SELECT DISTINCT 'url', u.message_id || ':' || trim(u.host, '[]'), u.message_id, "
+        f"trim(u.host, '[]'), m.received_at FROM urls u JOIN messages m ON m.id = u.message_id "
+        f"WHERE regexp_matches(u.host, '{_LITERAL_IP}'){only}",
+    ]
+    if scoped:
+        return " UNION ALL ".join(parts)
+    if table_exists(store, "visits"):
+        parts.append(
+            "SELECT 'visit', CAST(visit_id AS VARCHAR), NULL, CAST(ip AS VARCHAR), visited_at "
+            "FROM visits WHERE ip IS NOT NULL"
+        )
+    if table_exists(store, "dictionary_attacks"):
+        parts.append(
+            "SELECT DISTINCT 'dictionary', CAST(sender_ip AS VARCHAR) || '|' || CAST(\"at\" AS VARCHAR), "
+            'NULL, CAST(sender_ip AS VARCHAR), "at" FROM dictionary_attacks WHERE sender_ip IS NOT NULL'
+        )
+    parts.append(
+        "SELECT 'feed', kind || '|' || indicator, NULL, split_part(indicator, '/', 1), first_seen "
+        "FROM feed_indicators WHERE indicator_type IN ('ip', 'cidr')"
+    )
+    return " UNION ALL ".join(parts)
+
+
+def enrich(
+    store: Store,
+    settings: dict[str, Any],
+    message_ids: list[str] | None = None,
+    routing: Routing | None = None,
+) -> EnrichResult:
+    """(Re)map addresses: those of ``message_ids`` only, or everything when None."""
+    routing = routing or load_routing(store)
+    if not routing.snapshots:
+        raise NotConfigured("no routing snapshot imported; run `trapline routing import FILE`")
+    con = store.con
+    scoped = message_ids is not None
+    if scoped:
+        con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
+    rows = con.execute(_subjects(store, scoped)).fetchall()
+    subject = [r[0] for r in rows]
+    ips = [str(r[3]) for r in rows]
+    snap, route, family = routing.lookup_many(
+        ips, day_numbers([r[4] for r in rows]), settings.get("routing_choice", "nearest")
+    )
+    asns, prefixes, snaps = routing.describe(snap, route, family)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    answers = pa.table(
+        {
+            "subject": pa.array(subject, pa.string()),
+            "subject_id": pa.array([r[1] for r in rows], pa.string()),
+            "message_id": pa.array([r[2] for r in rows], pa.string()),
+            "ip": pa.array(ips, pa.string()),
+            "seen_at": pa.array([r[4] for r in rows], pa.timestamp("us")),
+            "asn": pa.array(asns, pa.int64()),
+            "prefix": pa.array(prefixes, pa.string()),
+            "snapshot_id": pa.array(snaps, pa.string()),
+            "enriched_at": pa.array([now] * len(rows), pa.timestamp("us")),
+        }
+    )
+    con.register("new_answers", answers)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if scoped:
+            con.execute(
+                "DELETE FROM ip_routing WHERE message_id IN (SELECT id FROM enrich_ids) "
+                "AND subject IN ('origin', 'hop', 'url')"
+            )
+        else:
+            con.execute("DELETE FROM ip_routing")
+        con.execute("INSERT INTO ip_routing SELECT * FROM new_answers")
+        con.execute(
+            f"""UPDATE messages SET
+                   origin_asn = CASE WHEN a.asn <= {INT32_MAX} THEN a.asn END,
+                   origin_prefix = a.prefix, routing_snapshot = a.snapshot_id
+               FROM new_answers a
+               WHERE a.subject = 'origin' AND a.subject_id = messages.id"""
+        )
+        if not scoped:
+            _update_feed_indicators(store)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("new_answers")
+        if scoped:
+            con.unregister("enrich_ids")
+    by_subject: dict[str, tuple[int, int]] = {}
+    for s, a in zip(subject, asns, strict=True):
+        n, m = by_subject.get(s, (0, 0))
+        by_subject[s] = (n + 1, m + (a is not None))
+    mapped = sum(m for _, m in by_subject.values())
+    return EnrichResult(len(rows), mapped, by_subject, len(routing.snapshots))
+
+
+def _update_feed_indicators(store: Store) -> None:
+    """Copy routing answers onto feed indicators; ASN indicators name their own network."""
+    store.con.execute(
+        """UPDATE feed_indicators SET asn = a.asn, prefix = a.prefix, snapshot_id = a.snapshot_id
+           FROM new_answers a
+           WHERE a.subject = 'feed' AND a.subject_id = feed_indicators.kind || '|' || feed_indicators.indicator"""
+    )
+    store.con.execute(
+        "UPDATE feed_indicators SET asn = CAST(substr(indicator, 3) AS BIGINT) "
+        "WHERE indicator_type = 'asn'"
+    )
+
+
+def enrich_messages(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """The post-ingest stage: map just-ingested messages; NotConfigured without snapshots."""
+    return enrich(store, settings, message_ids).summary()
+
+
+def enrich_all(store: Store, settings: dict[str, Any]) -> EnrichResult:
+    """`trapline enrich`: remap everything after new snapshots or feeds arrived."""
+    return enrich(store, settings, None)
