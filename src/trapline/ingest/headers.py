@@ -23,7 +23,35 @@ FUTURE_SLACK = timedelta(days=2)
 SKEW_LIMIT = timedelta(days=7)
 
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-_CHARSET_ALIASES = {"x-unknown": None, "unknown-8bit": None, "x-user-defined": "latin-1"}
+# Labels seen in real spam that Python's codec registry does not know (None: no real charset).
+_CHARSET_ALIASES: dict[str, str | None] = {
+    "x-unknown": None,
+    "unknown-8bit": None,
+    "default": None,
+    "default_charset": None,
+    "x-user-defined": "latin-1",
+    "chinesebig5": "big5",
+    "gb2312_charset": "gb2312",
+    "x-gbk": "gbk",
+    "x-sjis": "shift_jis",
+    "windows-874": "cp874",
+    "iso-8859-8-i": "iso-8859-8",
+    "x-mac-roman": "mac-roman",
+    "ks_c_5601-1987": "cp949",
+}
+# When the declared charset fails, mail clients of the era most often meant a sibling: EUC-JP
+# labelled ISO-2022-JP, GBK bytes labelled GB2312, and so on.
+_SIBLINGS: dict[str, tuple[str, ...]] = {
+    "iso-2022-jp": ("euc-jp", "cp932"),
+    "euc-jp": ("cp932",),
+    "shift_jis": ("cp932", "euc-jp"),
+    "gb2312": ("gb18030",),
+    "gbk": ("gb18030",),
+    "big5": ("cp950", "big5hkscs"),
+    "euc-kr": ("cp949",),
+    "iso-8859-1": ("cp1252",),
+    "us-ascii": ("cp1252",),
+}
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
@@ -41,7 +69,7 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
             pass
     # 8-bit bytes under us-ascii are an undeclared charset, not a wrong one.
     defect = "undeclared-8bit" if label in ("us-ascii", "ascii") else f"bad-charset:{label[:40]}"
-    for fallback in ("utf-8", "cp1252"):
+    for fallback in (*_SIBLINGS.get(codec or "", ()), "utf-8", "cp1252"):
         try:
             return data.decode(fallback), defect
         except UnicodeDecodeError:

@@ -138,15 +138,44 @@ def _addresses(
     return found
 
 
-def _redecode_subject(payload: bytes, subject: str, limits: ParseLimits, defects: list[str]) -> str:
-    """Re-read a Subject the fast parser turned into U+FFFD (raw 8-bit bytes, legacy charset)."""
-    raw = raw_header(payload, "Subject")
+def _redecode(payload: bytes, name: str, limits: ParseLimits, defects: list[str]) -> str | None:
+    """Header ``name`` re-read from raw bytes when they are 8-bit and not UTF-8, else ``None``.
+
+    The fast parser reads such bytes as Latin-1, which turns a GB2312 or Big5 subject (2002-era
+    spam wrote them raw, against RFC 5322 §2.2) into mojibake; the body's charset is the better
+    guess.
+    """
+    raw = raw_header(payload, name)
     if raw is None or raw.isascii():
-        return subject  # the replacement characters came from an encoded-word, not raw bytes
-    text, defect = decode_8bit(raw[: limits.max_header_value * 4], payload)
+        return None
+    raw = raw[: limits.max_header_value * 4]
+    try:
+        raw.decode("utf-8")
+        return None  # valid UTF-8 (RFC 6532): the fast parser read it right
+    except UnicodeDecodeError:
+        pass
+    text, defect = decode_8bit(raw, payload)
     if defect and defect not in defects:
         defects.append(defect)
     return decode_rfc2047(text, defects)[: limits.max_header_value]
+
+
+def _fix_8bit_headers(out: Fields, payload: bytes, limits: ParseLimits) -> None:
+    """Re-decode Subject and From display name when they came from raw legacy-charset bytes."""
+    fixed: dict[str, str] = {}
+    if out.subject and not out.subject.isascii():
+        subject = _redecode(payload, "Subject", limits, out.defects)
+        if subject is not None:
+            out.subject = fixed["subject"] = subject
+    if out.from_.name and not out.from_.name.isascii():
+        value = _redecode(payload, "From", limits, out.defects)
+        if value is not None:
+            found, _ = parse_addresses([value], 1)
+            if found:
+                out.from_ = found[0]
+            fixed["from"] = value
+    if fixed:
+        out.headers = [(name, fixed.pop(name.lower(), value)) for name, value in out.headers]
 
 
 def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Fields:
@@ -172,8 +201,6 @@ def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Field
         out.message_id = by_name["message-id"][0].strip()[:998] or None
     if "subject" in by_name:
         out.subject = cap(mail.subject, limits.max_header_value, defects)
-        if "\ufffd" in out.subject:
-            out.subject = _redecode_subject(payload, out.subject, limits, defects)
     from_values = by_name.get("from")
     if mail.from_ is not None:
         out.from_ = make_address(mail.from_.display_name, mail.from_.address)
@@ -221,6 +248,7 @@ def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Field
         code = _WARNING_DEFECTS.get(kind, kind)
         if code and code not in defects:
             defects.append(code)
+    _fix_8bit_headers(out, payload, limits)
     return out
 
 
@@ -321,11 +349,15 @@ def _parse_one(
 ) -> Message | Quarantined:
     """One message from a fast-parser outcome, falling back to the stdlib on any failure.
 
-    A fast parse that had to replace bytes of an unknown charset with U+FFFD is redone by the
-    stdlib path too, whose decoder falls back to UTF-8/cp1252 and so keeps the text readable.
+    A fast parse that had to replace body bytes with U+FFFD is redone by the stdlib path too:
+    Python's codecs cover charsets the fast parser lacks (ISO-2022-JP), and its fallback to
+    UTF-8/cp1252 keeps unknown-charset text readable.
     """
-    lossy = isinstance(mail, fmp.PyMail) and any(
-        w.kind == "charset-fallback" for w in mail.warnings
+    lossy = isinstance(mail, fmp.PyMail) and (
+        any(w.kind == "charset-fallback" for w in mail.warnings)
+        # Some charsets (ISO-2022-JP) are decoded lossily without a warning; U+FFFD tells.
+        or any("\ufffd" in part for part in mail.text_plain)
+        or any("\ufffd" in part for part in mail.text_html)
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
