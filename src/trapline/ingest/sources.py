@@ -35,7 +35,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -63,6 +63,8 @@ _SKIP_NAMES = frozenset({"package.json", "package-lock.json", "cmds", "makefile"
 _SKIP_SUFFIXES = (".md", ".rst", ".json", ".py", ".sh", ".sha256", ".md5", ".asc", ".sig")
 _MBOX_SUFFIXES = (".mbox", ".mbx")
 _MAILDIR_PARTS = ("cur", "new")
+_SLURP_BYTES = 1 << 20  # files up to this size are read in one call
+_HEAD = 512  # bytes needed to recognise every codec and container (tar's magic is at 257)
 
 
 @dataclass(slots=True, frozen=True)
@@ -206,31 +208,58 @@ class SourceReader:
             yield SourceProblem(name, "unreadable", f"{exc.strerror or exc}; check permissions")
             return
         with handle:
-            yield from self._read_stream(handle, name, entry.hint)
+            if entry.size > _SLURP_BYTES:
+                yield from self._read_stream(handle, name, entry.hint)
+                return
+            # Small file (the common one-message-per-file case): one read, no stream machinery,
+            # which is what makes a 6,000-file corpus read at several times the speed.
+            try:
+                data = handle.read()
+            except OSError as exc:
+                yield SourceProblem(name, "read-error", f"{exc.strerror or exc}")
+                return
+        self._advance(len(data))
+        try:
+            codec = sniff(data[:_HEAD])
+        except UnsupportedArchive as exc:
+            yield SourceProblem(name, "unsupported-archive", f"{exc} archive: unpack it first")
+            return
+        if codec is None:
+            yield from self._items([data], name, entry.hint)
+        else:
+            stream = open_counted(io.BytesIO(data), lambda _n: None)
+            yield from self._items(iter_chunks(stream, codec), name, entry.hint)
 
     def _read_stream(
         self, raw: IO[bytes], name: str, hint: Hint
     ) -> Iterator[RawMessage | SourceProblem]:
         stream = open_counted(raw, self._advance)
+        try:
+            codec = sniff(peek_head(stream, _HEAD))
+        except UnsupportedArchive as exc:
+            yield SourceProblem(name, "unsupported-archive", f"{exc} archive: unpack it first")
+            return
+        except OSError as exc:
+            yield SourceProblem(name, "read-error", f"{exc.strerror or exc}")
+            return
+        yield from self._items(iter_chunks(stream, codec), name, hint)
+
+    def _items(
+        self, chunks: Iterable[bytes], name: str, hint: Hint
+    ) -> Iterator[RawMessage | SourceProblem]:
+        """Messages from decompressed ``chunks``; damage below becomes a problem after them."""
         found = 0
         try:
-            codec = sniff(peek_head(stream))
-            mode: Mode = "mbox" if hint == "auto" and is_mbox_name(name) else "auto"
             if hint == "single":  # Maildir: one message per file by definition, never split
-                yield from _whole_file(stream, codec, name, self._limit)
+                yield from _whole(chunks, name, self._limit)
                 return
+            mode: Mode = "mbox" if is_mbox_name(name) else "auto"
             for item in split_mbox(
-                iter_chunks(stream, codec),
-                name,
-                mode=mode,
-                unquote=self._unquote,
-                max_message_bytes=self._limit,
+                chunks, name, mode=mode, unquote=self._unquote, max_message_bytes=self._limit
             ):
                 if isinstance(item, RawMessage):
                     found += 1
                 yield item
-        except UnsupportedArchive as exc:
-            yield SourceProblem(name, "unsupported-archive", f"{exc} archive: unpack it first")
         except TruncatedInput as exc:
             yield SourceProblem(
                 name,
@@ -240,9 +269,7 @@ class SourceReader:
             )
         except CorruptInput as exc:
             yield SourceProblem(
-                name,
-                "corrupt-archive",
-                f"{exc}; kept the {found} complete message(s) before the damage",
+                name, "corrupt-archive", f"{exc}; kept the {found} complete message(s) before it"
             )
         except OSError as exc:
             yield SourceProblem(
@@ -257,24 +284,22 @@ def read_sources(
     return iter(SourceReader(paths, stdin=stdin))
 
 
-def _whole_file(
-    stream: io.BufferedReader, codec: str | None, name: str, limit: int
-) -> Iterator[RawMessage | SourceProblem]:
+def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessage | SourceProblem]:
     """One message made of every (decompressed) byte of the input."""
     parts: list[bytes] = []
     size = 0
-    for chunk in iter_chunks(stream, codec):
+    for chunk in chunks:
         size += len(chunk)
         if size <= limit:
             parts.append(chunk)
         else:
-            parts.clear()
+            parts.clear()  # keep counting, so the problem can say how big it was
     if size == 0:
         yield SourceProblem(name, "empty-file", "the input holds no bytes")
     elif size > limit:
         yield SourceProblem(name, "too-large", f"{size} bytes > limit {limit}; skipped")
     else:
-        yield RawMessage(b"".join(parts), name)
+        yield RawMessage(parts[0] if len(parts) == 1 else b"".join(parts), name)
 
 
 def _file(path: Path, hint: Hint) -> _Entry:
