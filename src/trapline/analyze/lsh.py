@@ -1,0 +1,215 @@
+"""Candidate links between messages: LSH banding on MinHash plus URL templates in a time window.
+
+The link rule is defined by processing order (``seq``, the order messages were fingerprinted),
+so that running it in pieces gives exactly the links of one run over everything:
+
+* text: in every LSH bucket (one band's key), each message is checked against the bucket's
+  FIRST member and the member just BEFORE it; the pair links when the estimated Jaccard is at
+  least ``threshold``. A bucket's state is two numbers (first, last), stored between runs.
+* URL template: each (template, period) group has an anchor, its first member; a message links
+  to the anchors of its own and the two adjacent periods that came before it. So messages that
+  share a tracking-URL template within about one to two periods join, with no verification.
+
+Linking to the first and previous member (not all pairs) keeps the work linear in the number
+of messages, however large a bucket grows; transitivity comes from connected components.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from trapline.fingerprint.minhash import band_keys, is_empty, jaccard_rows
+
+_PERIOD_BITS = 20  # periods since 1970 fit easily: 2^20 x 3 days is 8,600 years
+
+
+@dataclass(slots=True, frozen=True)
+class ClusterParams:
+    """Thresholds; see docs/campaigns.md for the S-curve these give."""
+
+    threshold: float = 0.5  # estimated Jaccard that makes two texts one template
+    bands: int = 32
+    rows: int = 4  # 32 x 4 = 128 permutations; 50% point of the S-curve at J ~ 0.42
+    url_period_days: float = 3.0
+
+    def key(self) -> str:
+        return f"t={self.threshold};b={self.bands};r={self.rows};p={self.url_period_days}"
+
+
+@dataclass(slots=True, frozen=True)
+class TextPrior:
+    """Stored state of the LSH buckets a batch touches (sorted by key)."""
+
+    keys: np.ndarray  # int64
+    first: np.ndarray  # int64 seq
+    last: np.ndarray  # int64 seq
+
+
+@dataclass(slots=True, frozen=True)
+class UrlPrior:
+    keys: np.ndarray  # int64, sorted
+    anchor: np.ndarray  # int64 seq
+
+
+EMPTY_TEXT = TextPrior(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+EMPTY_URL = UrlPrior(np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def url_keys(
+    template_hashes: Sequence[Sequence[int]], times_s: np.ndarray, period_days: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, key)`` pairs: one per (message, template) with a known time; key = hash|period."""
+    lengths = np.fromiter((len(t) for t in template_hashes), np.int64, len(template_hashes))
+    rows = np.repeat(np.arange(len(template_hashes)), lengths)
+    flat = np.fromiter((h for t in template_hashes for h in t), np.int64, int(lengths.sum()))
+    period = np.floor_divide(times_s[rows], int(period_days * 86400))
+    ok = (times_s[rows] >= 0) & (period < (1 << _PERIOD_BITS))
+    key = (flat[ok] & ~np.int64((1 << _PERIOD_BITS) - 1)) | period[ok]
+    return rows[ok], key
+
+
+def _lookup(keys: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` for ``keys`` found in sorted ``table``, else -1."""
+    if len(table) == 0:
+        return np.full(len(keys), -1, np.int64)
+    pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+    return np.where(table[pos] == keys, values[pos], -1)
+
+
+def text_candidates(
+    seq: np.ndarray, keys: np.ndarray, prior: TextPrior
+) -> tuple[np.ndarray, np.ndarray, TextPrior]:
+    """Candidate pairs (seq, seq) for one set of bucket keys; ``seq`` ascending. New state too."""
+    order = np.argsort(keys, kind="stable")  # stable: seq order kept inside a bucket
+    k, s = keys[order], seq[order]
+    start = np.ones(len(k), bool)
+    start[1:] = k[1:] != k[:-1]
+    group = np.cumsum(start) - 1
+    uniq = k[start]
+    p_first = _lookup(uniq, prior.keys, prior.first)
+    p_last = _lookup(uniq, prior.keys, prior.last)
+    first = np.where(p_first >= 0, p_first, s[start])
+    anchor = first[group]
+    prev = np.empty_like(s)
+    prev[1:] = s[:-1]
+    prev[start] = p_last  # -1 when the bucket is new
+    end = np.ones(len(k), bool)
+    end[:-1] = start[1:]
+    state = TextPrior(uniq, first, s[end])
+    a1 = s[anchor != s]
+    b1 = anchor[anchor != s]
+    m2 = (prev >= 0) & (prev != anchor)
+    return np.concatenate((a1, s[m2])), np.concatenate((b1, prev[m2])), state
+
+
+def url_candidates(
+    seq: np.ndarray, keys: np.ndarray, prior: UrlPrior
+) -> tuple[np.ndarray, np.ndarray, UrlPrior]:
+    """Pairs (seq, anchor seq) for URL-template keys of new messages; new anchors too."""
+    order = np.lexsort((seq, keys))
+    k, s = keys[order], seq[order]
+    start = np.ones(len(k), bool)
+    start[1:] = k[1:] != k[:-1]
+    uniq = k[start]
+    p_anchor = _lookup(uniq, prior.keys, prior.anchor)
+    fresh = p_anchor < 0
+    table_keys = np.concatenate((prior.keys, uniq[fresh]))
+    table_anchor = np.concatenate((prior.anchor, s[start][fresh]))
+    order2 = np.argsort(table_keys, kind="stable")
+    table_keys, table_anchor = table_keys[order2], table_anchor[order2]
+    a_out, b_out = [], []
+    for delta in (-1, 0, 1):
+        anchor = _lookup(k + delta, table_keys, table_anchor)
+        ok = (anchor >= 0) & (anchor < s)
+        a_out.append(s[ok])
+        b_out.append(anchor[ok])
+    state = UrlPrior(uniq, np.where(fresh, s[start], p_anchor))
+    return np.concatenate(a_out), np.concatenate(b_out), state
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root (smallest index) of each node's connected component, for ``n`` nodes and edges."""
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    root = np.full(labels.max() + 1 if n else 0, n, np.int64)
+    np.minimum.at(root, labels, np.arange(n))
+    return root[labels]
+
+
+@dataclass(slots=True, frozen=True)
+class LinkResult:
+    """Verified links (as local node indices) and the bucket state to store."""
+
+    a: np.ndarray
+    b: np.ndarray
+    text_state: list[TextPrior]  # one per band
+    url_state: UrlPrior
+    candidates: int
+
+
+def link(
+    local_seq: np.ndarray,
+    sig: np.ndarray,
+    new_rows: np.ndarray,
+    url_rows: np.ndarray,
+    url_key: np.ndarray,
+    params: ClusterParams,
+    text_prior: Callable[[int, np.ndarray], TextPrior] = lambda band, keys: EMPTY_TEXT,
+    url_prior: UrlPrior = EMPTY_URL,
+) -> LinkResult:
+    """Verified links among ``local_seq`` nodes (ascending; older stored members first).
+
+    ``sig`` holds a MinHash row per local node; ``new_rows`` are the nodes being added (their
+    seqs are the largest). ``text_prior(band, keys)`` returns the stored buckets for a band.
+    """
+    n = len(local_seq)
+    new_seq = local_seq[new_rows]
+    new_sig = sig[new_rows]
+    live = ~is_empty(new_sig)
+    keys = band_keys(new_sig[live], params.bands, params.rows)
+    live_seq = new_seq[live]
+    label = np.arange(n)
+    a_all: list[np.ndarray] = []
+    b_all: list[np.ndarray] = []
+    states: list[TextPrior] = []
+    candidates = 0
+    for band in range(params.bands):
+        bk = keys[:, band]
+        ca, cb, state = text_candidates(live_seq, bk, text_prior(band, np.unique(bk)))
+        states.append(state)
+        la, lb = np.searchsorted(local_seq, ca), np.searchsorted(local_seq, cb)
+        # Pairs already in one component cannot change the partition: skip their check.
+        todo = label[la] != label[lb]
+        la, lb = la[todo], lb[todo]
+        candidates += len(la)
+        ok = jaccard_rows(sig, la, lb) >= params.threshold
+        a_all.append(la[ok])
+        b_all.append(lb[ok])
+        if band % 4 == 3:
+            label = components(n, np.concatenate(a_all), np.concatenate(b_all))
+    ua, ub, ustate = url_candidates(local_seq[url_rows], url_key, url_prior)
+    a_all.append(np.searchsorted(local_seq, ua))
+    b_all.append(np.searchsorted(local_seq, ub))
+    return LinkResult(
+        np.concatenate(a_all), np.concatenate(b_all), states, ustate, candidates + len(ua)
+    )
+
+
+def cluster_matrix(
+    sig: np.ndarray,
+    times_s: np.ndarray,
+    template_hashes: Sequence[Sequence[int]],
+    params: ClusterParams | None = None,
+) -> np.ndarray:
+    """From-scratch clustering of rows in order: each row's campaign root row index."""
+    params = params or ClusterParams()
+    n = sig.shape[0]
+    seq = np.arange(n, dtype=np.int64)
+    url_rows, ukey = url_keys(template_hashes, times_s, params.url_period_days)
+    result = link(seq, sig, seq, url_rows, ukey, params)
+    return components(n, result.a, result.b)

@@ -1,0 +1,145 @@
+"""MinHash signatures and LSH band keys, batched.
+
+MinHash (Broder 1997): for P random hash functions keep the minimum hash over a document's
+shingles; the share of equal positions between two signatures estimates their Jaccard
+similarity. Signatures are computed in batches by ``rensa`` (Rust) and kept as a ``uint32``
+matrix, one row per message, so banding and verification are numpy operations, not Python loops.
+See docs/campaigns.md for why rensa (measured against a numpy implementation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import rensa
+
+from trapline.fingerprint.normalise import (
+    MIN_WORDS_FOR_WORD_SHINGLES,
+    WORD_NGRAM,
+    char_shingles,
+)
+
+NUM_PERM = 128
+SEED = 20260101  # fixed: signatures stored today must compare with signatures computed later
+EMPTY = np.uint32(0xFFFFFFFF)  # rensa's value for a position no shingle reached
+
+_MERSENNE = np.uint64((1 << 61) - 1)
+
+
+def minhash_matrix(
+    shingle_sets: Sequence[Sequence[str]], *, num_perm: int = NUM_PERM, seed: int = SEED
+) -> np.ndarray:
+    """``(len(shingle_sets), num_perm)`` uint32 MinHash matrix (rensa R-MinHash)."""
+    if not shingle_sets:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    matrix = rensa.RMinHash.digest_matrix_from_token_sets(
+        shingle_sets, num_perm=num_perm, seed=seed
+    )
+    return np.asarray(matrix.to_rows(), dtype=np.uint32).reshape(len(shingle_sets), num_perm)
+
+
+def word_signatures(
+    word_lists: Sequence[Sequence[str]], *, num_perm: int = NUM_PERM, seed: int = SEED
+) -> np.ndarray:
+    """MinHash matrix of normalised word lists, shingled as in ``normalise.shingles``.
+
+    Word 3-grams are hashed in numpy from per-word hashes (rensa's stable 64-bit token hash),
+    so no shingle string is ever built; short texts fall back to character 5-grams. The
+    result equals ``minhash_matrix`` over the hashed shingles and costs a fraction of it.
+    """
+    n = len(word_lists)
+    out = np.full((n, num_perm), EMPTY, dtype=np.uint32)
+    lengths = np.fromiter((len(w) for w in word_lists), dtype=np.int64, count=n)
+    long_rows = np.flatnonzero(lengths >= MIN_WORDS_FOR_WORD_SHINGLES)
+    short_rows = np.flatnonzero((lengths > 0) & (lengths < MIN_WORDS_FOR_WORD_SHINGLES))
+    if len(long_rows):
+        flat_words = [w for i in long_rows for w in word_lists[i]]
+        hashed = np.asarray(rensa.RMinHash.hash_token_sets([flat_words])[0], dtype=np.uint64)
+        grams, offsets = _ngram_hashes(hashed, lengths[long_rows], WORD_NGRAM)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            grams, offsets, num_perm=num_perm, seed=seed
+        )
+        out[long_rows] = np.asarray(matrix.to_rows(), dtype=np.uint32)
+    if len(short_rows):
+        sets = [char_shingles(list(word_lists[i])) for i in short_rows]
+        out[short_rows] = minhash_matrix(sets, num_perm=num_perm, seed=seed)
+    return out
+
+
+def _ngram_hashes(
+    hashed: np.ndarray, lengths: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every n-gram inside each document of a flat word-hash array, and row offsets.
+
+    Duplicate n-grams are kept: they cannot change a minimum, so deduplicating is wasted work.
+    """
+    ends = np.cumsum(lengths)
+    doc = np.repeat(np.arange(len(lengths)), lengths)
+    pos = np.arange(len(hashed))
+    valid = pos + (n - 1) < ends[doc]
+    idx = pos[valid]
+    with np.errstate(over="ignore"):
+        gram = hashed[idx].copy()
+        for k in range(1, n):
+            # Multiply-and-add with distinct odd constants so "a b c" != "b a c".
+            gram = gram * np.uint64(0x9E3779B97F4A7C15) + hashed[idx + k]
+    counts = lengths - (n - 1)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.uint64)
+    return gram, offsets
+
+
+def minhash_matrix_numpy(
+    shingle_sets: Sequence[Sequence[str]], *, num_perm: int = NUM_PERM, seed: int = SEED
+) -> np.ndarray:
+    """Pure-numpy MinHash (universal hashing mod 2^61-1); kept to measure against rensa."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, 1 << 31, size=num_perm, dtype=np.uint64)
+    lengths = np.fromiter((len(s) for s in shingle_sets), dtype=np.int64, count=len(shingle_sets))
+    out = np.full((len(shingle_sets), num_perm), EMPTY, dtype=np.uint32)
+    if lengths.sum() == 0:
+        return out
+    tokens = rensa.RMinHash.hash_token_sets(shingle_sets)
+    flat = np.fromiter((h for row in tokens for h in row), dtype=np.uint64) >> np.uint64(33)
+    # (a*x + b) mod p, with x < 2^31 and a < 2^31 so the product fits in 64 bits.
+    hashed = ((flat[:, None] * a[None, :] + b[None, :]) % _MERSENNE).astype(np.uint32)
+    nonempty = lengths > 0
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[nonempty]
+    out[nonempty] = np.minimum.reduceat(hashed, starts, axis=0)
+    return out
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``(n, bands)`` int64 keys: each band's ``rows`` values hashed together (FNV-1a style).
+
+    The band index is mixed in, so equal keys in different bands never collide by design.
+    """
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"{bands} bands x {rows} rows needs {bands * rows} permutations")
+    n = sig.shape[0]
+    cube = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = np.full((n, bands), np.uint64(0xCBF29CE484222325), dtype=np.uint64)
+        key ^= np.arange(bands, dtype=np.uint64)[None, :]
+        prime = np.uint64(0x100000001B3)
+        for r in range(rows):
+            key = (key ^ cube[:, :, r]) * prime
+    return key.view(np.int64)
+
+
+def jaccard_rows(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of row pairs ``(left[k], right[k])``: share of equal MinHash values."""
+    if len(left) == 0:
+        return np.zeros(0, dtype=np.float32)
+    out = np.empty(len(left), dtype=np.float32)
+    step = 65536  # chunked so 1M pairs x 128 never materialise as one 128 MB boolean array
+    for s in range(0, len(left), step):
+        eq = sig[left[s : s + step]] == sig[right[s : s + step]]
+        out[s : s + step] = eq.mean(axis=1)
+    return out
+
+
+def is_empty(sig: np.ndarray) -> np.ndarray:
+    """Rows whose document had no shingles (all positions EMPTY): they never join by text."""
+    return (sig == EMPTY).all(axis=1)

@@ -1,0 +1,97 @@
+"""Text normalisation and shingling for near-duplicate fingerprints.
+
+Spam engines personalise every copy (recipient name and address, tracking ids, rotated URLs,
+numbers). Normalisation removes exactly those variable parts so that copies of one template
+produce nearly the same shingle set, while keeping the words that make a template distinctive.
+Pure functions, stdlib only, so they run unchanged inside Spark's ``mapPartitions``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# Bodies are cut here before normalising: the first few KB identify a template, the tail is
+# often long boilerplate, and the cut bounds the cost of a hostile 10 MB body.
+MAX_CHARS = 6000
+# Word n-gram size. 3 keeps most shingles intact when a spam engine inserts random words
+# (each inserted word breaks at most 3 shingles) while unrelated spams still share few.
+WORD_NGRAM = 3
+# Texts with fewer words than this are shingled as character 5-grams instead, so a two-line
+# image-spam stub still yields a usable set.
+MIN_WORDS_FOR_WORD_SHINGLES = 8
+CHAR_NGRAM = 5
+
+# Applied to lowercased text, so no IGNORECASE (it costs a third of the run time here).
+_URL_RE = re.compile(r"(?:(?:https?|hxxps?|ftp)://|www\.)([a-z0-9.\-\[\]]+)[^\s<>\"')]*")
+# Everything that is not a letter/digit/underscore becomes a space, every digit becomes "0":
+# one C-level str.translate instead of a regex per word (3x faster on 5 KB bodies).
+_TABLE = {c: " " for c in range(128) if not (chr(c).isalnum() or c == ord("_"))}
+_TABLE.update({c: "0" for c in range(ord("0"), ord("9") + 1)})
+
+
+def host_shape(host: str) -> str:
+    """A token for a URL host that survives domain rotation: label count and TLD.
+
+    ``http://x7k2.cheap-meds.biz/..`` and ``http://qq9.pills-now.biz/..`` both become
+    ``urlhost3biz``: spam engines rotate names, rarely the shape.
+    """
+    labels = [label for label in host.lower().strip(".[]").split(".") if label]
+    tld = labels[-1] if labels else ""
+    if tld.isdigit():
+        return "urlhostip"
+    return f"urlhost{len(labels)}{re.sub(r'[^a-z]', '', tld)}"
+
+
+def _tokens(text: str) -> list[str]:
+    return text.translate(_TABLE).split()
+
+
+def personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
+    """Lowercase tokens that identify recipients (address local parts, domains, name parts).
+
+    These are removed from the text because engines insert them per copy ("Dear john.smith").
+    Very short parts (<3 chars) are kept: dropping them would delete ordinary words.
+    """
+    tokens: set[str] = set()
+    for item in recipients:
+        if item:
+            tokens.update(t for t in _tokens(item.lower()) if len(t) >= 3)
+    return frozenset(tokens)
+
+
+def normalise(text: str, recipients: Iterable[str] = ()) -> list[str]:
+    """Normalised word tokens of ``text``.
+
+    Lowercase; URLs become a host-shape token; any token with a digit becomes ``#`` (numbers,
+    prices, tracking ids like ``a8f3k2``); recipient names and address parts (so the whole
+    address) are dropped. Whitespace and punctuation vanish with tokenisation.
+    """
+    text = text[:MAX_CHARS].lower()
+    if "://" in text or "www." in text:
+        text = _URL_RE.sub(lambda m: " " + host_shape(m.group(1)) + " ", text)
+    words = _tokens(text)
+    personal = personal_tokens(recipients)
+    if personal:
+        words = [w for w in words if w not in personal]
+    return ["#" if "0" in w else w for w in words]
+
+
+def shingles(words: list[str]) -> list[str]:
+    """The shingle set of a normalised token list (word 3-grams, or char 5-grams if short).
+
+    Reference form, used for short texts and in tests; batches hash word 3-grams in numpy
+    (``minhash.shingle_hashes``), which gives the same set as hashes rather than strings.
+    """
+    if len(words) >= MIN_WORDS_FOR_WORD_SHINGLES:
+        n = WORD_NGRAM
+        return list({" ".join(words[i : i + n]) for i in range(len(words) - n + 1)})
+    return char_shingles(words)
+
+
+def char_shingles(words: list[str]) -> list[str]:
+    """Character 5-grams of a short text (fewer than 8 words)."""
+    joined = " ".join(words)
+    if len(joined) < CHAR_NGRAM:
+        return [joined] if joined else []
+    return list({joined[i : i + CHAR_NGRAM] for i in range(len(joined) - CHAR_NGRAM + 1)})

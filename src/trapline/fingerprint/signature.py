@@ -1,0 +1,119 @@
+"""``fingerprint(fields) -> Signature``: the pure near-duplicate signature of one message.
+
+Batches are the normal case (ingest, Spark partitions, the benchmark): ``fingerprint_batch``
+normalises each text in Python and computes all MinHash rows in one Rust call, returning a
+matrix rather than a million small objects. ``fingerprint`` is the one-message form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from trapline.fingerprint.minhash import NUM_PERM, word_signatures
+from trapline.fingerprint.normalise import normalise
+from trapline.fingerprint.templates import subject_template, url_templates
+from trapline.model import Message
+
+
+@dataclass(slots=True, frozen=True)
+class FingerprintInput:
+    """The message fields a fingerprint depends on (and nothing else)."""
+
+    message_id: str
+    text: str
+    subject: str | None = None
+    urls: tuple[tuple[str, str | None], ...] = ()  # (url, registered_domain)
+    recipients: tuple[str, ...] = ()  # names and addresses to strip from the text
+
+
+@dataclass(slots=True, frozen=True)
+class Signature:
+    """One message's fingerprint: MinHash (``NUM_PERM`` uint32), URL and subject templates."""
+
+    message_id: str
+    minhash: bytes  # little-endian uint32 x NUM_PERM
+    n_words: int
+    url_templates: tuple[str, ...]
+    subject_template: str
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.minhash, dtype="<u4")
+
+
+@dataclass(slots=True, frozen=True)
+class Fingerprints:
+    """Signatures of a batch: row ``i`` of ``matrix`` belongs to ``message_ids[i]``."""
+
+    message_ids: tuple[str, ...]
+    matrix: np.ndarray  # (n, NUM_PERM) uint32
+    n_words: np.ndarray  # (n,) int32
+    url_templates: tuple[tuple[str, ...], ...]
+    subject_templates: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.message_ids)
+
+    def signatures(self) -> Iterator[Signature]:
+        rows = self.matrix.astype("<u4", copy=False)
+        for i, mid in enumerate(self.message_ids):
+            yield Signature(
+                mid,
+                rows[i].tobytes(),
+                int(self.n_words[i]),
+                self.url_templates[i],
+                self.subject_templates[i],
+            )
+
+
+def input_of(msg: Message) -> FingerprintInput:
+    """The fingerprint fields of a parsed ``Message`` (recipients from To/Cc and the envelope)."""
+    recipients: list[str] = []
+    for addr in (*msg.to, *msg.cc):
+        recipients.extend(x for x in (addr.name, addr.addr) if x)
+    if msg.envelope:
+        recipients.extend(msg.envelope.rcpt_to)
+    return FingerprintInput(
+        msg.id,
+        msg.text,
+        msg.subject,
+        tuple((u.url, u.registered_domain) for u in msg.urls),
+        tuple(recipients),
+    )
+
+
+def fingerprint_batch(items: Sequence[FingerprintInput]) -> Fingerprints:
+    """Fingerprints of many messages at once (pure; the fast path)."""
+    words = [normalise(it.text or "", it.recipients) for it in items]
+    matrix = word_signatures(words)
+    return Fingerprints(
+        tuple(it.message_id for it in items),
+        matrix,
+        np.fromiter((len(w) for w in words), dtype=np.int32, count=len(words)),
+        tuple(url_templates(it.urls) for it in items),
+        tuple(subject_template(it.subject, it.recipients) for it in items),
+    )
+
+
+def fingerprint(item: FingerprintInput) -> Signature:
+    """The signature of one message."""
+    return next(fingerprint_batch([item]).signatures())
+
+
+def fingerprint_message(msg: Message) -> Signature:
+    """The signature of a parsed ``Message`` (``fingerprint(msg) -> Signature`` in the design)."""
+    return fingerprint(input_of(msg))
+
+
+__all__ = [
+    "NUM_PERM",
+    "FingerprintInput",
+    "Fingerprints",
+    "Signature",
+    "fingerprint",
+    "fingerprint_batch",
+    "fingerprint_message",
+    "input_of",
+]

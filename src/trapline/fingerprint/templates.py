@@ -1,0 +1,103 @@
+"""URL-template and subject-template signatures (AutoRE-style generalisation).
+
+AutoRE (Xie et al., SIGCOMM 2008) found spam campaigns by the URLs they share once the
+per-recipient parts are generalised: the invariant parts of a URL identify the campaign, the
+variable parts (ids, random tokens, numbers) are replaced by character classes. Here each host
+label, path segment and query value is classified; a template that contains at least one
+variable slot is "specific" (a tracking URL built per copy) and may join messages into a
+campaign; a plain URL (``http://www.w3.org/TR/html4``) may not, because unrelated mail shares it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from trapline.fingerprint.normalise import normalise
+
+MAX_TEMPLATES = 3  # per message; the first few links carry the campaign, the rest is footer
+MAX_SUBJECT_CHARS = 120
+_VOWELS = set("aeiouy")
+_CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{5,}")
+_SPLIT = re.compile(r"([/_\-.=&?]+)")
+
+
+def classify(part: str) -> str:
+    """A URL part, or its class if per-copy: ``<d>`` digits, ``<h>`` hex, ``<a>`` random."""
+    if not part:
+        return part
+    if part.isdigit():
+        return "<d>"
+    has_digit = any(c.isdigit() for c in part)
+    if has_digit and len(part) >= 6 and all(c in "0123456789abcdef" for c in part):
+        return "<h>"
+    if has_digit and any(c.isalpha() for c in part):
+        # "img3" is a server name, "a8f3k2" an id: a letter stem with a short number becomes
+        # "img#", which matches rotated servers but is not a per-copy slot.
+        stem = part.rstrip("0123456789")
+        if stem.isalpha() and len(stem) >= 2 and len(part) - len(stem) <= 2:
+            return stem + "#"
+        return "<a>"
+    if len(part) >= 6 and (
+        sum(c in _VOWELS for c in part) / len(part) < 0.2 or _CONSONANT_RUN.search(part)
+    ):
+        return "<a>"  # letters only but unpronounceable: a random token
+    return part
+
+
+def _generalise(text: str) -> str:
+    return "".join(p if _SPLIT.fullmatch(p) else classify(p) for p in _SPLIT.split(text))
+
+
+def url_template(url: str, registered_domain: str | None = None) -> tuple[str, bool]:
+    """``(template, specific)`` for a URL; ``specific`` when a variable slot was generalised.
+
+    The registered domain is kept literally (it is what the spammer paid for); subdomain
+    labels, path segments and query values are generalised; query keys are kept and sorted.
+    """
+    try:
+        parts = urlsplit(url.strip().lower().replace("hxxp", "http"))
+    except ValueError:
+        return "", False
+    host = (parts.hostname or "").rstrip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    domain = registered_domain.lower() if registered_domain else ".".join(host.split(".")[-2:])
+    if host.replace(".", "").isdigit():
+        host_t = host  # a literal IP is the campaign's own server
+    else:
+        sub = host[: -len(domain)].rstrip(".") if host.endswith(domain) else ""
+        host_t = (_generalise(sub) + "." if sub else "") + domain
+    path_t = _generalise(parts.path.rstrip("/"))
+    query = sorted(q.split("=", 1) for q in parts.query.split("&") if q)
+    query_t = "&".join(
+        f"{kv[0]}={_generalise(kv[1])}" if len(kv) == 2 else kv[0] for kv in query
+    )
+    template = host_t + path_t + ("?" + query_t if query_t else "")
+    return template, "<" in template
+
+
+def url_templates(urls: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
+    """Distinct specific templates of a message's URLs (``(url, registered_domain)`` pairs)."""
+    out: dict[str, None] = {}
+    for url, domain in urls:
+        template, specific = url_template(url, domain)
+        if specific:
+            out[template] = None
+            if len(out) >= MAX_TEMPLATES:
+                break
+    return tuple(out)
+
+
+def subject_template(subject: str | None, recipients: Iterable[str] = ()) -> str:
+    """Subject with case, numbers, punctuation and recipient names normalised away."""
+    if not subject:
+        return ""
+    return " ".join(normalise(subject, recipients))[:MAX_SUBJECT_CHARS]
+
+
+def template_hash(template: str) -> int:
+    """Stable signed 64-bit hash of a template (Python's ``hash`` changes per process)."""
+    return int.from_bytes(hashlib.blake2b(template.encode(), digest_size=8).digest(), "little", signed=True)
