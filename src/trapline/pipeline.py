@@ -108,11 +108,14 @@ class _Stages:
             module, _, name = str(spec).partition(":")
             try:
                 fn = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError) as exc:
-                raise UsageError(
-                    f"post_ingest_stages: cannot load {spec!r} ({exc}); write it as "
-                    "'package.module:function' or remove it from trapline.toml"
-                ) from exc
+            except (ImportError, AttributeError, ValueError) as exc:
+                # Skipped, not fatal: the messages are still stored, and the stage can be
+                # re-run over them later. Said once, so nothing is silently missing.
+                self.note(
+                    f"post-ingest stage {spec!r} skipped: cannot load it ({exc}); write it as "
+                    "'package.module:function' or remove it from post_ingest_stages"
+                )
+                continue
             self.active.append((str(spec), fn))
 
     def run(self, store: Store, message_ids: list[str]) -> None:

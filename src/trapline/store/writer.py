@@ -8,6 +8,7 @@ here once rather than trusted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,9 +130,12 @@ class Batch:
         return len(self.message_ids) + len(self.quarantined_ids)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(value: str) -> str:
     """Valid UTF-8 text: lone surrogates become U+FFFD; NULs (legal in mail, fatal to tools) go."""
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return _SURROGATE.sub("\ufffd", value).replace("\x00", "")
 
 
 def _strings(values: list[Any]) -> pa.Array:

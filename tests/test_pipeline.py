@@ -1,0 +1,251 @@
+"""The ingest orchestration on real mail and a real DuckDB: dedupe, counting, stages, resume.
+
+The interrupt tests kill a real ``trapline ingest`` subprocess (SIGINT, then SIGKILL) part way
+through, re-run it, and check that the store ends up exactly as after a clean run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, shared
+from trapline.errors import NotConfigured, SourceError
+from trapline.model import RawMessage
+from trapline.pipeline import ingest
+from trapline.store import raw as rawstore
+from trapline.store.duckdb import Store, open_store
+from trapline.store.queries import stats
+
+STAGE_CALLS: list[list[str]] = []
+
+
+def recording_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """A real post-ingest stage: checks its ids are committed, as a later stage would use them."""
+    n = store.con.execute(
+        "SELECT count(*) FROM messages WHERE list_contains(?, id)", [message_ids]
+    ).fetchone()[0]
+    assert n == len(message_ids)
+    STAGE_CALLS.append(list(message_ids))
+    return f"recorded {sum(len(c) for c in STAGE_CALLS)} messages"
+
+
+def unconfigured_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    raise NotConfigured("no routing snapshot imported; run `trapline routing import`")
+
+
+def marker_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """Used by the interrupt test: one line per committed batch, and a pause to widen the window."""
+    with open(settings["test_marker"], "a") as fh:
+        fh.write(f"{len(message_ids)}\n")
+    time.sleep(0.15)
+    return ""
+
+
+def _settings(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    return {"data_dir": str(tmp_path / "store"), "post_ingest_stages": [], **extra}
+
+
+def _copy(folder: str, n: int, dest: Path) -> Path:
+    src = shared("mail", "spamassassin-2002", folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.iterdir())[:n]:
+        shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+def _counts(data_dir: Path) -> dict[str, Any]:
+    with open_store(data_dir, read_only=True) as store:
+        s = stats(store.con)
+        digest = store.con.execute(
+            "SELECT count(*), sum(hash(id || coalesce(origin_ip, '') || coalesce(subject, ''))), "
+            "(SELECT count(*) FROM hops), (SELECT count(*) FROM urls), "
+            "(SELECT count(*) FROM recipients), (SELECT count(*) FROM attachments) FROM messages"
+        ).fetchone()
+    return {k: s[k] for k in ("seen", "messages", "quarantined", "pending")} | {"digest": digest}
+
+
+def test_ingest_dedupes_within_a_run_and_across_runs(tmp_path: Path) -> None:
+    corpus = _copy("spam", 120, tmp_path / "mail")
+    settings = _settings(tmp_path)
+    # The same folder twice in one run: every message read twice, stored once.
+    first = ingest([corpus, corpus], settings=settings, workers=2, batch_size=50)
+    assert (first.read, first.new, first.duplicates) == (240, 120, 120)
+    assert first.parsed + first.quarantined == 120
+    again = ingest([corpus], settings=settings, workers=2)
+    assert (again.read, again.new, again.duplicates) == (120, 0, 120)
+    assert "120 duplicates (already stored)" in again.line()
+    c = _counts(tmp_path / "store")
+    assert c["seen"] == 120 == c["messages"] + c["quarantined"]
+
+
+def test_one_worker_and_two_workers_store_the_same(tmp_path: Path) -> None:
+    corpus = _copy("spam_2", 150, tmp_path / "mail")
+    one = ingest([corpus], settings=_settings(tmp_path / "a"), workers=1, batch_size=40)
+    two = ingest([corpus], settings=_settings(tmp_path / "b"), workers=2, batch_size=40)
+    assert (one.new, one.parsed, one.quarantined) == (two.new, two.parsed, two.quarantined)
+    assert _counts(tmp_path / "a" / "store") == _counts(tmp_path / "b" / "store")
+
+
+def test_source_problems_are_counted_and_seen_balances(tmp_path: Path) -> None:
+    corpus = _copy("spam", 30, tmp_path / "mail")
+    mbox = shared("mail", "nazario-phishing-2005", "phishing0.mbox").read_bytes()
+    # A real mbox, gzip-compressed and cut short: a truncated archive.
+    (corpus / "cut.mbox.gz").write_bytes(gzip.compress(mbox)[:20_000])
+    (corpus / "empty.eml").write_bytes(b"")
+    notes: list[str] = []
+    summary = ingest([corpus], settings=_settings(tmp_path), workers=1, on_note=notes.append)
+    assert summary.problems >= 1
+    assert any("cut.mbox.gz" in n for n in notes), notes
+    c = _counts(tmp_path / "store")
+    assert c["seen"] == c["messages"] + c["quarantined"]
+    assert c["pending"] == 0
+    # Re-reading the same damaged archive records nothing new.
+    ingest([corpus], settings=_settings(tmp_path), workers=1)
+    assert _counts(tmp_path / "store")["seen"] == c["seen"]
+
+
+def test_missing_path_fails_before_touching_the_store(tmp_path: Path) -> None:
+    with pytest.raises(SourceError):
+        ingest([tmp_path / "nope"], settings=_settings(tmp_path))
+    assert not (tmp_path / "store" / "trapline.duckdb").exists()
+
+
+def test_stdin_is_a_source(tmp_path: Path) -> None:
+    data = shared("mail", "nazario-phishing-2005", "phishing1.mbox").read_bytes()
+    summary = ingest(["-"], settings=_settings(tmp_path), stdin=io.BytesIO(data), workers=1)
+    assert summary.read > 100
+    c = _counts(tmp_path / "store")
+    assert c["seen"] == summary.new == c["messages"] + c["quarantined"]
+
+
+def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) -> None:
+    STAGE_CALLS.clear()
+    corpus = _copy("spam", 90, tmp_path / "mail")
+    notes: list[str] = []
+    settings = _settings(
+        tmp_path,
+        post_ingest_stages=["test_pipeline:unconfigured_stage", "test_pipeline:recording_stage"],
+    )
+    summary = ingest([corpus], settings=settings, workers=2, batch_size=30, on_note=notes.append)
+    assert len(STAGE_CALLS) >= 3, "one call per written batch"
+    assert sorted(i for call in STAGE_CALLS for i in call) == sorted(
+        _ids_in(tmp_path / "store", "messages")
+    )
+    off = [n for n in notes if "unconfigured_stage" in n]
+    assert len(off) == 1 and "switched off" in off[0] and "routing" in off[0]
+    assert summary.stage_notes == (f"test_pipeline:recording_stage: recorded {summary.parsed} messages",)
+
+
+def _ids_in(data_dir: Path, table: str) -> list[str]:
+    with open_store(data_dir, read_only=True) as store:
+        return [r[0] for r in store.con.execute(f"SELECT id FROM {table}").fetchall()]
+
+
+def test_archived_but_unparsed_messages_are_resumed(tmp_path: Path) -> None:
+    corpus = _copy("spam_2", 60, tmp_path / "mail")
+    paths = sorted(corpus.iterdir())
+    # What an interrupted run leaves: raw rows committed, parse results not.
+    with open_store(tmp_path / "store") as store:
+        rows = [rawstore.RawRow(RawMessage(p.read_bytes(), str(p)).id, p.read_bytes(), str(p)) for p in paths[:25]]
+        rawstore.write_raw(store.con, rows)
+        assert len(rawstore.pending_ids(store.con)) == 25
+    summary = ingest([corpus], settings=_settings(tmp_path), workers=2, batch_size=20)
+    assert summary.resumed == 25
+    assert (summary.new, summary.duplicates) == (35, 25)
+    c = _counts(tmp_path / "store")
+    assert c["seen"] == 60 == c["messages"] + c["quarantined"] and c["pending"] == 0
+
+
+def _cli_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    # Import trapline the way this test run does (installed or PYTHONPATH), plus this folder for
+    # the marker stage.
+    import trapline
+
+    src = str(Path(trapline.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([src, str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+CLI = [sys.executable, "-c", "from trapline.cli.main import cli; cli()"]
+
+
+def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_batches: int) -> int:
+    env = _cli_env(
+        {
+            "TRAPLINE_POST_INGEST_STAGES": "test_pipeline:marker_stage",
+            "TRAPLINE_TEST_MARKER": str(marker),
+        }
+    )
+    proc = subprocess.Popen(
+        [*CLI, "--quiet", "--data-dir", str(data_dir), "ingest", str(corpus), "--batch-size", "100", "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if marker.exists() and len(marker.read_text().split()) >= after_batches:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        if sig == signal.SIGKILL:
+            # Like a power cut or the OOM killer: everything dies at once, workers included
+            # (they also hold our stderr pipe open).
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(sig)  # Ctrl-C reaches the main process; workers ignore it
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        # Reap the whole process group we started (workers orphaned by SIGKILL included).
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err.decode()
+        assert b"interrupted" in err
+        assert b"Traceback" not in err
+    return proc.returncode
+
+
+@pytest.mark.slow
+def test_sigint_and_sigkill_mid_run_lose_nothing_and_resume(tmp_path: Path) -> None:
+    corpus = tmp_path / "mail"
+    _copy("spam", 500, corpus / "spam")
+    _copy("spam_2", 700, corpus / "spam_2")
+    clean = tmp_path / "clean"
+    ingest([corpus], settings=_settings(clean), workers=2)
+    expected = _counts(clean / "store")
+    assert expected["seen"] == 1200
+
+    data_dir = tmp_path / "killed"
+    _run_and_kill(corpus, data_dir, tmp_path / "m1", signal.SIGINT, after_batches=2)
+    partial = _counts(data_dir)
+    assert 0 < partial["messages"] + partial["quarantined"] < expected["seen"]
+
+    _run_and_kill(corpus, data_dir, tmp_path / "m2", signal.SIGKILL, after_batches=3)
+    rerun = subprocess.run(
+        [*CLI, "--quiet", "--data-dir", str(data_dir), "ingest", str(corpus)],
+        env=_cli_env({"TRAPLINE_POST_INGEST_STAGES": ""}),
+        capture_output=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    final = _counts(data_dir)
+    assert final == expected
+    assert final["seen"] == final["messages"] + final["quarantined"]
