@@ -26,6 +26,11 @@ class UsageError(TraplineError):
     """The command was given options it cannot use; see --help."""
 
 
+class TrustSpecError(UsageError):
+    """A --trust value is neither a CIDR, an IP nor a host name; use 129.97.0.0/16, 10.1.2.3,
+    mx.example.org or .example.org."""
+
+
 class SourceError(TraplineError):
     """A mail source could not be read; check the path and its permissions."""
 

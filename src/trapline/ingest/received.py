@@ -51,6 +51,7 @@ _HELO_IN_COMMENT = re.compile(r"(?:\bHELO\s+|\bhelo=)(\[[^\]]*\]|[^\s()\]]+)", r
 _RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?)\.?\s+\[")
 # Exchange 2013+: "(rdns) by" is rare; "(10.1.2.3)" common: handled by the IP candidate search.
 _FIRST_TOKEN = re.compile(r"\s*([^\s()]+)")
+_BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
 
 # RFC 5322 §3.3 date, the fast path; everything else goes through email.utils.parsedate_tz and
 # then the US-style "Jul, 28 2002 2:23:00 AM +1100" that spamware writes.
@@ -174,7 +175,9 @@ def _first_ip(text: str) -> str | None:
     return None
 
 
-def _parse_from(clause: str, masked: str) -> tuple[str | None, str | None, str | None]:
+def _parse_from(
+    clause: str, masked: str, qmail_style: bool = False
+) -> tuple[str | None, str | None, str | None]:
     """(helo, rdns, ip) from the text after ``from``; ``masked`` is the same span, comments hidden."""
     comments = [clause[m.start() : m.end()] for m in _MASKED_RUN.finditer(masked)]
     outside = _MASKED_RUN.sub(" ", masked)
@@ -196,6 +199,17 @@ def _parse_from(clause: str, masked: str) -> tuple[str | None, str | None, str |
             rm = _RDNS_BEFORE_BRACKET.match(comment)
             if rm and rm.group(1).lower() != "unknown":
                 rdns = rm.group(1)
+            elif (
+                qmail_style
+                and token
+                and _BARE_IP_COMMENT.match(comment)
+                and token.lower() != "unknown"
+                and normalize_ip(token) is None
+            ):
+                # qmail "from rdns (1.2.3.4)": the leading name is tcpserver's reverse lookup
+                # (the HELO is shown only when it differs). Exchange writes the same shape
+                # with the HELO first, so the caller says which one this is.
+                rdns = token
         if ip is None:
             # The receiver's comment holds the address it saw; it wins over any HELO literal.
             ip = _first_ip(comment)
@@ -236,18 +250,25 @@ def _parse(value: str, index: int) -> Hop:
             timestamp = parse_date(text[m.start() :])
             head = text[: m.start()]
     masked = _mask_comments(head)
-    keys = [(m.group(1).lower(), m.start(), m.end()) for m in _KEYWORD.finditer(masked)]
+    # Only the first occurrence of a keyword starts a clause: Smail writes "from a from [ip] by".
+    keys: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+    for m in _KEYWORD.finditer(masked):
+        key = m.group(1).lower()
+        if key not in seen:
+            seen.add(key)
+            keys.append((key, m.start(), m.end()))
     clauses: dict[str, tuple[int, int]] = {}
     for i, (key, _start, end) in enumerate(keys):
-        if key in clauses:
-            continue
-        stop = keys[i + 1][1] if i + 1 < len(keys) else len(head)
-        clauses[key] = (end, stop)
+        clauses[key] = (end, keys[i + 1][1] if i + 1 < len(keys) else len(head))
 
     helo = rdns = ip = None
     span = clauses.get("from")
     if span:
-        helo, rdns, ip = _parse_from(head[span[0] : span[1]], masked[span[0] : span[1]])
+        qmail_style = "microsoft" not in head.lower()
+        helo, rdns, ip = _parse_from(
+            head[span[0] : span[1]], masked[span[0] : span[1]], qmail_style
+        )
     by_host = protocol = smtp_id = for_addr = None
     if "by" in clauses:
         s, e = clauses["by"]

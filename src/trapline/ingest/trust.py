@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 
-from trapline.errors import UsageError
+from trapline.errors import TrustSpecError
 from trapline.model import Envelope, Hop, Origin
 
 _Net = tuple[int, int, int]  # (version, first, last) as integers: cheap containment tests
@@ -38,11 +38,6 @@ _FETCH_PROTOCOLS = frozenset({"pop", "pop3", "pop3s", "imap", "imap4", "imaps", 
 _FETCH_MARKERS = ("fetchmail", "getmail", "(single-drop)", "(multi-drop)")
 _LOCAL_PROTOCOLS = frozenset({"local", "lmtp", "lmtpa", "lmtps", "uucp", "bsmtp", "internal"})
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "loopback", "127.0.0.1", "::1"})
-
-
-class TrustSpecError(UsageError):
-    """A --trust value is neither a CIDR, an IP nor a host name; use 129.97.0.0/16, 10.1.2.3,
-    mx.example.org or .example.org."""
 
 
 @lru_cache(maxsize=65536)
@@ -145,8 +140,12 @@ def _is_internal(hop: Hop, names: set[str], trust: TrustBoundary) -> bool:
     """A hop without a client IP that still stays inside one host or our own network."""
     if hop.from_helo is None and hop.from_rdns is None:
         return True  # "by host with local", Gmail's "by 2002:a05:...", qmail "invoked from network"
-    if hop.protocol and hop.protocol.lower() in _LOCAL_PROTOCOLS:
-        return True
+    if hop.protocol and (
+        hop.protocol.lower() in _LOCAL_PROTOCOLS or "scanner" in hop.protocol.lower()
+    ):
+        return True  # local delivery, or a content filter (qmail-scanner) re-injecting mail
+    if hop.from_helo and "@" in hop.from_helo:
+        return True  # "from sender@example.com by mailhost": an envelope sender, not a host
     for name in (hop.from_rdns, hop.from_helo):
         if name and (
             name in _LOCAL_NAMES
