@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import TESTS_DATA, shared
 from trapline.errors import SourceError
@@ -484,3 +486,96 @@ def test_split_chunk_boundaries_do_not_matter() -> None:
     assert list(split_mbox([small[i : i + 1] for i in range(len(small))], "m", mode="mbox")) == (
         list(split_mbox([small], "m", mode="mbox"))
     )
+
+
+# --- small real fixtures (run without the shared data folder) ---------------------------------
+
+
+def test_fixture_tree_counts_and_round_trip() -> None:
+    reader = SourceReader([FIXTURES])
+    got = list(reader)
+    assert problems(got) == []
+    assert [Path(p).name for p in reader.skipped] == ["SOURCE.md"]
+    expected = 0
+    for path in sorted(FIXTURES.iterdir()):
+        if path.name == "SOURCE.md":
+            continue
+        data = path.read_bytes()
+        mine = [m for m in messages(got) if m.source.split("#")[0] == str(path)]
+        if path.suffix == ".mbox":
+            assert len(mine) == from_line_count(data)
+            rebuilt = b"\n".join(
+                mark + m.data.replace(b"\nFrom ", b"\n>From ")
+                for mark, m in zip(postmarks(data), mine, strict=True)
+            )
+            assert rebuilt in (data, data[:-1])
+        else:
+            assert [m.data for m in mine] == [data]  # whole file, postmark line included
+        expected += len(mine)
+    assert len(messages(got)) == expected == 7 + 1 + 3 + 1 + 1
+
+
+def test_fixture_quoted_from_line() -> None:
+    path = FIXTURES / "phishing1-quoted-from.mbox"
+    [quoted] = messages(list(SourceReader([path], unquote=False)))
+    [plain] = messages(list(SourceReader([path])))
+    assert quoted.data.count(b"\n>From ") == 1
+    assert plain.data == quoted.data.replace(b"\n>From ", b"\nFrom ")
+
+
+def test_fixture_crlf_single_message_read_whole() -> None:
+    path = FIXTURES / "crlf-endings"
+    data = path.read_bytes()
+    assert b"\r\n" in data
+    assert list(SourceReader([path])) == [RawMessage(data, str(path))]
+
+
+# --- properties (synthetic bytes, in addition to the real data above) -------------------------
+
+_bodies = st.lists(
+    st.binary(min_size=0, max_size=300).map(lambda b: b + b"\n"), min_size=1, max_size=8
+)
+
+
+def _mboxrd(bodies: list[bytes], eol: bytes = b"\n") -> bytes:
+    """What an mboxrd writer produces: quote ^>*From, postmark, body, blank line."""
+    out = []
+    for n, body in enumerate(bodies):
+        quoted = re.sub(rb"^(>*From )", rb">\1", body, flags=re.MULTILINE)
+        out.append(b"From sender%d@example.org Mon Jan  3 10:00:%02d 2005" % (n, n % 60) + eol)
+        out.append(quoted + eol)
+    return b"".join(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=_bodies, size=st.integers(min_value=1, max_value=64), crlf=st.booleans())
+def test_property_mboxrd_round_trip(bodies: list[bytes], size: int, crlf: bool) -> None:
+    if crlf:  # a CRLF writer: every body line (and so the body) ends in CRLF
+        bodies = [b[:-1] + b"\r\n" for b in bodies]
+    data = _mboxrd(bodies, b"\r\n" if crlf else b"\n")
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    for mode in ("auto", "mbox"):
+        got = list(split_mbox(chunks, "m", mode=mode))  # type: ignore[arg-type]
+        if mode == "auto" and len(bodies) == 1:
+            assert got == [RawMessage(data, "m")]  # one postmark only: a single message file
+        else:
+            assert got == [RawMessage(b, f"m#{i}") for i, b in enumerate(bodies)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2000), size=st.integers(min_value=1, max_value=300))
+def test_property_splitter_never_raises_and_loses_nothing(data: bytes, size: int) -> None:
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    for mode in ("auto", "mbox"):
+        got = list(split_mbox(chunks, "m", mode=mode))  # type: ignore[arg-type]
+        assert all(isinstance(i, RawMessage | SourceProblem) for i in got)
+        if not data:
+            assert [(p.source, p.reason) for p in problems(got)] == [("m", "empty-file")]
+        elif mode == "auto" and not data.startswith(b"From "):
+            assert got == [RawMessage(data, "m")]
+    # Without unquoting, every message is a slice of the input, in order, never overlapping.
+    pos = 0
+    for m in messages(list(split_mbox(chunks, "m", mode="mbox", unquote=False))):
+        found = data.find(m.data, pos)
+        assert found >= 0
+        pos = found + len(m.data)
