@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS limit_events (
     kind       VARCHAR,                  -- size | recipients | connections | rate | command-timeout | data-timeout | line-length
     reply      VARCHAR,                  -- the SMTP reply we sent
     detail     VARCHAR,
-    at         TIMESTAMP
+    hit_at     TIMESTAMP
 );
 
 CREATE TABLE IF NOT EXISTS dictionary_attacks (

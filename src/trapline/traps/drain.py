@@ -1,0 +1,228 @@
+"""Drain the trap spool into the store, exactly once.
+
+Order per batch of segments: (1) insert visits, sessions and events with ``INSERT OR IGNORE`` on
+their unique ids, (2) ingest the messages through the normal pipeline (raw first, content-
+addressed by SHA-256, so storing the same bytes again is a no-op), (3) move the segments to
+``done/``. A crash between any two steps re-applies the batch on restart and changes nothing:
+that is what makes "at least once from the spool" into "exactly once in the store".
+
+This is the store's only writer while ``trapline serve`` runs (DuckDB allows one writer process).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from trapline.model import Envelope, RawMessage
+from trapline.store.duckdb import Store
+from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
+
+log = logging.getLogger("trapline.drain")
+NoteFn = Callable[[str], None]
+
+_TS = pa.timestamp("us")
+# kind → (table, [(column, arrow type)]); the spool record's JSON fields use the column names.
+TABLES: dict[str, tuple[str, list[tuple[str, pa.DataType]]]] = {
+    "visit": (
+        "visits",
+        [
+            ("id", pa.string()), ("seq", pa.int64()), ("address", pa.string()),
+            ("visited_at", _TS), ("ip", pa.string()), ("user_agent", pa.string()),
+            ("method", pa.string()), ("host", pa.string()), ("path", pa.string()),
+            ("referer", pa.string()), ("headers", pa.string()), ("sensor_id", pa.string()),
+            ("ignored_robots", pa.bool_()), ("read_robots", pa.bool_()),
+        ],
+    ),
+    "session": (
+        "smtp_sessions",
+        [
+            ("session_id", pa.string()), ("peer_ip", pa.string()), ("peer_port", pa.int32()),
+            ("started_at", _TS), ("ended_at", _TS), ("helo", pa.string()),
+            ("helo_shape", pa.string()), ("esmtp", pa.bool_()), ("tls", pa.bool_()),
+            ("pipelined", pa.bool_()), ("commands", pa.list_(pa.string())),
+            ("first_command_ms", pa.float64()), ("median_gap_ms", pa.float64()),
+            ("messages", pa.int32()), ("fingerprint", pa.string()),
+            ("fingerprint_text", pa.string()), ("end_reason", pa.string()),
+        ],
+    ),
+    "relay": (
+        "relay_attempts",
+        [
+            ("id", pa.string()), ("session_id", pa.string()), ("peer_ip", pa.string()),
+            ("mail_from", pa.string()), ("rcpt_to", pa.string()), ("domain", pa.string()),
+            ("attempted_at", _TS),
+        ],
+    ),
+    "limit": (
+        "limit_events",
+        [
+            ("id", pa.string()), ("session_id", pa.string()), ("peer_ip", pa.string()),
+            ("kind", pa.string()), ("reply", pa.string()), ("detail", pa.string()), ("hit_at", _TS),
+        ],
+    ),
+    "comment": (
+        "comment_spam",
+        [
+            ("id", pa.string()), ("visit_id", pa.string()), ("posted_at", _TS), ("ip", pa.string()),
+            ("user_agent", pa.string()), ("name", pa.string()), ("email", pa.string()),
+            ("url", pa.string()), ("body", pa.string()), ("urls", pa.list_(pa.string())),
+        ],
+    ),
+}  # fmt: skip
+
+
+@dataclass(slots=True)
+class DrainResult:
+    segments: int = 0
+    messages: int = 0  # message records read from the spool
+    new_messages: int = 0  # of those, not already in the store
+    events: dict[str, int] = field(default_factory=dict)
+    bad_segments: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        ev = ", ".join(f"{n} {k}" for k, n in sorted(self.events.items()))
+        return (
+            f"drained {self.segments} segments: {self.messages} messages "
+            f"({self.new_messages} new)" + (f", {ev}" if ev else "")
+        )
+
+
+def _naive_utc(value: Any) -> datetime | None:
+    if not value:
+        return None
+    when = datetime.fromisoformat(str(value))
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
+
+
+def event_table(kind: str, records: Sequence[SpoolRecord]) -> pa.Table:
+    """Pure: spool records of one kind as an Arrow table in the store's column order."""
+    _, columns = TABLES[kind]
+    arrays = []
+    for name, typ in columns:
+        values = [r.fields.get(name) for r in records]
+        if typ == _TS:
+            values = [_naive_utc(v) for v in values]
+        arrays.append(pa.array(values, typ))
+    return pa.table(arrays, names=[c for c, _ in columns])
+
+
+def raw_message(record: SpoolRecord, segment: str) -> RawMessage:
+    """Pure: a spooled message as the pipeline's input, with the envelope as ground truth."""
+    f = record.fields
+    when = datetime.fromisoformat(f["received_at"]) if f.get("received_at") else None
+    env = Envelope(
+        peer_ip=f["peer_ip"],
+        peer_port=int(f.get("peer_port") or 0),
+        helo=f.get("helo"),
+        mail_from=f.get("mail_from"),
+        rcpt_to=tuple(f.get("rcpt_to") or ()),
+        received_at=when,
+        session_id=f.get("session_id"),
+        session_fingerprint=f.get("session_fingerprint"),
+    )
+    return RawMessage(record.data, f"smtp-trap:{segment}", env)
+
+
+def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]:
+    """Insert non-message records, one transaction, ignoring ids already present."""
+    by_kind: dict[str, list[SpoolRecord]] = {}
+    for r in records:
+        if r.kind in TABLES:
+            by_kind.setdefault(r.kind, []).append(r)
+    if not by_kind:
+        return {}
+    con = store.con
+    con.begin()
+    try:
+        for kind, recs in by_kind.items():
+            table, _ = TABLES[kind]
+            con.register("_spool_rows", event_table(kind, recs))
+            try:
+                con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _spool_rows")
+            finally:
+                con.unregister("_spool_rows")
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+    return {k: len(v) for k, v in by_kind.items()}
+
+
+def ingest_raws(
+    store: Store, raws: list[RawMessage], settings: dict[str, Any], note: NoteFn
+) -> int:
+    """Store ``raws`` through the ingest pipeline (raw first, parse, post-ingest stages).
+
+    Returns how many were new. Uses ``trapline.pipeline.ingest_raw`` when the pipeline offers it;
+    otherwise drives the pipeline's in-process runner directly.
+    """
+    from trapline import pipeline
+
+    public = getattr(pipeline, "ingest_raw", None)
+    if public is not None:
+        summary = public(store, raws, settings=settings, on_note=note)
+        return int(getattr(summary, "new", 0))
+    stages = pipeline._Stages(settings, note)
+    stages.load()
+    trust = pipeline._trust_for(list(settings.get("trust") or []))
+    size = int(settings.get("batch_size") or 2000)
+    run = pipeline._Run(store, None, trust, settings, 500, size, stages, note)
+    fresh = run.archive([(raw.id, raw) for raw in raws])
+    run.submit(fresh)
+    run.flush_parsed()
+    return len(fresh)
+
+
+def drain(
+    spool: Spool,
+    store: Store,
+    settings: dict[str, Any],
+    *,
+    max_records: int = 2000,
+    on_note: NoteFn | None = None,
+) -> DrainResult:
+    """Move everything durable in the spool into the store; safe to call at any time."""
+    result = DrainResult()
+
+    def note(text: str) -> None:
+        result.notes.append(text)
+        log.info("%s", text)
+        if on_note is not None:
+            on_note(text)
+
+    pending = spool.pending_segments()
+    while pending:
+        group: list[Path] = []
+        records: list[SpoolRecord] = []
+        messages: list[RawMessage] = []
+        while pending and len(records) < max_records:
+            path = pending.pop(0)
+            try:
+                recs = spool.read(path)
+            except (SpoolError, ValueError, OSError) as exc:
+                note(f"spool segment {path.name} unreadable ({exc}); moved to bad/")
+                spool.quarantine(path)
+                result.bad_segments += 1
+                continue
+            group.append(path)
+            records.extend(recs)
+            messages.extend(raw_message(r, path.name) for r in recs if r.kind == "message")
+        for kind, n in write_events(store, records).items():
+            result.events[kind] = result.events.get(kind, 0) + n
+        if messages:
+            result.new_messages += ingest_raws(store, messages, settings, note)
+            result.messages += len(messages)
+        for path in group:
+            spool.mark_done(path)
+        result.segments += len(group)
+    return result

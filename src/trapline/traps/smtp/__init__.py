@@ -1,0 +1,1 @@
+"""The SMTP trap: aiosmtpd server subclass (``server``), handler (``handler``), durable spool."""

@@ -1,0 +1,277 @@
+"""The SMTP trap's protocol server: aiosmtpd's ``SMTP`` with trap limits and session tracing.
+
+Limits are class attributes (the aiosmtpd way: ``line_length_limit``, ``data_size_limit``), so a
+deployment or a test overrides them in a subclass; ``server_class(settings)`` builds one from
+settings. Every limit hit is an explicit SMTP reply plus a ``limit`` spool record:
+
+=====================  ==========================================================  ==========
+limit                  reply                                                       attribute
+=====================  ==========================================================  ==========
+message size           ``552 5.3.4 Message too big (limit N bytes)``               ``max_message_bytes``
+recipients/message     ``452 4.5.3 Too many recipients (limit N per message)``     ``max_recipients``
+concurrent conns       ``421 4.7.0 Too many connections, try again later``          ``max_connections``
+per-IP rate            ``421 4.7.0`` at connect, ``450 4.7.1`` at MAIL              ``per_ip_per_minute``
+command idle time      ``421 4.4.2 <host> Error: timeout exceeded``                ``command_timeout``
+DATA duration          ``421 4.4.2 <host> Error: timeout exceeded`` (slowloris)    ``data_timeout``
+line length            ``500 5.5.6 Line too long (limit N bytes)``                  ``line_length_limit``
+=====================  ==========================================================  ==========
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from trapline.traps.smtp.handler import SessionTrace, TrapHandler, fingerprint, timing, utcnow
+from trapline.traps.smtp.spool import Spool, SpoolRecord
+
+log = logging.getLogger("trapline.smtp")
+
+
+class TrapState:
+    """Counters shared by every connection of one listening server."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._windows: dict[str, deque[float]] = {}
+        self._last_sweep = 0.0
+
+    def allow(self, ip: str, now: float, per_minute: int) -> bool:
+        """Count one event for ``ip``; False when it had ``per_minute`` already in 60 s."""
+        window = self._windows.setdefault(ip, deque())
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= per_minute:
+            return False
+        window.append(now)
+        if now - self._last_sweep > 60.0:  # forget idle IPs so the table stays small
+            self._last_sweep = now
+            for key in [k for k, w in self._windows.items() if not w or w[-1] <= now - 60.0]:
+                del self._windows[key]
+        return True
+
+
+class TrapSMTP(SMTP):
+    """aiosmtpd SMTP server with trap limits, a session trace and no relaying."""
+
+    # Real spam breaks RFC 5321 §4.5.3.1.6's 1000-octet line limit (unwrapped HTML, long base64
+    # lines); refusing it would lose exactly the mail we want, so allow 1 MiB per line.
+    line_length_limit = 1 << 20
+    command_size_limit = 2048  # bots send long MAIL FROM parameters; 512 (RFC) is too strict
+    max_message_bytes = 10 * 1024 * 1024
+    max_recipients = 100
+    max_connections = 200
+    per_ip_per_minute = 600
+    command_timeout = 30.0
+    data_timeout = 120.0
+    state: TrapState = TrapState()
+    spool: Spool | None = None
+
+    def __init__(self, handler: TrapHandler, **kwargs: Any) -> None:
+        kwargs.setdefault("data_size_limit", self.max_message_bytes)
+        kwargs.setdefault("timeout", self.command_timeout)
+        kwargs.setdefault("ident", "ESMTP")
+        super().__init__(handler, **kwargs)
+        self.trace = SessionTrace("", "", 0, 0.0, utcnow())
+        self._in_data = False
+        self._admitted = False
+        self._closed_session = False
+        self._events = 0
+        # Trace every command by wrapping aiosmtpd's verb table (built from smtp_* methods).
+        for verb, method in list(self._smtp_methods.items()):
+            self._smtp_methods[verb] = self._traced(verb, method)
+
+    # --- tracing ------------------------------------------------------------------------------
+
+    def _traced(
+        self, verb: str, method: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        async def run(arg: Any) -> None:
+            self.trace.commands.append((verb, self.loop.time()))
+            # Bytes already buffered before we answered = the client did not wait for our reply
+            # (RFC 2920 pipelining, or a bot that ignores the protocol's turn-taking).
+            if getattr(self._reader, "_buffer", b"") and verb not in {"QUIT"}:
+                self.trace.pipelined = True
+            if verb == "DATA":
+                self._in_data = True
+                self._reset_timeout(self.data_timeout)
+                try:
+                    await method(arg)
+                finally:
+                    self._in_data = False
+                    self._reset_timeout()
+                return
+            if verb == "QUIT":
+                self.trace.end_reason = "quit"
+            await method(arg)
+
+        return run
+
+    def event_id(self) -> str:
+        self._events += 1
+        return f"{self.trace.session_id}-{self._events}"
+
+    def note_limit(self, kind: str, reply: str, detail: str = "") -> None:
+        """Record that a limit was hit (the caller sends ``reply``)."""
+        log.warning("limit %s hit by %s: %s", kind, self.trace.peer_ip, reply)
+        if self.spool is not None:
+            self.spool.submit(
+                SpoolRecord(
+                    "limit",
+                    {
+                        "id": self.event_id(),
+                        "session_id": self.trace.session_id,
+                        "peer_ip": self.trace.peer_ip,
+                        "kind": kind,
+                        "reply": reply,
+                        "detail": detail[:500],
+                        "hit_at": utcnow().isoformat(),
+                    },
+                ),
+                durable=False,
+            )
+
+    # --- connection lifecycle -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if not first:  # STARTTLS re-enters here with the TLS transport
+            self.trace.tls = True
+            return
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.trace = SessionTrace(
+            uuid.uuid4().hex[:16], str(peer[0]), int(peer[1]), self.loop.time(), utcnow()
+        )
+        self.state.connections += 1
+        self._admitted = True
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted and not self._closed_session:
+            self._closed_session = True
+            self.state.connections -= 1
+            self._record_session()
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        trace = self.trace
+        reply = None
+        if self.state.connections > self.max_connections:
+            reply, kind = "421 4.7.0 Too many connections, try again later", "connections"
+        elif not self.state.allow(trace.peer_ip, self.loop.time(), self.per_ip_per_minute):
+            reply, kind = f"421 4.7.0 Too many connections from {trace.peer_ip}, slow down", "rate"
+        if reply is not None:
+            self.note_limit(kind, reply)
+            trace.end_reason = "limit"
+            await self.push(reply)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        trace.banner_at = self.loop.time()
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        kind = "data-timeout" if self._in_data else "command-timeout"
+        reply = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
+        self.note_limit(kind, reply)
+        self.trace.end_reason = "timeout"
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(reply.encode() + b"\r\n")  # close() flushes it first
+        super()._timeout_cb()
+
+    async def push(self, status: Any) -> None:
+        # aiosmtpd's own limit replies are terse; make them say which limit, and log the hit.
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if text.startswith("552 Error: Too much mail data") or text.startswith(
+            "552 Error: message size exceeds"
+        ):
+            text = f"552 5.3.4 Message too big (limit {self.data_size_limit} bytes)"
+            self.note_limit("size", text)
+        elif text.startswith("500 Line too long"):
+            text = f"500 5.5.6 Line too long (limit {self.line_length_limit} bytes)"
+            self.note_limit("line-length", text)
+        elif text.startswith("500 Command line too long"):
+            text = f"500 5.5.6 Command line too long (limit {self.command_size_limit} bytes)"
+            self.note_limit("command-length", text)
+        await super().push(text)
+
+    def _record_session(self) -> None:
+        if self.spool is None:
+            return
+        trace = self.trace
+        fp_text, fp = fingerprint(trace)
+        first_ms, gap_ms = timing(trace)
+        from trapline.traps.smtp.handler import helo_shape
+
+        try:
+            self.spool.submit(
+                SpoolRecord(
+                    "session",
+                    {
+                        "session_id": trace.session_id,
+                        "peer_ip": trace.peer_ip,
+                        "peer_port": trace.peer_port,
+                        "started_at": trace.started_at.isoformat(),
+                        "ended_at": utcnow().isoformat(),
+                        "helo": trace.helo,
+                        "helo_shape": helo_shape(trace.helo, trace.peer_ip),
+                        "esmtp": trace.esmtp,
+                        "tls": trace.tls,
+                        "pipelined": trace.pipelined,
+                        "commands": [v for v, _ in trace.commands],
+                        "first_command_ms": first_ms,
+                        "median_gap_ms": gap_ms,
+                        "messages": trace.messages,
+                        "fingerprint": fp,
+                        "fingerprint_text": fp_text,
+                        "end_reason": trace.end_reason,
+                    },
+                ),
+                durable=False,
+            )
+        except Exception as exc:  # spool already closed at shutdown: the session line is lost
+            log.debug("session %s not recorded: %s", trace.session_id, exc)
+
+
+def server_class(settings: dict[str, Any], spool: Spool) -> type[TrapSMTP]:
+    """A ``TrapSMTP`` subclass with limits from settings and its own shared counters."""
+    attrs = {
+        "max_message_bytes": int(
+            settings.get("smtp_max_message_bytes", TrapSMTP.max_message_bytes)
+        ),
+        "max_recipients": int(settings.get("smtp_max_recipients", TrapSMTP.max_recipients)),
+        "max_connections": int(settings.get("smtp_max_connections", TrapSMTP.max_connections)),
+        "per_ip_per_minute": int(
+            settings.get("smtp_per_ip_per_minute", TrapSMTP.per_ip_per_minute)
+        ),
+        "command_timeout": float(settings.get("smtp_command_timeout_s", TrapSMTP.command_timeout)),
+        "data_timeout": float(settings.get("smtp_data_timeout_s", TrapSMTP.data_timeout)),
+        "state": TrapState(),
+        "spool": spool,
+    }
+    return type("ConfiguredTrapSMTP", (TrapSMTP,), attrs)
+
+
+async def start_smtp(
+    settings: dict[str, Any], spool: Spool, host: str, port: int
+) -> asyncio.Server:
+    """Listen for SMTP on ``host:port`` (port 0 = any free port); returns the asyncio server."""
+    cls = server_class(settings, spool)
+    handler = TrapHandler(
+        spool, list(settings.get("trap_domains") or []), settings["smtp_hostname"]
+    )
+    hostname = str(settings.get("smtp_hostname") or "localhost")
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    server = await loop.create_server(
+        lambda: cls(handler, hostname=hostname, loop=loop), host, port, reuse_address=True
+    )
+    log.debug("smtp server up in %.3fs", time.monotonic() - started)
+    return server

@@ -1,0 +1,242 @@
+"""The durable trap spool: every message is on disk before the sender hears ``250``.
+
+RFC 5321 §4.5.5 / §6.1: once a server answers 250 to the end of DATA it owns the message. So
+each message goes into a segment file that is written to ``tmp/``, fsync'd, renamed into
+``new/`` and followed by an fsync of ``new/`` itself (the rename is only durable once the
+directory entry is) — and only then is its future resolved and the 250 sent.
+
+Group commit: a single committer thread takes *every* record queued while the previous fsync ran
+and writes them as one segment, so 50 concurrent sessions share one pair of fsyncs instead of
+paying 100. Each 250 still waits for the segment holding its own message.
+
+Visits, SMTP sessions, relay attempts and limit events travel through the same spool (not
+fsync-awaited by anyone, written with the next segment or after ``linger_s``), so the trap
+processes never touch the store and the drain (``traps.drain``) is the store's only writer.
+
+Segment format: records back to back, each ``TRAPSPOOL1 <kind> <json-bytes> <data-bytes>\\n``
+followed by the JSON object, the raw data and ``\\n``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trapline.errors import TraplineError
+
+log = logging.getLogger("trapline.spool")
+
+MAGIC = b"TRAPSPOOL1"
+KINDS = frozenset({"message", "visit", "session", "relay", "limit", "comment"})
+
+
+class SpoolError(TraplineError):
+    """The trap spool could not be written; check free space and permissions of the spool dir."""
+
+
+@dataclass(slots=True, frozen=True)
+class SpoolRecord:
+    """One thing the traps observed. ``fields`` is JSON-safe; ``data`` holds message bytes."""
+
+    kind: str
+    fields: dict[str, Any]
+    data: bytes = b""
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: SpoolRecord
+    future: Future[str] | None
+
+
+def encode_record(record: SpoolRecord) -> bytes:
+    body = json.dumps(record.fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    head = b"%s %s %d %d\n" % (MAGIC, record.kind.encode(), len(body), len(record.data))
+    return head + body + record.data + b"\n"
+
+
+def decode_segment(blob: bytes) -> list[SpoolRecord]:
+    """Records in a segment; raises ``SpoolError`` on a malformed file (never half a record)."""
+    out: list[SpoolRecord] = []
+    pos = 0
+    while pos < len(blob):
+        end = blob.find(b"\n", pos)
+        parts = blob[pos:end].split(b" ") if end >= 0 else []
+        if len(parts) != 4 or parts[0] != MAGIC or not parts[2].isdigit() or not parts[3].isdigit():
+            raise SpoolError(f"malformed spool record header at byte {pos}")
+        n_json, n_data = int(parts[2]), int(parts[3])
+        start = end + 1
+        if start + n_json + n_data + 1 > len(blob) or blob[start + n_json + n_data] != 0x0A:
+            raise SpoolError(f"truncated spool record at byte {pos}")
+        fields = json.loads(blob[start : start + n_json])
+        data = blob[start + n_json : start + n_json + n_data]
+        out.append(SpoolRecord(parts[1].decode(), fields, data))
+        pos = start + n_json + n_data + 1
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Spool:
+    """A spool directory with ``tmp/``, ``new/`` (durable, not yet drained) and ``done/``."""
+
+    root: Path
+    linger_s: float = 0.2  # longest a non-durable record (event, visit) waits for company
+    on_commit: Callable[[], None] | None = None  # e.g. wake the drain worker
+    _lock: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _pending: list[_Pending] = field(default_factory=list, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _closing: bool = field(default=False, init=False)
+    _seq: int = field(default=0, init=False)
+    commits: int = field(default=0, init=False)  # segments written (for the benchmark)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        for sub in ("tmp", "new", "done", "bad"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # Anything left in tmp/ was never renamed, so nobody got a 250 for it: discard.
+        for leftover in (self.root / "tmp").iterdir():
+            leftover.unlink(missing_ok=True)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="trap-spool", daemon=True)
+            self._thread.start()
+
+    def submit(self, record: SpoolRecord, *, durable: bool) -> Future[str] | None:
+        """Queue ``record``; for ``durable`` ones the future resolves (segment name) once the
+        record is on disk."""
+        if record.kind not in KINDS:
+            raise ValueError(f"unknown spool record kind {record.kind!r}")
+        future: Future[str] | None = Future() if durable else None
+        with self._lock:
+            if self._closing:
+                raise SpoolError("the spool is shut down; restart `trapline serve`")
+            self._pending.append(_Pending(record, future))
+            self._lock.notify()
+        return future
+
+    def write_now(self, records: list[SpoolRecord]) -> Path | None:
+        """Synchronously write ``records`` as one durable segment (no committer thread)."""
+        return self._write_segment(records) if records else None
+
+    def close(self) -> None:
+        """Write everything queued, then stop the committer."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        else:
+            self._flush(self._take())
+
+    def _take(self) -> list[_Pending]:
+        batch, self._pending = self._pending, []
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._lock.wait()
+                if not self._closing and not any(p.future for p in self._pending):
+                    # Only events queued: let more gather, unless a message arrives meanwhile.
+                    deadline = time.monotonic() + self.linger_s
+                    while not self._closing and not any(p.future for p in self._pending):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._lock.wait(left)
+                batch = self._take()
+                closing = self._closing
+            self._flush(batch)
+            if closing:
+                with self._lock:
+                    rest = self._take()
+                self._flush(rest)
+                return
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        try:
+            path = self._write_segment([p.record for p in batch])
+        except OSError as exc:
+            log.error("spool write failed: %s", exc)
+            err = SpoolError(f"spool write failed ({exc.strerror}); check space in {self.root}")
+            for p in batch:
+                if p.future is not None:
+                    p.future.set_exception(err)
+            return
+        for p in batch:
+            if p.future is not None:
+                p.future.set_result(path.name if path else "")
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _write_segment(self, records: list[SpoolRecord]) -> Path:
+        self._seq += 1
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.seg"
+        tmp = self.root / "tmp" / name
+        final = self.root / "new" / name
+        blob = b"".join(encode_record(r) for r in records)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the bytes are on disk ...
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)  # ... and so is the name that makes them visible
+        self.commits += 1
+        return final
+
+    # --- reading (the drain) ----------------------------------------------------------------
+
+    def pending_segments(self) -> list[Path]:
+        """Durable segments not yet drained, oldest first (names sort by creation time)."""
+        return sorted((self.root / "new").glob("*.seg"))
+
+    def read(self, path: Path) -> list[SpoolRecord]:
+        return decode_segment(path.read_bytes())
+
+    def mark_done(self, path: Path) -> None:
+        """Move a drained segment to ``done/`` (durably, so a restart does not redo it)."""
+        target = self.root / "done" / path.name
+        os.rename(path, target)
+        _fsync_dir(path.parent)
+
+    def quarantine(self, path: Path) -> None:
+        """Move a segment that cannot be decoded to ``bad/`` for a human to look at."""
+        os.rename(path, self.root / "bad" / path.name)
+        _fsync_dir(path.parent)
+
+    def prune_done(self, keep_s: float = 7 * 86400) -> int:
+        """Delete drained segments older than ``keep_s``; returns how many went."""
+        cutoff = time.time() - keep_s
+        gone = 0
+        for path in (self.root / "done").glob("*.seg"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                gone += 1
+        return gone
