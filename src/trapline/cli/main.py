@@ -16,6 +16,7 @@ from trapline.errors import TraplineError
 # Each module exposes ``commands``: a list of Click commands/groups to add. Order = --help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.ingest",
+    "trapline.cli.routing",
 )
 
 
