@@ -24,9 +24,22 @@ DEFAULTS: dict[str, Any] = {
     # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to
     # switch itself off (say, no routing snapshot imported yet).
-    "post_ingest_stages": ["trapline.enrich.harvest:harvest_stage"],
+    "post_ingest_stages": ["trapline.enrich.harvest:harvest_stage", "trapline.enrich.asn:enrich_stage"],
     # routing
     "routing_choice": "nearest",  # or "latest-before"
+    # network score (docs/networks.md explains each number)
+    "network_weights": {
+        "spam": 1.0,
+        "harvester": 3.0,
+        "dictionary": 0.5,
+        "url_host": 2.0,
+        "cc": 5.0,
+        "blocklist": 4.0,
+    },
+    "network_size_exponent": 0.5,
+    "network_longevity_weight": 1.0,
+    "network_longevity_cap_days": 365,
+    "network_breadth_weight": 0.5,
     # traps
     "trap_domains": ["traps.example.org"],
     "smtp_listen": "127.0.0.1:2525",
