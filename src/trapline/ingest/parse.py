@@ -322,7 +322,7 @@ def _assemble(
         date=fields.date,
         date_flags=date_flags(fields.date, fields.date_present, hop_time, now),
         message_id=fields.message_id,
-        subject=fields.subject,
+        subject=fields.subject.strip() if fields.subject is not None else None,
         from_=fields.from_,
         to=fields.to,
         cc=fields.cc,
