@@ -24,7 +24,20 @@ DEFAULTS: dict[str, Any] = {
     # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to
     # switch itself off (say, no routing snapshot imported yet).
-    "post_ingest_stages": ["trapline.enrich.harvest:harvest_stage", "trapline.enrich.asn:enrich_stage"],
+    "post_ingest_stages": [
+        "trapline.enrich.harvest:harvest_stage",
+        "trapline.enrich.asn:enrich_stage",
+        "trapline.fingerprint.stage:fingerprint_stage",
+    ],
+    # campaigns and botnets (docs/campaigns.md explains each threshold)
+    "campaign_jaccard": 0.5,  # estimated Jaccard at which two texts are one template
+    "campaign_lsh_bands": 32,  # bands x rows <= 128 MinHash permutations
+    "campaign_lsh_rows": 4,
+    "campaign_url_window_days": 3.0,  # URL-template joins: same or adjacent period of this length
+    "botnet_window_days": 7.0,  # two campaigns share a host if both used it within this window
+    "botnet_min_shared_hosts": 3,  # hosts two campaigns must share to link (one relay is not enough)
+    "botnet_min_overlap": 0.1,  # ... and that share of the smaller campaign's hosts
+    "botnet_max_host_campaigns": 200,  # hosts used by more campaigns are relays/shared: ignored
     # routing
     "routing_choice": "nearest",  # or "latest-before"
     # network score (docs/networks.md explains each number)
