@@ -579,3 +579,20 @@ def test_property_splitter_never_raises_and_loses_nothing(data: bytes, size: int
         found = data.find(m.data, pos)
         assert found >= 0
         pos = found + len(m.data)
+
+
+def test_named_pipe_is_streamed_not_slurped(tmp_path: Path) -> None:
+    """`trapline ingest <(zcat x.mbox.gz)` hands us a pipe: stream it, size unknown."""
+    data = (FIXTURES / "phishing0-part.mbox").read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat > '{fifo}'"], stdin=subprocess.PIPE)
+    assert writer.stdin is not None
+    writer.stdin.write(data)
+    writer.stdin.close()
+    reader = SourceReader([fifo])
+    assert reader.bytes_total is None
+    got = messages(list(reader))
+    writer.wait(timeout=30)
+    assert len(got) == from_line_count(data) == 7
+    assert reader.bytes_read == len(data)

@@ -97,7 +97,6 @@ class _Splitter:
         self.index = 0  # next mbox item number
         self.seps = 0  # separators found after the first line
         self.dropped = 0  # bytes of the current message discarded because it is too large
-        self.emitted = 0
 
     def run(self, chunks: Iterator[bytes]) -> Iterator[RawMessage | SourceProblem]:
         buf = self.buf
@@ -112,14 +111,16 @@ class _Splitter:
         if not buf:
             yield SourceProblem(self.source, "empty-file", "the input holds no bytes")
             return
-        # A first line longer than any postmark is not one (a 10 MB single-line file, say).
-        starts_with_from = buf.startswith(b"From ") and b"\n" in buf
+        # A first line longer than any postmark is not one (a 10 MB single-line file, say);
+        # the bound also makes the answer independent of how the input was chunked.
+        first_eol = buf.find(b"\n")
+        starts_with_from = buf.startswith(b"From ") and 0 <= first_eol <= _MAX_POSTMARK
         if self.mode == "auto" and not starts_with_from:
             yield from self._whole(chunks, eof)
             return
         # msg_start: where the current message's content begins (after its postmark line).
         # (msg_start 0: a named mbox without a leading postmark starts with a preamble message.)
-        msg_start = buf.index(b"\n") + 1 if starts_with_from else 0
+        msg_start = first_eol + 1 if starts_with_from else 0
         scan = msg_start
         while True:
             i = buf.find(_NEEDLE, scan)
@@ -161,7 +162,7 @@ class _Splitter:
             # A real separator: the message ends before the blank line.
             content_end = i + 1 - blank
             self.seps += 1  # in auto mode, a second postmark is what makes the input an mbox
-            content = bytes(buf[msg_start:content_end])
+            content = _copy(buf, msg_start, content_end)
             if self.seps > 1 or starts_with_from or content.strip():
                 yield from self._emit(content)  # (a blank preamble before the first one is not)
             del buf[: end + 1]
@@ -180,7 +181,6 @@ class _Splitter:
         if not content:
             yield SourceProblem(name, "empty-message", "nothing between two From lines")
             return
-        self.emitted += 1
         yield RawMessage(unquote_mboxrd(content) if self.unquote else content, name)
 
     def _finish(
@@ -193,7 +193,7 @@ class _Splitter:
             # whole input is one message, byte for byte.
             yield from self._whole_from_buffer()
             return
-        content = bytes(buf[msg_start:])
+        content = _copy(buf, msg_start, len(buf))
         # The blank line written before the next postmark is absent at EOF, but most writers
         # end the file with one; drop it as the separator it is meant to be (Python's mailbox
         # does the same).
@@ -210,7 +210,6 @@ class _Splitter:
                 self.source, "too-large", f"{size} bytes > limit {self.limit}; skipped"
             )
             return
-        self.emitted += 1
         yield RawMessage(bytes(self.buf), self.source)
 
     def _whole(self, chunks: Iterator[bytes], eof: bool) -> Iterator[RawMessage | SourceProblem]:
@@ -226,6 +225,12 @@ class _Splitter:
                 continue
             buf += chunk
         yield from self._whole_from_buffer()
+
+
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    """``bytes(buf[start:end])`` with one copy instead of two (no intermediate bytearray)."""
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
 
 
 def _blank_line_before(buf: bytearray, i: int, msg_start: int) -> int:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class _File:
 
     path: Path
     hint: Hint
-    size: int
+    size: int | None  # None: not a regular file (a pipe such as <(zcat x)): size unknown
 
 
 _Entry = _File | SourceProblem
@@ -100,7 +101,7 @@ class SourceReader:
     """Stream messages from ``paths``; see the module docstring for formats and problems.
 
     Missing paths raise :class:`~trapline.errors.SourceError` here, before anything is read.
-    ``bytes_total`` (sum of input sizes as stored, ``None`` when stdin is read) and
+    ``bytes_total`` (sum of input sizes as stored; ``None`` when stdin or a pipe is read) and
     ``bytes_read`` (advanced as compressed bytes are consumed) drive a progress bar;
     ``skipped`` lists the non-mail files passed over while walking directories.
     """
@@ -135,7 +136,9 @@ class SourceReader:
                 self._plan.append(_file(path, "auto"))
         has_stdin = any(entry is None for entry in self._plan)
         self.bytes_total: int | None = (
-            None if has_stdin else sum(e.size for e in self._plan if isinstance(e, _File))
+            None
+            if has_stdin or any(isinstance(e, _File) and e.size is None for e in self._plan)
+            else sum(e.size or 0 for e in self._plan if isinstance(e, _File))
         )
 
     def __iter__(self) -> Iterator[RawMessage | SourceProblem]:
@@ -208,7 +211,7 @@ class SourceReader:
             yield SourceProblem(name, "unreadable", f"{exc.strerror or exc}; check permissions")
             return
         with handle:
-            if entry.size > _SLURP_BYTES:
+            if entry.size is None or entry.size > _SLURP_BYTES:
                 yield from self._read_stream(handle, name, entry.hint)
                 return
             # Small file (the common one-message-per-file case): one read, no stream machinery,
@@ -304,7 +307,8 @@ def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessag
 
 def _file(path: Path, hint: Hint) -> _Entry:
     try:
-        return _File(path, hint, path.stat().st_size)
+        info = path.stat()
+        return _File(path, hint, info.st_size if stat.S_ISREG(info.st_mode) else None)
     except OSError as exc:
         return SourceProblem(str(path), "unreadable", f"{exc.strerror or exc}; check permissions")
 
