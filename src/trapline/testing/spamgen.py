@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
 from pathlib import Path
 
@@ -102,7 +103,10 @@ def read_base_spam(path: Path) -> BaseSpam:
         hrefs = [n.attributes.get("href") or "" for n in tree.css("a[href]")]
         urls = tuple(dict.fromkeys([*urls, *(h for h in hrefs if h.startswith("http"))]))
         text = tree.text(separator=" ") if tree.body is not None else ""
-    subject = str(msg.get("Subject", "") or "")
+    try:
+        subject = str(make_header(decode_header(str(msg.get("Subject", "") or ""))))
+    except (LookupError, ValueError, UnicodeError):
+        subject = str(msg.get("Subject", "") or "")
     return BaseSpam(str(path), subject.strip(), text.strip(), urls)
 
 

@@ -1,0 +1,76 @@
+"""Post-ingest stage: fingerprint newly stored messages and keep the signatures.
+
+Reads the fields a fingerprint needs for the batch in one query, computes signatures with the
+pure ``fingerprint_batch`` and appends them with the next ``seq`` numbers (the processing order
+campaign clustering follows). Messages already fingerprinted are skipped, so re-running is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
+
+_FIELDS_SQL = """
+WITH ids AS (SELECT unnest($ids::VARCHAR[]) AS id, generate_subscripts($ids::VARCHAR[], 1) AS pos),
+u AS (SELECT message_id, list(url ORDER BY url) AS urls,
+             list(registered_domain ORDER BY url) AS doms
+      FROM urls WHERE message_id IN (SELECT id FROM ids) GROUP BY message_id),
+r AS (SELECT message_id, list(name) FILTER (WHERE name IS NOT NULL) AS names,
+             list(addr) FILTER (WHERE addr IS NOT NULL) AS addrs
+      FROM recipients WHERE message_id IN (SELECT id FROM ids) GROUP BY message_id)
+SELECT m.id, m.body_text, m.subject, m.received_at, u.urls, u.doms, r.names, r.addrs
+FROM ids JOIN messages m ON m.id = ids.id
+LEFT JOIN u ON u.message_id = m.id LEFT JOIN r ON r.message_id = m.id
+WHERE m.id NOT IN (SELECT message_id FROM signatures)
+ORDER BY ids.pos
+"""
+
+
+def fingerprint_ids(con: Any, message_ids: Sequence[str]) -> int:
+    """Fingerprint ``message_ids`` (in that order) that have no signature yet; returns count."""
+    rows = con.execute(_FIELDS_SQL, {"ids": list(message_ids)}).fetchall()
+    if not rows:
+        return 0
+    items = [
+        FingerprintInput(
+            mid,
+            text or "",
+            subject,
+            tuple(zip(urls or (), doms or (), strict=False)),
+            tuple([*(names or ()), *(addrs or ())]),
+        )
+        for mid, text, subject, _, urls, doms, names, addrs in rows
+    ]
+    fps = fingerprint_batch(items)
+    ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    table = pa.table(
+        {
+            "message_id": list(fps.message_ids),
+            "seq": pa.array(range(start, start + len(fps)), pa.int64()),
+            "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
+            "n_words": pa.array(fps.n_words, pa.int32()),
+            "url_templates": [list(t) for t in fps.url_templates],
+            "subject_template": list(fps.subject_templates),
+            "received_at": pa.array([r[3] for r in rows], pa.timestamp("us")),
+            "campaign_seq": pa.nulls(len(fps), pa.int64()),
+            "computed_at": pa.array([now] * len(fps), pa.timestamp("us")),
+        }
+    )
+    con.register("_new_signatures", table)
+    try:
+        con.execute("INSERT INTO signatures SELECT * FROM _new_signatures")
+    finally:
+        con.unregister("_new_signatures")
+    return len(fps)
+
+
+def fingerprint_stage(store: Any, message_ids: Sequence[str], settings: dict[str, Any]) -> str:
+    """Pipeline stage (``post_ingest_stages``): fingerprint the batch just stored."""
+    n = fingerprint_ids(store.con, message_ids)
+    return f"fingerprinted {n} messages"
