@@ -596,3 +596,31 @@ def test_named_pipe_is_streamed_not_slurped(tmp_path: Path) -> None:
     writer.wait(timeout=30)
     assert len(got) == from_line_count(data) == 7
     assert reader.bytes_read == len(data)
+
+
+def test_personal_eml_set_byte_identical_and_duplicates_counted() -> None:
+    root = shared("mail", "personal-spam-2023-2025")
+    emls = sorted(root.rglob("*.eml"))
+    reader = SourceReader([root])
+    got = list(reader)
+    assert problems(got) == []
+    assert sorted(m.source for m in messages(got)) == sorted(str(p) for p in emls)
+    assert len(emls) == 206
+    for m in messages(got):
+        assert m.data == Path(m.source).read_bytes()
+    # true duplicates (same bytes in two files) share an id, as content addressing intends
+    assert len({m.id for m in messages(got)}) == len({p.read_bytes() for p in emls})
+    assert sorted(Path(p).name for p in reader.skipped) == [
+        "COMMIT",
+        "LICENSE.txt",
+        "README.md",
+        "SOURCE.txt",
+    ]
+
+
+def test_reading_twice_gives_the_same_items_and_progress() -> None:
+    reader = SourceReader([FIXTURES])
+    first = list(reader)
+    assert reader.bytes_read == reader.bytes_total
+    assert list(reader) == first
+    assert reader.bytes_read == reader.bytes_total

@@ -26,6 +26,10 @@ What each input becomes:
 Sources: the path as given (``dir/sub/file``), plus ``#N`` (0-based) for mbox items, and
 ``<stdin>`` for standard input. A zero-byte file is a ``SourceProblem("empty-file")``.
 
+A message bigger than ``max_message_bytes`` (default 64 MiB: real mail is far smaller, anything
+bigger is junk or an attack on memory) becomes ``SourceProblem("too-large")`` and reading goes on
+with the next message. ``unquote=False`` keeps mbox items exactly as stored (no mboxrd unquoting).
+
 Problem reasons: ``unreadable``, ``vanished``, ``read-error``, ``empty-file``, ``empty-message``,
 ``too-large``, ``truncated-archive``, ``corrupt-archive``, ``unsupported-archive``.
 """
@@ -142,6 +146,7 @@ class SourceReader:
         )
 
     def __iter__(self) -> Iterator[RawMessage | SourceProblem]:
+        self.bytes_read = 0  # iterating again reads everything again
         for entry in self._plan:
             if entry is None:
                 stream = self._stdin if self._stdin is not None else sys.stdin.buffer
