@@ -624,3 +624,12 @@ def test_reading_twice_gives_the_same_items_and_progress() -> None:
     assert reader.bytes_read == reader.bytes_total
     assert list(reader) == first
     assert reader.bytes_read == reader.bytes_total
+
+
+def test_read_error_midway_is_a_problem() -> None:
+    """/proc/self/mem opens fine and fails with EIO on read: a real I/O error, no crash."""
+    mem = Path("/proc/self/mem")
+    if not mem.exists():
+        pytest.skip("no /proc on this system")
+    got = list(SourceReader([mem]))
+    assert [(p.source, p.reason) for p in got] == [(str(mem), "read-error")]

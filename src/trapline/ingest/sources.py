@@ -60,7 +60,7 @@ from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, Mode, split_mbox
 from trapline.model import RawMessage, SourceProblem
 
 STDIN_NAME = "<stdin>"
-Hint = Literal["auto", "mbox", "single"]
+Hint = Literal["auto", "single"]  # "single": never split (Maildir files)
 
 # Names that are documentation or metadata next to a corpus, compared lowercased.
 _SKIP_PREFIXES = ("readme", "license", "licence", "copying", "notice", "commit", "source.")
