@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "campaign_lsh_bands": 32,  # bands x rows <= 128 MinHash permutations
     "campaign_lsh_rows": 4,
     "campaign_url_window_days": 3.0,  # URL-template joins: same or adjacent period of this length
-    "botnet_window_days": 7.0,  # two campaigns share a host if both used it within this window
+    "botnet_window_days": 30.0,  # two campaigns share a host if both used it within this window
     "botnet_min_shared_hosts": 3,  # hosts two campaigns must share to link (one relay is not enough)
     "botnet_min_overlap": 0.1,  # ... and that share of the smaller campaign's hosts
     "botnet_max_host_campaigns": 200,  # hosts used by more campaigns are relays/shared: ignored

@@ -194,13 +194,15 @@ class SpamGenerator:
                 sorted({_bot_ip(rng, rng.choice(nets)) for _ in range(bots_per_botnet)})
             )
         chosen = rng.sample(list(bases), n_campaigns)
+        active = [rng.uniform(0, max(0.0, days - 35)) for _ in range(n_botnets)]
         self.campaigns = [
             _Campaign(
                 label=i,
                 base=base,
                 botnet=i % n_botnets,
                 domains=tuple(_domain(rng) for _ in range(rng.randint(2, 6))),
-                start=start + timedelta(days=rng.uniform(0, days - 10)),
+                # A botnet works through its campaigns in one active stretch of ~25 days.
+                start=start + timedelta(days=active[i % n_botnets] + rng.uniform(0, 25)),
                 days=rng.uniform(1, 10),
                 image=rng.random() < image_share,
                 img_host=f"img{rng.randint(1, 9)}.{_domain(rng)}",
