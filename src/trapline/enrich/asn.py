@@ -184,6 +184,36 @@ def _write_names(store: Store, names: dict[int, str], *, source: str, as_of: dat
     store.con.unregister("new_names")
 
 
+@dataclass(slots=True, frozen=True)
+class ImportResult:
+    """What `trapline routing import` did: a snapshot, or a batch of AS names."""
+
+    snapshot: Snapshot | None = None
+    names: int = 0
+    source: str = ""
+
+    def line(self) -> str:
+        if self.snapshot is None:
+            return f"{self.names:,} AS names from {self.source}"
+        s = self.snapshot
+        return (
+            f"snapshot {s.snapshot_id} (as of {s.as_of}): {s.n_v4:,} IPv4 and {s.n_v6:,} IPv6 "
+            f"blocks, {s.n_asns:,} origin ASes"
+        )
+
+
+def import_any(
+    store: Store, path: Path, *, as_of: date | None = None, fmt: str | None = None
+) -> ImportResult:
+    """A routing table, or an AS-name file (``asnames*.json`` or ``--format asnames``)."""
+    path = Path(path)
+    if fmt == "asnames" or (fmt is None and "asnames" in path.name.lower()):
+        return ImportResult(names=import_asnames(store, path, as_of=as_of), source=str(path))
+    return ImportResult(
+        snapshot=import_routing(store, path, as_of=as_of, fmt=fmt), source=str(path)
+    )
+
+
 def import_bundled_routing(store: Store) -> str:
     """Import the 2008-05-01 RouteViews table and AS names shipped with trapline (for the demo)."""
     folder = resources.files("trapline").joinpath("data", "routing")

@@ -41,7 +41,7 @@ def table_exists(store: Store, name: str) -> bool:
     return bool(
         store.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchone()[0]  # type: ignore[index]
+        ).fetchall()[0][0]
     )
 
 
@@ -50,12 +50,29 @@ def column_exists(store: Store, table: str, column: str) -> bool:
         store.con.execute(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
             [table, column],
-        ).fetchone()[0]  # type: ignore[index]
+        ).fetchall()[0][0]
     )
 
 
-def _subjects(store: Store, scoped: bool) -> str:
-    """SQL yielding (subject, subject_id, message_id, ip, at) for everything to map."""
+def _first_column(store: Store, table: str, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that ``table`` has (other areas' schemas may still move)."""
+    for name in names:
+        if column_exists(store, table, name):
+            return f'"{name}"'
+    return None
+
+
+_FEED_SQL = (
+    "SELECT 'feed', kind || '|' || indicator, NULL, split_part(indicator, '/', 1), first_seen "
+    "FROM feed_indicators WHERE indicator_type IN ('ip', 'cidr')"
+)
+
+
+def _subjects(store: Store, scope: str) -> str:
+    """SQL yielding (subject, subject_id, message_id, ip, at) for everything in ``scope``."""
+    if scope == "feeds":
+        return _FEED_SQL
+    scoped = scope == "messages"
     only = " AND m.id IN (SELECT id FROM enrich_ids)" if scoped else ""
     parts = [
         f"SELECT 'origin', m.id, m.id, m.origin_ip, m.received_at FROM messages m "
@@ -70,19 +87,22 @@ def _subjects(store: Store, scoped: bool) -> str:
     if scoped:
         return " UNION ALL ".join(parts)
     if table_exists(store, "visits"):
-        parts.append(
-            "SELECT 'visit', CAST(visit_id AS VARCHAR), NULL, CAST(ip AS VARCHAR), visited_at "
-            "FROM visits WHERE ip IS NOT NULL"
-        )
+        vid = _first_column(store, "visits", ("visit_id", "id"))
+        vat = _first_column(store, "visits", ("visited_at", "at", "seen_at"))
+        if vid and vat and column_exists(store, "visits", "ip"):
+            parts.append(
+                f"SELECT 'visit', CAST({vid} AS VARCHAR), NULL, CAST(ip AS VARCHAR), {vat} "
+                "FROM visits WHERE ip IS NOT NULL"
+            )
     if table_exists(store, "dictionary_attacks"):
-        parts.append(
-            "SELECT DISTINCT 'dictionary', CAST(sender_ip AS VARCHAR) || '|' || CAST(\"at\" AS VARCHAR), "
-            'NULL, CAST(sender_ip AS VARCHAR), "at" FROM dictionary_attacks WHERE sender_ip IS NOT NULL'
-        )
-    parts.append(
-        "SELECT 'feed', kind || '|' || indicator, NULL, split_part(indicator, '/', 1), first_seen "
-        "FROM feed_indicators WHERE indicator_type IN ('ip', 'cidr')"
-    )
+        dat = _first_column(store, "dictionary_attacks", ("seen_at", "at", "attempted_at"))
+        if dat and column_exists(store, "dictionary_attacks", "sender_ip"):
+            parts.append(
+                "SELECT DISTINCT 'dictionary', sender_ip || '|' || "
+                f"coalesce(CAST({dat} AS VARCHAR), ''), NULL, sender_ip, {dat} "
+                "FROM dictionary_attacks WHERE sender_ip IS NOT NULL"
+            )
+    parts.append(_FEED_SQL)
     return " UNION ALL ".join(parts)
 
 
@@ -91,16 +111,19 @@ def enrich(
     settings: dict[str, Any],
     message_ids: list[str] | None = None,
     routing: Routing | None = None,
+    *,
+    feeds_only: bool = False,
 ) -> EnrichResult:
-    """(Re)map addresses: those of ``message_ids`` only, or everything when None."""
+    """(Re)map addresses: those of ``message_ids`` only, feed indicators only, or everything."""
     routing = routing or load_routing(store)
     if not routing.snapshots:
         raise NotConfigured("no routing snapshot imported; run `trapline routing import FILE`")
     con = store.con
-    scoped = message_ids is not None
+    scope = "feeds" if feeds_only else "messages" if message_ids is not None else "all"
+    scoped = scope == "messages"
     if scoped:
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
-    rows = con.execute(_subjects(store, scoped)).fetchall()
+    rows = con.execute(_subjects(store, scope)).fetchall()
     subject = [r[0] for r in rows]
     ips = [str(r[3]) for r in rows]
     snap, route, family = routing.lookup_many(
@@ -129,6 +152,8 @@ def enrich(
                 "DELETE FROM ip_routing WHERE message_id IN (SELECT id FROM enrich_ids) "
                 "AND subject IN ('origin', 'hop', 'url')"
             )
+        elif scope == "feeds":
+            con.execute("DELETE FROM ip_routing WHERE subject = 'feed'")
         else:
             con.execute("DELETE FROM ip_routing")
         con.execute("INSERT INTO ip_routing SELECT * FROM new_answers")
@@ -139,7 +164,7 @@ def enrich(
                FROM new_answers a
                WHERE a.subject = 'origin' AND a.subject_id = messages.id"""
         )
-        if not scoped:
+        if scope != "messages":
             _update_feed_indicators(store)
         con.execute("COMMIT")
     except Exception:

@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from trapline.enrich.routing_formats import date_from_name, read_bytes
-from trapline.errors import FeedError, UsageError
+from trapline.errors import FeedError, NotConfigured, UsageError
 from trapline.store.duckdb import Store
 
 SPAMHAUS_KINDS = ("drop", "edrop", "dropv6", "asn-drop")
@@ -54,7 +55,14 @@ class FeedImport:
     sightings: int
     new_sightings: int
     indicators: int  # distinct (kind, indicator) in the store after the import
+    mapped: int = 0  # IP/CIDR indicators a routing snapshot placed in a network
     notes: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return (
+            f"{self.files} files, {self.sightings:,} sightings ({self.new_sightings:,} new), "
+            f"{self.indicators:,} indicators in the store, {self.mapped:,} IP/CIDR ones mapped"
+        )
 
 
 # --- classification helpers ---------------------------------------------------------------------
@@ -160,17 +168,17 @@ def read_spamhaus(data: bytes, kind: str, as_of: date | None) -> tuple[list[Sigh
             elif "cidr" in obj:
                 rows.append((str(obj["cidr"]), obj.get("sblid")))
             continue
-        value, _, detail = line.partition(";")
-        rows.append((value.strip(), detail.strip() or None))
+        value, _, comment = line.partition(";")
+        rows.append((value.strip(), comment.strip() or None))
     day = as_of or meta_date
     if day is None and rows:
         raise UsageError(
             f"a {kind} list names no date; pass --as-of YYYY-MM-DD or import its dated folder"
         )
     out = []
-    for value, detail in rows:
+    for raw_value, detail in rows:
         try:
-            indicator, itype = classify(value)
+            indicator, itype = classify(raw_value)
         except ValueError:
             continue
         if (kind == "asn-drop") != (itype == "asn"):
@@ -336,9 +344,14 @@ def read_feed(
 
 
 def import_feeds(
-    store: Store, path: Path, kind: str | None = None, as_of: date | None = None
+    store: Store,
+    path: Path,
+    kind: str | None = None,
+    as_of: date | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> FeedImport:
-    """Read ``path`` and merge its sightings into the store (re-importing adds nothing)."""
+    """Read ``path``, merge its sightings into the store (re-importing adds nothing) and map the
+    indicators to networks when a routing snapshot exists."""
     sightings, files, notes = read_feed(path, kind, as_of)
     now = datetime.now(UTC).replace(tzinfo=None)
     table = pa.table(
@@ -354,7 +367,7 @@ def import_feeds(
         }
     )
     con = store.con
-    before = con.execute("SELECT count(*) FROM feed_sightings").fetchone()[0]  # type: ignore[index]
+    before = con.execute("SELECT count(*) FROM feed_sightings").fetchall()[0][0]
     con.register("new_sightings", table)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -374,8 +387,17 @@ def import_feeds(
         con.unregister("new_sightings")
     after, indicators = con.execute(
         "SELECT (SELECT count(*) FROM feed_sightings), (SELECT count(*) FROM feed_indicators)"
-    ).fetchone()  # type: ignore[misc]
-    return FeedImport(files, len(sightings), after - before, indicators, tuple(notes))
+    ).fetchall()[0]
+    mapped = 0
+    try:
+        from trapline.enrich.asn_enrich import enrich
+
+        mapped = enrich(store, settings or {}, feeds_only=True).mapped
+    except NotConfigured:
+        notes.append(
+            "no routing snapshot yet: run `trapline enrich` after `trapline routing import`"
+        )
+    return FeedImport(files, len(sightings), after - before, indicators, mapped, tuple(notes))
 
 
 def merge_indicators(store: Store) -> None:
