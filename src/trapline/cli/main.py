@@ -17,6 +17,8 @@ from trapline.errors import TraplineError
 COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.ingest",
     "trapline.cli.routing",
+    "trapline.cli.traps",
+    "trapline.cli.campaigns",
 )
 
 
