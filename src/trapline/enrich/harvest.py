@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
-from trapline.errors import ConfigError, NotConfigured, NotFound, StoreError
+from trapline.errors import ConfigError, NotConfigured, NotFound, StoreError, StoreLocked
 from trapline.store.duckdb import Store
 from trapline.traps import addresses
 
@@ -273,3 +275,75 @@ def recent_visits(
     for r in rows:
         r["headers"] = json.loads(r["headers"]) if r["headers"] else {}
     return rows
+
+
+# --- entry points for the CLI (open the store read-only: `serve` may hold the write lock) ----
+
+
+def _read_store(settings: dict[str, Any]) -> Store:
+    from trapline.store.duckdb import open_store
+
+    return open_store(Path(str(settings["data_dir"])), read_only=True)
+
+
+def harvesters_report(settings: dict[str, Any], limit: int = 100) -> list[Harvester]:
+    """``harvesters`` on the configured store. Raises ``StoreLocked`` while `serve` runs."""
+    with _read_store(settings) as store:
+        try:
+            return harvesters(store, limit)
+        except duckdb.CatalogException:  # store written before the traps schema existed
+            return []
+
+
+def visits_report(settings: dict[str, Any], limit: int = 50) -> list[dict[str, Any]]:
+    """The newest visits on the configured store."""
+    with _read_store(settings) as store:
+        try:
+            return recent_visits(store, limit)
+        except duckdb.CatalogException:
+            return []
+
+
+def decode_report(settings: dict[str, Any], address: str) -> dict[str, Any]:
+    """Decode ``address`` offline, then add the visit's details from the store when readable.
+
+    Always has ``valid``, ``visit_id``, ``visited_at``, ``ip``, ``user_agent``; ``store`` says
+    whether the details could be read (``ok``, ``locked``, ``missing``, ``no-such-visit``).
+    """
+    secret = addresses.site_secret(settings, create=False)
+    decoded = addresses.decode(address, secret, list(settings.get("trap_domains") or []))
+    out: dict[str, Any] = {
+        "address": decoded.address,
+        "valid": decoded.valid,
+        "reason": decoded.reason or None,
+        "visit_id": decoded.visit_id,
+        "visit": decoded.visit,
+        "style": decoded.style,
+        "domain": decoded.domain,
+        "visited_at": None,
+        "ip": None,
+        "user_agent": None,
+        "path": None,
+        "sensor_id": None,
+        "messages": None,
+        "store": None,
+    }
+    if not decoded.valid or decoded.visit_id is None:
+        return out
+    try:
+        with _read_store(settings) as store:
+            details = visit_details(store, decoded.visit_id)
+    except StoreLocked:
+        out["store"] = "locked"  # `serve` is running: the codec still answered offline
+        return out
+    except (StoreError, duckdb.CatalogException):
+        out["store"] = "missing"
+        return out
+    if details is None:
+        out["store"] = "no-such-visit"
+        return out
+    out["store"] = "ok"
+    for key in ("visited_at", "ip", "user_agent", "path", "sensor_id", "messages"):
+        out[key] = details[key]
+    out["referer"], out["ignored_robots"] = details["referer"], details["ignored_robots"]
+    return out

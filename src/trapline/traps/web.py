@@ -1,0 +1,275 @@
+"""The web honeypot: an ordinary-looking small site whose every page view issues a trap address.
+
+ASGI (Starlette). Each page request becomes a *visit* (time, client IP, user agent, path,
+referer, headers, the address issued) and the page embeds that visit's address in five hiding
+styles (``templates/_address.html``). Robots rules: ``robots.txt`` disallows the trap-only paths
+and every page carries ``noindex, nofollow``; a visitor that fetches a disallowed path is flagged
+``ignored_robots`` (well-behaved crawlers never do; harvesters do). The guestbook form logs what
+is posted as comment spam. Visits and comments go to the spool, never straight to the store.
+
+Templates come from ``trap_templates_dir`` when set (same file names), else the packaged set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from trapline.traps import addresses
+from trapline.traps.smtp.spool import Spool, SpoolRecord
+
+# Paths only a robots-ignoring crawler reaches (linked with rel=nofollow or hidden by CSS).
+DISALLOWED = ("/staff/", "/guestbook/", "/members/")
+ROBOTS_TXT = "User-agent: *\n" + "".join(f"Disallow: {p}\n" for p in DISALLOWED)
+PAGES = {
+    "/": "index.html",
+    "/contact/": "contact.html",
+    "/staff/": "staff.html",
+    "/guestbook/": "guestbook.html",
+    "/members/archive/": "index.html",
+}
+MAX_FORM_BYTES = 64 * 1024
+_URL = re.compile(r"https?://[^\s\"'<>]+", re.I)
+_KEEP_HEADERS = 40  # a request with hundreds of headers is logged with the first 40
+
+
+def entities(text: str) -> Markup:
+    """Every character as a decimal HTML entity: invisible to naive ``@`` regexes."""
+    return Markup("".join(f"&#{ord(c)};" for c in str(text)))
+
+
+def template_env(custom_dir: str | None = None) -> jinja2.Environment:
+    """Jinja2 environment: ``custom_dir`` first (operator overrides), then the packaged pages."""
+    loaders: list[jinja2.BaseLoader] = []
+    if custom_dir:
+        loaders.append(jinja2.FileSystemLoader(custom_dir))
+    loaders.append(jinja2.PackageLoader("trapline.traps", "templates"))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
+    env.filters["entities"] = entities
+    return env
+
+
+def parse_networks(specs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(s.strip(), strict=False) for s in specs if s.strip()]
+
+
+def client_ip(
+    peer: str,
+    forwarded_for: str | None,
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str:
+    """The visitor's IP: the peer, unless the peer is a trusted proxy; then the right-most
+    ``X-Forwarded-For`` entry that is not itself a trusted proxy (entries further left are
+    whatever the client claimed and cannot be trusted)."""
+
+    def is_trusted(text: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or not forwarded_for or not is_trusted(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage from a proxy we trust: fall back to what we know
+    return peer
+
+
+class VisitIssuer:
+    """Hands out visit numbers (thread-safe); the serve process starts it after the newest
+    stored visit so numbers never repeat."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._count = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            return next(self._count)
+
+
+@dataclass
+class TrapSite:
+    """Everything the honeypot and sensor API need, injected (no globals)."""
+
+    secret: bytes
+    trap_domains: list[str]
+    spool: Spool
+    issuer: VisitIssuer = field(default_factory=VisitIssuer)
+    trusted_proxies: list[str] = field(default_factory=list)
+    site_name: str = "Riverside Community Garden"
+    templates_dir: str | None = None
+    # Sensor key → sensor id, and one sensor's own visits (provided by the runner's store reader).
+    sensor_lookup: Callable[[str], str | None] = lambda _key: None
+    sensor_visits: Callable[[str, int], list[dict[str, Any]]] = lambda _sid, _n: []
+    _robots_readers: OrderedDict[str, float] = field(default_factory=OrderedDict, init=False)
+
+    def __post_init__(self) -> None:
+        self.env = template_env(self.templates_dir)
+        self.trusted = parse_networks(self.trusted_proxies)
+
+    # --- visits -------------------------------------------------------------------------------
+
+    def note_robots(self, ip: str) -> None:
+        self._robots_readers[ip] = time.time()
+        self._robots_readers.move_to_end(ip)
+        while len(self._robots_readers) > 10_000:  # bounded memory under a crawl
+            self._robots_readers.popitem(last=False)
+
+    def issue(
+        self,
+        *,
+        ip: str,
+        user_agent: str | None,
+        method: str,
+        host: str | None,
+        path: str,
+        referer: str | None,
+        headers: dict[str, str],
+        sensor_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record one visit and return it (``address`` is what the page must show)."""
+        seq = self.issuer.next()
+        domain = self.trap_domains[seq % len(self.trap_domains)]
+        address = addresses.encode(seq, self.secret, domain)
+        visit = {
+            "id": addresses.visit_id_of(seq),
+            "seq": seq,
+            "address": address,
+            "visited_at": datetime.now(UTC).isoformat(),
+            "ip": ip,
+            "user_agent": user_agent,
+            "method": method,
+            "host": host,
+            "path": path[:2000],
+            "referer": referer,
+            "headers": json.dumps(dict(list(headers.items())[:_KEEP_HEADERS])),
+            "sensor_id": sensor_id,
+            "ignored_robots": path.startswith(DISALLOWED),
+            "read_robots": ip in self._robots_readers,
+        }
+        self.spool.submit(SpoolRecord("visit", visit), durable=False)
+        return visit
+
+    def visit_from(self, request: Request) -> dict[str, Any]:
+        peer = request.client.host if request.client else ""
+        ip = client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted)
+        return self.issue(
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+            method=request.method,
+            host=request.headers.get("host"),
+            path=request.url.path,
+            referer=request.headers.get("referer"),
+            headers=dict(request.headers),
+        )
+
+    def render(self, template: str, visit: dict[str, Any], **extra: Any) -> str:
+        local, _, domain = visit["address"].partition("@")
+        return self.env.get_template(template).render(
+            site_name=self.site_name,
+            year=datetime.now(UTC).year,
+            address=visit["address"],
+            local=local,
+            domain=domain,
+            visit_id=visit["id"],
+            **extra,
+        )
+
+
+# --- request handlers ---------------------------------------------------------------------------
+
+
+def _page(site: TrapSite) -> Callable[[Request], Any]:
+    async def page(request: Request) -> Response:
+        template = PAGES.get(request.url.path)
+        if template is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        visit = site.visit_from(request)
+        return HTMLResponse(site.render(template, visit))
+
+    return page
+
+
+def _robots(site: TrapSite) -> Callable[[Request], Any]:
+    async def robots(request: Request) -> Response:
+        peer = request.client.host if request.client else ""
+        site.note_robots(client_ip(peer, request.headers.get("x-forwarded-for"), site.trusted))
+        return PlainTextResponse(ROBOTS_TXT)
+
+    return robots
+
+
+def _comment(site: TrapSite) -> Callable[[Request], Any]:
+    async def comment(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:  # a form post this big is an attack, keep the head
+                break
+        form = {
+            k: v[0] for k, v in parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).items()
+        }
+        visit = site.visit_from(request)
+        text = form.get("body", "")
+        site.spool.submit(
+            SpoolRecord(
+                "comment",
+                {
+                    "id": uuid.uuid4().hex,
+                    "visit_id": form.get("v") or visit["id"],
+                    "posted_at": visit["visited_at"],
+                    "ip": visit["ip"],
+                    "user_agent": visit["user_agent"],
+                    "name": form.get("name", "")[:500],
+                    "email": form.get("email", "")[:500],
+                    "url": form.get("url", "")[:2000],
+                    "body": text[:20000],
+                    "urls": _URL.findall(" ".join([text, form.get("url", "")]))[:200],
+                },
+            ),
+            durable=False,
+        )
+        return HTMLResponse(site.render("guestbook.html", visit, thanks=True))
+
+    return comment
+
+
+def routes(site: TrapSite) -> list[BaseRoute]:
+    """The honeypot's routes (the sensor API adds its own, see ``trapline.traps.sensor``)."""
+    page = _page(site)
+    return [
+        Route("/robots.txt", _robots(site)),
+        Route("/guestbook/", _comment(site), methods=["POST"]),
+        *[Route(path, page, methods=["GET", "HEAD"]) for path in PAGES],
+    ]
+
+
+def create_app(site: TrapSite, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """The ASGI app: honeypot pages plus the sensor API."""
+    from trapline.traps.sensor import routes as sensor_routes
+
+    return Starlette(routes=[*routes(site), *sensor_routes(site), *(extra_routes or [])])
