@@ -8,6 +8,7 @@ received time were worked out by reading their headers by hand; see SOURCE.md th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -272,7 +273,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
         "from mail.webnote.net [193.120.211.219]\n\tby localhost with POP3 (fetchmail-5.9.0)\n\t"
         "for zzzz@localhost (single-drop); Fri, 23 Aug 2002 11:02:50 +0100 (IST)",
         dict(
-            from_rdns="mail.webnote.net",
+            from_helo="mail.webnote.net",
             from_ip="193.120.211.219",
             by_host="localhost",
             protocol="POP3",
@@ -501,6 +502,54 @@ def test_origin_without_timestamp_falls_back_upwards() -> None:
     _, origin = find_origin(hops, date=utc(1999, 1, 1))
     assert origin.ip == "203.0.113.5"
     assert origin.received_at == utc(2006, 1, 3, 10, 0, 0)
+
+
+# Synthetic chains below are in addition to the real table: they pin one rule each.
+RELAY = (
+    "from mail1.example.org (mail1.example.org [198.51.100.20]) by mx.example.org (Postfix) "
+    "with ESMTP id 1; Tue, 3 Jan 2006 10:00:02 +0000"
+)
+SENDER = (
+    "from helo.example.net (unknown [203.0.113.5]) by mail1.example.org (Postfix) with SMTP "
+    "id 2; Tue, 3 Jan 2006 10:00:01 +0000"
+)
+
+
+def test_same_domain_relay_is_skipped_and_can_be_switched_off() -> None:
+    hops = parse_chain([RELAY, SENDER])
+    assert find_origin(hops)[1].ip == "203.0.113.5"
+    strict = dataclasses.replace(DEFAULT_TRUST, same_domain_relays=False)
+    assert find_origin(hops, strict)[1].ip == "198.51.100.20"
+
+
+def test_same_domain_relay_alone_is_the_origin() -> None:
+    _, origin = find_origin(parse_chain([RELAY]))
+    assert (origin.ip, origin.hop_index) == ("198.51.100.20", 0)
+
+
+def test_access_line_names_are_not_relays() -> None:
+    bot = (
+        "from c-198-51-100-7.hsd1.example.org (c-198-51-100-7.hsd1.example.org "
+        "[198.51.100.7]) by mx.example.org (Postfix) with SMTP id 3; Tue, 3 Jan 2006 10:00:02 +0000"
+    )
+    assert find_origin(parse_chain([bot, SENDER]))[1].ip == "198.51.100.7"
+
+
+def test_helo_is_never_trusted_by_name() -> None:
+    forged = (
+        "from mx.example.org (unknown [203.0.113.9]) by mx.example.org (Postfix) with SMTP "
+        "id 4; Tue, 3 Jan 2006 10:00:02 +0000"
+    )
+    trust = TrustBoundary.from_specs([".example.org"])
+    assert find_origin(parse_chain([forged, SENDER]), trust)[1].ip == "203.0.113.9"
+
+
+def test_qmail_scanner_slash_date() -> None:
+    hop = parse_received(
+        "from fool@motleyfool.com by mailhost with qmail-scanner-1.00 (uvscan: v4.1.40/v4214. . "
+        "Clean. Processed in 22.559397 secs); 21/08/2002 10:54:49"
+    )
+    assert hop.timestamp == utc(2002, 8, 21, 10, 54, 49)
 
 
 # --- the hand-checked table ----------------------------------------------------------------------

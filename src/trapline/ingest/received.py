@@ -35,8 +35,8 @@ __all__ = [
 # the original text and comment spans can be found again in the masked string.
 _INNER_COMMENT = re.compile(r"\([^()]*\)")
 _MASKED_RUN = re.compile("\x01+")
-# A top-level keyword: whitespace (or start / ';') before it, whitespace, '(' or '[' or end after.
-_KEYWORD = re.compile(r"(?<![^\s;\x01])(from|by|via|with|id|for)(?=[\s(\[\x01]|$)", re.IGNORECASE)
+# Top-level clause keywords of RFC 5321 §4.4 "Received:" lines.
+_KEYWORDS = ("from", "by", "via", "with", "id", "for")
 _WS = re.compile(r"\s+")
 
 # IP candidates; every one is validated by ``ipaddress`` (garbage is not an IP).
@@ -63,6 +63,8 @@ _US_DATE = re.compile(
     r"([A-Za-z]{3})[A-Za-z]*\.?,?\s+(\d{1,2}),?\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?"
     r"\s*([AaPp][Mm])?\s*([+-]\d{4}|[A-Za-z]{1,5}\b)?"
 )
+# qmail-scanner: "21/08/2002 10:54:49" (day first; month first when the day cannot be one)
+_SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -137,6 +139,14 @@ def parse_date(text: str) -> datetime | None:
                 int(m.group(6) or 0),
                 _offset_minutes(m.group(8)),
             )
+    m = _SLASH_DATE.search(text)
+    if m:
+        day, month = int(m.group(1)), int(m.group(2))
+        if month > 12:
+            day, month = month, day
+        return _build(
+            int(m.group(3)), month, day, int(m.group(4)), int(m.group(5)), int(m.group(6) or 0), 0
+        )
     try:
         parts = parsedate_tz(text)
     except Exception:  # stdlib raises assorted errors on junk; junk is simply "no date"
@@ -222,10 +232,38 @@ def _parse_from(
                 break
         if ip is None:
             ip = _first_ip(outside)
-        if ip is not None and token and not token.startswith("[") and normalize_ip(token) is None:
-            # a name written next to an address the receiver saw outside any comment (fetchmail)
-            rdns = rdns or token
     return _clean_name(helo), _clean_name(rdns), ip
+
+
+def _clauses(masked: str) -> dict[str, tuple[int, int]]:
+    """Start and end of the text after each top-level keyword in ``masked`` (comments hidden).
+
+    Only a keyword's first occurrence starts a clause (Smail writes "from a from [ip] by").
+    Plain ``str.find`` on a lowercased copy is several times faster than one alternation regex.
+    """
+    low = masked.lower()
+    if len(low) != len(masked):  # a few Unicode letters change length when lowercased
+        low = masked.encode("ascii", "replace").decode("ascii").lower()
+    # pad and blank out comment runs and ';' so every keyword is preceded by a space
+    low = " " + low.replace("\x01", " ").replace(";", " ") + " "
+    found: list[tuple[int, int]] = []  # (start in masked, end in masked)
+    names: list[str] = []
+    for kw in _KEYWORDS:
+        needle = " " + kw
+        pos = low.find(needle)
+        while pos >= 0:
+            after = low[pos + len(needle)]
+            if after in " ([":
+                found.append((pos, pos + len(kw)))  # padded pos - 1 + 1 for the space
+                names.append(kw)
+                break
+            pos = low.find(needle, pos + 1)
+    order = sorted(range(len(found)), key=lambda i: found[i][0])
+    clauses: dict[str, tuple[int, int]] = {}
+    for rank, i in enumerate(order):
+        stop = found[order[rank + 1]][0] if rank + 1 < len(order) else len(masked)
+        clauses[names[i]] = (found[i][1], stop)
+    return clauses
 
 
 def parse_received(value: str, index: int = 0) -> Hop:
@@ -237,7 +275,7 @@ def parse_received(value: str, index: int = 0) -> Hop:
 
 
 def _parse(value: str, index: int) -> Hop:
-    text = _WS.sub(" ", value).strip()
+    text = " ".join(value.split())
     # RFC 5321 §4.4: the date follows the last ';'. Some spamware omits the ';'.
     semi = text.rfind(";")
     if semi >= 0:
@@ -250,18 +288,7 @@ def _parse(value: str, index: int) -> Hop:
             timestamp = parse_date(text[m.start() :])
             head = text[: m.start()]
     masked = _mask_comments(head)
-    # Only the first occurrence of a keyword starts a clause: Smail writes "from a from [ip] by".
-    keys: list[tuple[str, int, int]] = []
-    seen: set[str] = set()
-    for m in _KEYWORD.finditer(masked):
-        key = m.group(1).lower()
-        if key not in seen:
-            seen.add(key)
-            keys.append((key, m.start(), m.end()))
-    clauses: dict[str, tuple[int, int]] = {}
-    for i, (key, _start, end) in enumerate(keys):
-        clauses[key] = (end, keys[i + 1][1] if i + 1 < len(keys) else len(head))
-
+    clauses = _clauses(masked)
     helo = rdns = ip = None
     span = clauses.get("from")
     if span:

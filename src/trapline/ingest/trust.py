@@ -10,10 +10,13 @@ trusted_networks, RFC 5321 §4.4 trace fields read from the top).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
 
 from trapline.errors import TrustSpecError
 from trapline.model import Envelope, Hop, Origin
@@ -37,6 +40,7 @@ _DEFAULT_CIDRS = (
 _FETCH_PROTOCOLS = frozenset({"pop", "pop3", "pop3s", "imap", "imap4", "imaps", "imap4rev1"})
 _FETCH_MARKERS = ("fetchmail", "getmail", "(single-drop)", "(multi-drop)")
 _LOCAL_PROTOCOLS = frozenset({"local", "lmtp", "lmtpa", "lmtps", "uucp", "bsmtp", "internal"})
+_DIGITS = re.compile(r"\d+")
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "loopback", "127.0.0.1", "::1"})
 
 
@@ -82,6 +86,8 @@ class TrustBoundary:
     networks: tuple[_Net, ...] = ()
     names: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
+    # trust a relay whose reverse-DNS name is in the receiving host's own registered domain
+    same_domain_relays: bool = True
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], *, include_defaults: bool = True) -> TrustBoundary:
@@ -140,9 +146,8 @@ def _is_internal(hop: Hop, names: set[str], trust: TrustBoundary) -> bool:
     """A hop without a client IP that still stays inside one host or our own network."""
     if hop.from_helo is None and hop.from_rdns is None:
         return True  # "by host with local", Gmail's "by 2002:a05:...", qmail "invoked from network"
-    if hop.protocol and (
-        hop.protocol.lower() in _LOCAL_PROTOCOLS or "scanner" in hop.protocol.lower()
-    ):
+    proto = hop.protocol.lower() if hop.protocol else ""
+    if proto in _LOCAL_PROTOCOLS or proto.startswith("local") or "scanner" in proto:
         return True  # local delivery, or a content filter (qmail-scanner) re-injecting mail
     if hop.from_helo and "@" in hop.from_helo:
         return True  # "from sender@example.com by mailhost": an envelope sender, not a host
@@ -155,6 +160,38 @@ def _is_internal(hop: Hop, names: set[str], trust: TrustBoundary) -> bool:
         ):
             return True
     return False
+
+
+def _walk(hops: Sequence[Hop], trust: TrustBoundary) -> tuple[int, int | None]:
+    """(number of trusted hops from the top, position of the deepest same-domain relay or None)."""
+    names: set[str] = set()
+    fetched_ips: set[str] = set()
+    tentative: int | None = None
+    for pos, hop in enumerate(hops):
+        if is_fetch_hop(hop):
+            # POP/IMAP pickup from our own mailbox: the provider joins the boundary
+            if hop.from_ip:
+                fetched_ips.add(hop.from_ip)
+            for name in (hop.from_rdns, hop.from_helo):
+                if name and name not in _LOCAL_NAMES:
+                    names.add(name)
+            continue
+        if hop.from_ip is None:
+            if _is_internal(hop, names, trust):
+                continue
+            return pos, tentative
+        if (
+            trust.contains_ip(hop.from_ip)
+            or hop.from_ip in fetched_ips
+            or trust.contains_name(hop.from_rdns)
+            or (hop.from_rdns is not None and hop.from_rdns in names)
+        ):
+            continue
+        if trust.same_domain_relays and _same_domain_relay(hop):
+            tentative = pos
+            continue
+        return pos, tentative
+    return len(hops), tentative
 
 
 def find_origin(
@@ -173,35 +210,13 @@ def find_origin(
     else the nearest trusted timestamp above it, else ``date``. An SMTP ``envelope`` is ground
     truth and overrides both.
     """
-    marked: list[Hop] = []
-    names: set[str] = set()
-    fetched_ips: set[str] = set()
-    stop: int | None = None
-    for hop in hops:
-        ok = False
-        if is_fetch_hop(hop):
-            ok = True
-            if hop.from_ip:
-                fetched_ips.add(hop.from_ip)
-        elif hop.from_ip is not None:
-            ok = (
-                trust.contains_ip(hop.from_ip)
-                or hop.from_ip in fetched_ips
-                or trust.contains_name(hop.from_rdns)
-                or (hop.from_rdns is not None and hop.from_rdns in names and not _local(hop))
-            )
-        else:
-            ok = _is_internal(hop, names, trust)
-        if not ok:
-            stop = len(marked)
-            break
-        marked.append(replace(hop, trusted=True))
-        if is_fetch_hop(hop):
-            # the mailbox provider is ours: its names are trusted for the hops below
-            for name in (hop.from_rdns, hop.from_helo):
-                if name and name not in _LOCAL_NAMES:
-                    names.add(name)
-    all_hops = tuple(marked) + tuple(hops[len(marked) :])
+    stop, tentative = _walk(hops, trust)
+    if tentative is not None and (stop >= len(hops) or hops[stop].from_ip is None):
+        # Nothing outside the domain handed it in: the deepest same-domain relay is where it
+        # entered (Gmail to Gmail shows only Google's relay; mail generated inside the
+        # organisation shows only its own hosts).
+        stop = tentative
+    all_hops = tuple(replace(h, trusted=True) if i < stop else h for i, h in enumerate(hops))
 
     if envelope is not None:
         if envelope.received_at is not None:
@@ -210,19 +225,48 @@ def find_origin(
 
     ip: str | None = None
     hop_index: int | None = None
-    start: int  # position from which to look upward for a timestamp
-    if stop is not None:
-        start = stop
+    if stop < len(hops):
         ip = hops[stop].from_ip
         hop_index = hops[stop].index if ip else None
-    else:
-        start = len(hops) - 1
-    for pos in range(start, -1, -1):
+    # the receiver that accepted it from the origin, else the nearest trusted hop above it
+    for pos in range(min(stop, len(hops) - 1), -1, -1):
         ts = hops[pos].timestamp
         if ts is not None:
             return all_hops, Origin(ip, hop_index, ts, "received")
     return all_hops, Origin(ip, hop_index, date, "date" if date is not None else "none")
 
 
-def _local(hop: Hop) -> bool:
-    return hop.from_rdns in _LOCAL_NAMES
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList(accept_unknown=False)
+
+
+@lru_cache(maxsize=16384)
+def registered_domain(name: str) -> str | None:
+    """The registrable domain of a host name (offline Public Suffix List), or None."""
+    try:
+        return _psl().privatesuffix(name)
+    except Exception:  # junk names (IPv6 literals, underscores): simply no domain
+        return None
+
+
+def _same_domain_relay(hop: Hop) -> bool:
+    """A relay inside the receiving host's own domain, by a name its receiver looked up.
+
+    Organisations with public MX addresses (``mail1.monkey.org [65.23.81.153]`` handing to
+    ``naughty.monkey.org``) would otherwise make their own MX the origin. The reverse-DNS name
+    is written by the receiver (Postfix and sendmail confirm it forwards), so a sender cannot
+    claim it without control of that domain's DNS. Generic access-line names that embed the
+    address (``c-67-165-254-110.hsd1.co.comcast.net``) are customers, not relays.
+    """
+    rdns, by = hop.from_rdns, hop.by_host
+    if not rdns or not by or rdns in _LOCAL_NAMES:
+        return False
+    domain = registered_domain(rdns)
+    if domain is None or domain != registered_domain(by):
+        return False
+    if hop.from_ip and "." in hop.from_ip:
+        octets = set(hop.from_ip.split("."))
+        if len(octets & set(_DIGITS.findall(rdns))) >= 2:
+            return False
+    return True
