@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import TESTS_DATA, shared
 
+from conftest import TESTS_DATA, shared
 from trapline.ingest.parse import parse, parse_many
 from trapline.model import Message, Quarantined, RawMessage, message_id_of
 
@@ -56,7 +56,12 @@ def _check(msg: Message | Quarantined, exp: dict[str, object]) -> None:
         assert (msg.html is not None) == exp["html"]
     if "attachments" in exp:
         got = [
-            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
             for a in msg.attachments
         ]
         assert got == exp["attachments"]

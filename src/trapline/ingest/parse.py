@@ -99,13 +99,17 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
         data = stripped
     if not data.strip():
         return _quarantine(raw, "empty", "no bytes besides whitespace or an mbox postmark")
-    sample = data[:4096]
-    controls = len(sample.translate(None, _NOT_CONTROL))
-    if controls * 10 > len(sample):
-        return _quarantine(
-            raw, "binary", f"{controls} of the first {len(sample)} bytes are control characters"
-        )
-    if not _FIRST_HEADER.match(data):
+    end = _HEADER_END.search(data, 0, 65536)
+    # Judge the header block, not the body: a real message may carry any bytes after it.
+    head = data[: min(end.start(), 4096)] if end and end.start() > 0 else data[:4096]
+    head_controls = len(head.translate(None, _NOT_CONTROL))
+    if head_controls * 10 > len(head) or not _FIRST_HEADER.match(data):
+        sample = data[:4096]
+        controls = len(sample.translate(None, _NOT_CONTROL))
+        if head_controls * 10 > len(head) or controls * 10 > len(sample):
+            return _quarantine(
+                raw, "binary", f"{controls} of the first {len(sample)} bytes are control characters"
+            )
         first = data[:60].split(b"\n", 1)[0].decode("latin-1")
         return _quarantine(
             raw, "no-headers", f"first line is not a 'Name: value' header: {first!r}"
@@ -279,6 +283,17 @@ def _assemble(
     defects.extend(d for d in fields.defects if d not in defects)
     text = "\n".join(p for p in fields.plain if p)
     html = "\n".join(h for h in fields.html if h) or None
+    # Transfer decoding (base64 "AAAA", QP "=00") can produce NULs the byte-level pass never saw.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if html and "\x00" in html:
+        html = html.replace("\x00", "")
+    if any("\x00" in value for _, value in fields.headers):  # from RFC 2047 "=00" and kin
+        fields.headers = [(n, v.replace("\x00", "")) for n, v in fields.headers]
+        if fields.subject:
+            fields.subject = fields.subject.replace("\x00", "")
+        if fields.from_.name:
+            fields.from_ = make_address(fields.from_.name.replace("\x00", ""), fields.from_.addr)
     links: tuple[tuple[str, str], ...] = ()
     rendered_text = ""
     if html:

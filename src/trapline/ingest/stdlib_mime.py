@@ -119,9 +119,20 @@ def lenient_base64(data: bytes) -> tuple[bytes, bytes, bool]:
     return decoded, rest, not rest and tail_ok and len(joined) == usable
 
 
+def _get(part: email.message.Message, name: str) -> str:
+    """A part's header as ``str`` (compat32 hands back ``Header`` objects for 8-bit values)."""
+    value = part.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(value)
+    except (UnicodeError, LookupError, ValueError):
+        return ""
+
+
 def _leaf_bytes(part: email.message.Message, defects: list[str]) -> tuple[bytes, bytes]:
     """Transfer-decoded bytes of a leaf, plus any plain text found after broken base64."""
-    if (part.get("Content-Transfer-Encoding") or "").strip().lower() == "base64":
+    if _get(part, "Content-Transfer-Encoding").strip().lower() == "base64":
         encoded = part.get_payload(decode=False)
         if isinstance(encoded, str):
             decoded, rest, clean = lenient_base64(encoded.encode("ascii", "surrogateescape"))
@@ -140,6 +151,34 @@ def _leaf_text(part: email.message.Message, defects: list[str]) -> str:
     if rest:
         text += "\n" + decode_bytes(rest, "utf-8")[0]
     return text
+
+
+def _add_leaf(part: email.message.Message, out: Fields, limits: ParseLimits) -> None:
+    """File one MIME leaf as body text or as an attachment."""
+    defects = out.defects
+    ctype = part.get_content_type()
+    disposition = _get(part, "Content-Disposition").lower()
+    if ctype in ("text/plain", "text/html") and not disposition.startswith("attachment"):
+        target = out.plain if ctype == "text/plain" else out.html
+        target.append(_leaf_text(part, defects))
+        return
+    if len(out.attachments) >= limits.max_attachments:
+        if "too-many-attachments" not in defects:
+            defects.append("too-many-attachments")
+        return
+    content = _leaf_bytes(part, defects)[0]
+    try:
+        filename = part.get_filename()
+    except (ValueError, LookupError, TypeError):
+        filename = None
+    out.attachments.append(
+        Attachment(
+            filename=decode_rfc2047(str(filename)) if filename else None,
+            content_type=ctype,
+            size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+        )
+    )
 
 
 def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Fields:
@@ -195,27 +234,9 @@ def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Field
         if leaves > limits.max_parts:
             defects.append("too-many-parts")
             break
-        ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").lower()
-        if ctype in ("text/plain", "text/html") and not disposition.startswith("attachment"):
-            target = out.plain if ctype == "text/plain" else out.html
-            target.append(_leaf_text(part, defects))
-            continue
-        if len(out.attachments) >= limits.max_attachments:
-            if "too-many-attachments" not in defects:
-                defects.append("too-many-attachments")
-            continue
-        content = _leaf_bytes(part, defects)[0]
         try:
-            filename = part.get_filename()
-        except (ValueError, LookupError, TypeError):
-            filename = None
-        out.attachments.append(
-            Attachment(
-                filename=decode_rfc2047(filename) if filename else None,
-                content_type=ctype,
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-            )
-        )
+            _add_leaf(part, out, limits)
+        except Exception:  # one unreadable part must not cost the rest of the message
+            if "bad-part" not in defects:
+                defects.append("bad-part")
     return out
