@@ -650,3 +650,17 @@ def test_spamassassin_corpus_origin_coverage() -> None:
     # 135 messages carry no Received header and ~650 were generated on the collector's own hosts
     # (local RSS/cron mail); everything else must yield an origin.
     assert found / total > 0.85
+
+
+def test_huge_header_is_bounded() -> None:
+    """A 10 MB Received value (hostile input) still parses its ends and keeps the raw text."""
+    value = (
+        "from x (y [198.51.100.1]) by mx.example.org "
+        + "(" * 10
+        + "a" * 10_000_000
+        + "; Tue, 3 Jan 2006 10:00:02 +0000"
+    )
+    hop = parse_received(value)
+    assert hop.raw is value
+    assert hop.from_ip == "198.51.100.1"
+    assert hop.timestamp == utc(2006, 1, 3, 10, 0, 2)
