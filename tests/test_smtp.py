@@ -310,7 +310,7 @@ def test_session_fingerprint_sees_pipelining_and_helo_shape(
     assert polite["esmtp"] is True and bot["esmtp"] is False
     assert polite["fingerprint"] != bot["fingerprint"]
     assert bot["messages"] == 1 and bot["end_reason"] == "quit"
-    msg = [m for m in trap.records("message") if m.fields["helo"] == "10.1.2.3"][0]
+    msg = next(m for m in trap.records("message") if m.fields["helo"] == "10.1.2.3")
     assert msg.fields["session_fingerprint"] and "pipe=1" in msg.fields["fingerprint_text"]
 
 
