@@ -146,7 +146,8 @@ def parse_ipv4(texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarra
     Walks the 15 character columns once, accumulating digits into the current octet and shifting
     at each dot; anything that is not exactly four decimal octets 0-255 is invalid.
     """
-    arr = np.asarray(texts, dtype="S16")
+    items = [t if t.isascii() and len(t) <= 15 else "-" for t in texts]  # "-": never valid
+    arr = np.asarray(items, dtype="S16")
     m = arr.view(np.uint8).reshape(len(arr), 16)
     n = len(arr)
     acc = np.zeros(n, dtype=np.uint32)
@@ -160,7 +161,7 @@ def parse_ipv4(texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarra
         is_end = ch == 0
         is_digit = (ch >= 48) & (ch <= 57) & ~ended & ~is_end
         is_dot = (ch == 46) & ~ended
-        ok &= is_digit | is_dot | is_end | ended
+        ok &= is_digit | is_dot | is_end | (ended & is_end)  # NUL then more text: invalid
         ok &= ~(is_dot & (digits == 0))
         ok &= ~(is_digit & (digits == 1) & (cur == 0))  # "01": octal or decimal? refuse
         cur = np.where(is_digit, cur * 10 + (ch.astype(np.uint32) - 48), cur)
