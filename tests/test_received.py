@@ -544,6 +544,19 @@ def test_helo_is_never_trusted_by_name() -> None:
     assert find_origin(parse_chain([forged, SENDER]), trust)[1].ip == "203.0.113.9"
 
 
+def test_local_handoffs_without_address_are_trusted() -> None:
+    """Real lines (spamassassin-2002 hard_ham/00169, edge-cases nice/mime9) that stay on one host."""
+    for local in (
+        "from mail pickup service by groups.msn.com with Microsoft SMTPSVC;\n\t "
+        "Fri, 9 Aug 2002 09:23:50 -0700",
+        "from user by server11.arteryserver11.net with local-bsmtp (Exim 4.24)\n\tid "
+        "1AtWef-0007YH-Cj\n\tfor user@example.com; Wed, 18 Feb 2004 18:42:47 +0000",
+    ):
+        marked, origin = find_origin(parse_chain([local, SENDER]))
+        assert marked[0].trusted
+        assert origin.ip == "203.0.113.5"
+
+
 def test_qmail_scanner_slash_date() -> None:
     hop = parse_received(
         "from fool@motleyfool.com by mailhost with qmail-scanner-1.00 (uvscan: v4.1.40/v4214. . "

@@ -151,6 +151,8 @@ def _is_internal(hop: Hop, names: set[str], trust: TrustBoundary) -> bool:
         return True  # local delivery, or a content filter (qmail-scanner) re-injecting mail
     if hop.from_helo and "@" in hop.from_helo:
         return True  # "from sender@example.com by mailhost": an envelope sender, not a host
+    if hop.from_helo == "mail" and "pickup service" in hop.raw.lower():
+        return True  # IIS/Exchange "from mail pickup service by host": a local drop directory
     for name in (hop.from_rdns, hop.from_helo):
         if name and (
             name in _LOCAL_NAMES
