@@ -6,6 +6,7 @@ through, re-run it, and check that the store ends up exactly as after a clean ru
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -144,7 +145,9 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
     )
     off = [n for n in notes if "unconfigured_stage" in n]
     assert len(off) == 1 and "switched off" in off[0] and "routing" in off[0]
-    assert summary.stage_notes == (f"test_pipeline:recording_stage: recorded {summary.parsed} messages",)
+    assert summary.stage_notes == (
+        f"test_pipeline:recording_stage: recorded {summary.parsed} messages",
+    )
 
 
 def _ids_in(data_dir: Path, table: str) -> list[str]:
@@ -157,7 +160,10 @@ def test_archived_but_unparsed_messages_are_resumed(tmp_path: Path) -> None:
     paths = sorted(corpus.iterdir())
     # What an interrupted run leaves: raw rows committed, parse results not.
     with open_store(tmp_path / "store") as store:
-        rows = [rawstore.RawRow(RawMessage(p.read_bytes(), str(p)).id, p.read_bytes(), str(p)) for p in paths[:25]]
+        rows = [
+            rawstore.RawRow(RawMessage(p.read_bytes(), str(p)).id, p.read_bytes(), str(p))
+            for p in paths[:25]
+        ]
         rawstore.write_raw(store.con, rows)
         assert len(rawstore.pending_ids(store.con)) == 25
     summary = ingest([corpus], settings=_settings(tmp_path), workers=2, batch_size=20)
@@ -180,6 +186,15 @@ def _cli_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 CLI = [sys.executable, "-c", "from trapline.cli.main import cli; cli()"]
+# A child of a background job starts with SIGINT ignored (POSIX shells do that), and Python then
+# keeps it ignored; restore the default so the child behaves as in a terminal.
+CLI_INTERACTIVE = [
+    sys.executable,
+    "-c",
+    "import signal, faulthandler; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "faulthandler.dump_traceback_later(30); "
+    "from trapline.cli.main import cli; cli()",
+]
 
 
 def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_batches: int) -> int:
@@ -190,7 +205,18 @@ def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_ba
         }
     )
     proc = subprocess.Popen(
-        [*CLI, "--quiet", "--data-dir", str(data_dir), "ingest", str(corpus), "--batch-size", "100", "--workers", "2"],
+        [
+            *CLI_INTERACTIVE,
+            "--quiet",
+            "--data-dir",
+            str(data_dir),
+            "ingest",
+            str(corpus),
+            "--batch-size",
+            "100",
+            "--workers",
+            "2",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -212,10 +238,8 @@ def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_ba
         _out, err = proc.communicate(timeout=60)
     finally:
         # Reap the whole process group we started (workers orphaned by SIGKILL included).
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     if sig == signal.SIGINT:
         assert proc.returncode == 130, err.decode()
         assert b"interrupted" in err

@@ -33,7 +33,9 @@ def test_raw_archive_round_trips_exact_bytes_and_compresses(tmp_path: Path) -> N
         assert rawstore.write_raw(store.con, _rows(raws)) == 40
         for r in raws:
             assert rawstore.read_raw(store.con, r.id) == r.data
-        size, stored = store.con.execute("SELECT sum(size), sum(octet_length(data)) FROM raw").fetchone()
+        size, stored = store.con.execute(
+            "SELECT sum(size), sum(octet_length(data)) FROM raw"
+        ).fetchone()
         assert size == sum(len(r.data) for r in raws)
         assert stored < size / 1.5, "zstd should at least shrink mail by a third"
         codecs = store.con.execute("SELECT DISTINCT codec FROM raw").fetchall()
@@ -112,7 +114,13 @@ def test_writer_stores_every_table_for_real_parsed_mail(tmp_path: Path) -> None:
         row = con.execute(
             "SELECT subject, from_addr, origin_ip, n_hops, size FROM messages WHERE id = ?", [m.id]
         ).fetchone()
-        assert row == (clean_text(m.subject or "") or None, m.from_.addr, m.origin_ip, len(m.hops), m.size)
+        assert row == (
+            clean_text(m.subject or "") or None,
+            m.from_.addr,
+            m.origin_ip,
+            len(m.hops),
+            m.size,
+        )
         hop_ips = con.execute(
             "SELECT from_ip FROM hops WHERE message_id = ? ORDER BY idx", [m.id]
         ).fetchall()

@@ -31,7 +31,7 @@ def _routing_hook() -> Callable[[Path, list[Path]], str] | None:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def run_demo(
@@ -47,12 +47,16 @@ def run_demo(
         root = stack.enter_context(resources.as_file(resources.files("trapline").joinpath("data")))
         sample = root / "sample"
         routing_dir = root / "routing"
-        routing_files = sorted(p for p in routing_dir.rglob("*") if p.is_file()) if routing_dir.is_dir() else []
+        routing_files = (
+            sorted(p for p in routing_dir.rglob("*") if p.is_file()) if routing_dir.is_dir() else []
+        )
         hook = _routing_hook()
         if routing_files and hook is not None:
             notes.append(hook(data_dir, routing_files))
         elif routing_files:
-            notes.append("routing data bundled but this build cannot import it; origins stay unmapped")
+            notes.append(
+                "routing data bundled but this build cannot import it; origins stay unmapped"
+            )
         summary: IngestSummary = ingest(
             [sample / "mail"], settings=settings, on_progress=on_progress, on_note=on_note
         )

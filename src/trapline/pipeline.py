@@ -209,7 +209,9 @@ class _Run:
             except Exception as one:
                 mid = message_id_of(raw.data)
                 detail = f"{type(one).__name__}: {one}"[:500]
-                records.append(Quarantined(mid, len(raw.data), raw.source, "internal-error", detail))
+                records.append(
+                    Quarantined(mid, len(raw.data), raw.source, "internal-error", detail)
+                )
         self.note(f"a parse task failed ({type(exc).__name__}: {exc}); retried one by one")
         return tables_for(records)
 
@@ -333,10 +335,9 @@ def ingest(
         raise
     finally:
         if pool is not None:
-            if interrupted:
-                # Workers ignore SIGINT; stop them now rather than after their current chunk.
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
+            # Workers ignore SIGINT: queued chunks are cancelled and the few already handed out
+            # finish (well under a second). Terminating workers instead can deadlock the
+            # executor's queue feeder thread on Python 3.11 when a large task is mid-write.
             pool.shutdown(wait=True, cancel_futures=True)
         if store is not None:
             if run is not None and not interrupted:
@@ -344,7 +345,15 @@ def ingest(
                 store.con.execute(
                     "UPDATE ingest_runs SET finished_at = ?, read = ?, new = ?, duplicates = ?, "
                     "quarantined = ?, problems = ? WHERE run_id = ?",
-                    [rawstore.utcnow(), c.read, c.new, c.duplicates, c.quarantined, c.problems, run_id],
+                    [
+                        rawstore.utcnow(),
+                        c.read,
+                        c.new,
+                        c.duplicates,
+                        c.quarantined,
+                        c.problems,
+                        run_id,
+                    ],
                 )
             store.close()
     c = run.counts
@@ -363,9 +372,7 @@ def ingest(
     )
 
 
-def _main_loop(
-    run: _Run, reader: Any, on_progress: ProgressFn | None, note: NoteFn
-) -> None:
+def _main_loop(run: _Run, reader: Any, on_progress: ProgressFn | None, note: NoteFn) -> None:
     buffer: list[tuple[str, RawMessage]] = []
     problems: list[SourceProblem] = []
     last_tick = 0.0
@@ -392,4 +399,3 @@ def _main_loop(
     run.counts.problems += len(problems)
     if on_progress is not None:
         on_progress(run.counts.read, reader.bytes_read, reader.bytes_total)
-

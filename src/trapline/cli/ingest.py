@@ -77,11 +77,25 @@ def _summary(summary: IngestSummary) -> None:
     metavar="SPEC",
     help="Trusted relay: CIDR, IP, host name or .domain (repeatable); private ranges always are.",
 )
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Parse processes (0 = one per core).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Messages per write transaction [2000].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Parse processes (0 = one per core).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Messages per write transaction [2000].",
+)
 @pass_app
 def ingest_cmd(
-    app: AppContext, paths: tuple[str, ...], trust: tuple[str, ...], workers: int | None, batch_size: int | None
+    app: AppContext,
+    paths: tuple[str, ...],
+    trust: tuple[str, ...],
+    workers: int | None,
+    batch_size: int | None,
 ) -> None:
     """Store mail (mbox, Maildir, .eml, folders, .gz/.bz2/.xz/.zst, - for stdin) and parse it.
 
@@ -153,7 +167,9 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
             continue
         table = Table(title=title, title_justify="left", show_edge=False)
         for col in cols:
-            table.add_column(col, justify="right" if col in ("messages", "ips", "count") else "left")
+            table.add_column(
+                col, justify="right" if col in ("messages", "ips", "count") else "left"
+            )
         for row in rows:
             table.add_row(*(str(row.get(c, "")) for c in cols))
         out.print(table)
@@ -207,14 +223,23 @@ def render_message(view: dict[str, Any]) -> None:
         table.add_row(
             "origin →" if hop["origin"] else "",
             str(hop["index"]),
-            *(str(hop[k] or "") for k in ("from_ip", "from_rdns", "from_helo", "by_host", "timestamp")),
+            *(
+                str(hop[k] or "")
+                for k in ("from_ip", "from_rdns", "from_helo", "by_host", "timestamp")
+            ),
             "yes" if hop["trusted"] else "",
         )
     out.print(table)
     for url in view["urls"][:50]:
-        out.print(f"url         {url['url']}" + ("  (obfuscated)" if url["obfuscated"] else ""), markup=False)
+        out.print(
+            f"url         {url['url']}" + ("  (obfuscated)" if url["obfuscated"] else ""),
+            markup=False,
+        )
     for att in view["attachments"]:
-        out.print(f"attachment  {att['filename']} {att['content_type']} {att['size']} B {att['sha256']}", markup=False)
+        out.print(
+            f"attachment  {att['filename']} {att['content_type']} {att['size']} B {att['sha256']}",
+            markup=False,
+        )
     if view["defects"]:
         out.print(f"defects     {', '.join(view['defects'])}", markup=False)
 

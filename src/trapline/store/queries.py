@@ -39,7 +39,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def _rows(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+) -> list[dict[str, Any]]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description or []]
     return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
@@ -68,9 +70,13 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
     """
     raw_rows = int(_scalar(con, "SELECT count(*) FROM raw"))
     problems = int(_scalar(con, "SELECT count(*) FROM quarantine WHERE id IS NULL"))
-    quarantined_msgs = int(_scalar(con, "SELECT count(DISTINCT id) FROM quarantine WHERE id IS NOT NULL"))
+    quarantined_msgs = int(
+        _scalar(con, "SELECT count(DISTINCT id) FROM quarantine WHERE id IS NOT NULL")
+    )
     messages = int(_scalar(con, "SELECT count(*) FROM messages"))
-    first, last = con.execute("SELECT min(received_at), max(received_at) FROM messages").fetchone() or (
+    first, last = con.execute(
+        "SELECT min(received_at), max(received_at) FROM messages"
+    ).fetchone() or (
         None,
         None,
     )

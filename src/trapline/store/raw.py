@@ -111,7 +111,9 @@ def existing_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> set[str]
     probe = pa.table({"id": pa.array(ids, pa.string())})
     con.register("_probe_ids", probe)
     try:
-        rows = con.execute("SELECT p.id FROM _probe_ids p SEMI JOIN raw r ON r.id = p.id").fetchall()
+        rows = con.execute(
+            "SELECT p.id FROM _probe_ids p SEMI JOIN raw r ON r.id = p.id"
+        ).fetchall()
     finally:
         con.unregister("_probe_ids")
     return {row[0] for row in rows}
@@ -166,7 +168,7 @@ def resolve_id(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> str:
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
         raise UsageError(
             f"{id_or_prefix!r} is not a message id; give at least 4 hex digits of one "
-            "(`trapline query \"select id, subject from messages limit 5\"` lists some)"
+            '(`trapline query "select id, subject from messages limit 5"` lists some)'
         )
     if len(prefix) == 64:
         found = con.execute("SELECT id FROM raw WHERE id = ?", [prefix]).fetchall()
@@ -175,7 +177,9 @@ def resolve_id(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> str:
             "SELECT id FROM raw WHERE starts_with(id, ?) ORDER BY id LIMIT 3", [prefix]
         ).fetchall()
     if not found:
-        raise NotFound(f"no message with id {prefix}…; check the id (`trapline stats` shows counts)")
+        raise NotFound(
+            f"no message with id {prefix}…; check the id (`trapline stats` shows counts)"
+        )
     if len(found) > 1:
         shown = ", ".join(row[0][: len(prefix) + 4] for row in found[:2])
         raise Ambiguous(f"{prefix} matches several messages ({shown}, …); give more characters")

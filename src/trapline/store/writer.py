@@ -179,9 +179,7 @@ def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def tables_for(
-    records: Iterable[Message | Quarantined], now: datetime | None = None
-) -> Batch:
+def tables_for(records: Iterable[Message | Quarantined], now: datetime | None = None) -> Batch:
     """Arrow tables for parsed ``records`` (pure; runs in the parse workers)."""
     when = now or utcnow()
     m: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["messages"]}
@@ -195,19 +193,20 @@ def tables_for(
     for rec in records:
         if isinstance(rec, Quarantined):
             quarantined_ids.append(rec.id)
-            for key, val in (
+            q_row: tuple[tuple[str, Any], ...] = (
                 ("id", rec.id),
                 ("source", rec.source),
                 ("reason", rec.reason),
                 ("detail", rec.detail),
                 ("size", rec.size),
                 ("logged_at", when),
-            ):
+            )
+            for key, val in q_row:
                 qr[key].append(val)
             continue
         mid = rec.id
         message_ids.append(mid)
-        row = (
+        row: tuple[tuple[str, Any], ...] = (
             ("id", mid),
             ("source", rec.source),
             ("size", rec.size),
@@ -234,8 +233,8 @@ def tables_for(
             ("trap_visit_id", None),
             ("ingested_at", when),
         )
-        for key, val in row:
-            m[key].append(val)
+        for key, value in row:
+            m[key].append(value)
         for kind, addrs in (("to", rec.to), ("cc", rec.cc)):
             for a in addrs:
                 _append(rc, mid, kind, a.name, a.addr, a.domain, None)
@@ -250,8 +249,8 @@ def tables_for(
             )  # fmt: skip
         for u in rec.urls:
             _append(ur, mid, u.url, u.host, u.registered_domain, u.source, u.obfuscated)
-        for a in rec.attachments:
-            _append(at, mid, a.filename, a.content_type, a.size, a.sha256)
+        for att in rec.attachments:
+            _append(at, mid, att.filename, att.content_type, att.size, att.sha256)
     tables = {
         "messages": _table("messages", m),
         "recipients": _table("recipients", rc),
@@ -288,9 +287,7 @@ def merge(batches: Sequence[Batch]) -> Batch:
     """One batch from several (worker results gathered into one write transaction)."""
     if len(batches) == 1:
         return batches[0]
-    tables = {
-        name: pa.concat_tables([b.tables[name] for b in batches]) for name in SCHEMAS
-    }
+    tables = {name: pa.concat_tables([b.tables[name] for b in batches]) for name in SCHEMAS}
     return Batch(
         tables,
         [i for b in batches for i in b.message_ids],
