@@ -435,11 +435,13 @@ def test_trust_specs() -> None:
     assert trust.contains_name("a.b.example.net")
     assert trust.contains_name("example.net")
     assert not trust.contains_name("badexample.net")
+    one_value = TrustBoundary.from_specs(["129.97.0.0/16, 10.1.2.3 mx.example.org,.example.net"])
+    assert one_value == trust
     bare = TrustBoundary.from_specs(["129.97.0.0/16"], include_defaults=False)
     assert not bare.contains_ip("192.168.1.1")
 
 
-@pytest.mark.parametrize("spec", ["not a host", "1.2.3.4/99x", "mx.example.org/24", "[x]"])
+@pytest.mark.parametrize("spec", ["user@host", "1.2.3.4/99x", "mx.example.org/24", "[x]", "."])
 def test_trust_spec_errors_tell_the_user(spec: str) -> None:
     with pytest.raises(UsageError, match="--trust"):
         TrustBoundary.from_specs([spec])

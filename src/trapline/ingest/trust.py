@@ -41,6 +41,7 @@ _FETCH_PROTOCOLS = frozenset({"pop", "pop3", "pop3s", "imap", "imap4", "imaps", 
 _FETCH_MARKERS = ("fetchmail", "getmail", "(single-drop)", "(multi-drop)")
 _LOCAL_PROTOCOLS = frozenset({"local", "lmtp", "lmtpa", "lmtps", "uucp", "bsmtp", "internal"})
 _DIGITS = re.compile(r"\d+")
+_SPEC_SPLIT = re.compile(r"[\s,]+")
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "loopback", "127.0.0.1", "::1"})
 
 
@@ -91,11 +92,15 @@ class TrustBoundary:
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], *, include_defaults: bool = True) -> TrustBoundary:
-        """Build from ``--trust`` values; private and loopback ranges are included by default."""
+        """Build from ``--trust`` values; private and loopback ranges are included by default.
+
+        A value may hold several specs separated by commas or spaces (config files and
+        ``TRAPLINE_TRUST`` write lists that way).
+        """
         nets = list(DEFAULT_TRUST.networks) if include_defaults else []
         names: set[str] = set()
         suffixes: list[str] = []
-        for raw in specs:
+        for raw in (part for value in specs for part in _SPEC_SPLIT.split(value)):
             spec = raw.strip()
             if not spec:
                 continue
@@ -106,7 +111,7 @@ class TrustBoundary:
                 pass
             name = spec.lower().rstrip(".")
             label = name.lstrip(".")
-            if not label or any(c.isspace() or c in "/[]()@,;" for c in label):
+            if not label or any(c in "/[]()@;:" for c in label):
                 raise TrustSpecError(f"--trust {raw!r} is not a CIDR, IP or host name")
             if name.startswith("."):
                 suffixes.append("." + label)
