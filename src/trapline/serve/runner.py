@@ -146,7 +146,16 @@ class _QuietServer:
             def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # proxy_headers off: uvicorn would trust X-Forwarded-For from any loopback peer; the
+        # honeypot applies its own trusted_proxies rule (traps.web.client_ip).
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            server_header=False,  # "server: uvicorn" would tell harvesters what this is
+        )
         return Server(config)
 
 

@@ -1,0 +1,257 @@
+"""The web honeypot and the sensor API over a real socket (uvicorn on 127.0.0.1 port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import ipaddress
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from trapline.config import load_settings
+from trapline.serve.runner import _QuietServer
+from trapline.store.duckdb import Store, open_store
+from trapline.traps import addresses
+from trapline.traps.drain import drain
+from trapline.traps.sensor import StoreSensors, add_sensor
+from trapline.traps.smtp.spool import Spool, SpoolRecord, decode_segment
+from trapline.traps.web import DISALLOWED, TrapSite, VisitIssuer, client_ip, create_app
+
+TRAP = "traps.example.org"
+SECRET = bytes(range(32))
+
+
+@dataclass
+class Web:
+    base: str
+    site: TrapSite
+    spool: Spool
+
+    def records(self, kind: str, n: int = 1, timeout: float = 10.0) -> list[SpoolRecord]:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = []
+            for folder in ("new", "done"):
+                for path in sorted((self.spool.root / folder).glob("*.seg")):
+                    out.extend(r for r in decode_segment(path.read_bytes()) if r.kind == kind)
+            if len(out) >= n or time.monotonic() > deadline:
+                return out
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[Callable[..., Web]]:
+    """Factory: a honeypot on a free loopback port, with ``TrapSite`` overrides."""
+    stops: list[Callable[[], None]] = []
+
+    def make(**site_args: Any) -> Web:
+        spool = Spool(tmp_path / f"spool{len(stops)}", linger_s=0.0)
+        spool.start()
+        site = TrapSite(secret=SECRET, trap_domains=[TRAP], spool=spool, **site_args)
+        server = _QuietServer.make(create_app(site))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=loop.run_until_complete, args=(server.serve(sockets=[sock]),)
+        )
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join()
+            spool.close()
+
+        stops.append(stop)
+        return Web(f"http://127.0.0.1:{sock.getsockname()[1]}", site, spool)
+
+    yield make
+    for stop in stops:
+        stop()
+
+
+def _addresses_in(page: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9._-]+@traps\.example\.org", page))
+
+
+def test_pages_embed_the_visit_address_in_five_hiding_styles(
+    web_server: Callable[..., Web],
+) -> None:
+    web = web_server()
+    page = httpx.get(f"{web.base}/").text
+    plain = _addresses_in(page)
+    assert len(plain) == 1
+    address = plain.pop()
+    assert addresses.decode(address, SECRET, [TRAP]).valid
+    assert f'<a href="mailto:{address}">' in page  # 1 plain mailto
+    assert f"<!-- webmaster: {address} -->" in page  # 2 HTML comment
+    assert re.search(rf'style="display:none">{re.escape(address)}</a>', page)  # 3 CSS-hidden
+    entity = "".join(f"&#{ord(c)};" for c in address)
+    assert entity in page and html.unescape(entity) == address  # 4 entity-encoded
+    local, _, domain = address.partition("@")
+    assert f'var u = "{local}", d = "{domain}"; document.write(' in page  # 5 JS-written
+    assert '<meta name="robots" content="noindex, nofollow, noarchive">' in page
+
+
+def test_every_page_view_is_a_visit_with_its_own_address(web_server: Callable[..., Web]) -> None:
+    web = web_server()
+    headers = {"user-agent": "EmailCollector/2.1", "referer": "http://search.example/?q=garden"}
+    seen = set()
+    for path in ("/", "/contact/", "/staff/", "/guestbook/", "/members/archive/"):
+        got = httpx.get(web.base + path, headers=headers)
+        assert got.status_code == 200
+        seen |= _addresses_in(got.text)
+    assert len(seen) == 5
+    visits = web.records("visit", 5)
+    assert {v.fields["address"] for v in visits} == seen
+    first = visits[0].fields
+    assert first["ip"] == "127.0.0.1" and first["user_agent"] == "EmailCollector/2.1"
+    assert first["referer"] == headers["referer"] and first["method"] == "GET"
+    assert '"user-agent": "EmailCollector/2.1"' in first["headers"]
+    assert [v.fields["seq"] for v in visits] == list(range(5))
+    for v in visits:
+        assert addresses.decode(v.fields["address"], SECRET).visit_id == v.fields["id"]
+    assert httpx.get(f"{web.base}/no-such-page").status_code == 404
+
+
+def test_robots_rules_and_the_visitors_who_ignore_them(web_server: Callable[..., Web]) -> None:
+    web = web_server()
+    robots = httpx.get(f"{web.base}/robots.txt").text
+    assert all(f"Disallow: {p}" in robots for p in DISALLOWED)
+    httpx.get(f"{web.base}/")
+    httpx.get(f"{web.base}/staff/")
+    visits = {v.fields["path"]: v.fields for v in web.records("visit", 2)}
+    assert visits["/"]["ignored_robots"] is False
+    assert visits["/staff/"]["ignored_robots"] is True and visits["/staff/"]["read_robots"] is True
+
+
+def test_client_ip_honours_forwarded_for_only_from_trusted_proxies(
+    web_server: Callable[..., Web],
+) -> None:
+    direct = web_server()
+    httpx.get(f"{direct.base}/", headers={"x-forwarded-for": "203.0.113.9"})
+    assert direct.records("visit")[0].fields["ip"] == "127.0.0.1"  # spoofed header ignored
+    proxied = web_server(trusted_proxies=["127.0.0.0/8"])
+    httpx.get(
+        f"{proxied.base}/", headers={"x-forwarded-for": "198.51.100.1, 203.0.113.9, 127.0.0.5"}
+    )
+    assert proxied.records("visit")[0].fields["ip"] == "203.0.113.9"  # right-most untrusted hop
+
+
+def test_client_ip_pure() -> None:
+    trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    assert client_ip("10.0.0.1", "1.2.3.4", trusted) == "1.2.3.4"
+    assert client_ip("10.0.0.1", "9.9.9.9, 1.2.3.4, 10.1.1.1", trusted) == "1.2.3.4"
+    assert client_ip("5.5.5.5", "1.2.3.4", trusted) == "5.5.5.5"
+    assert client_ip("10.0.0.1", "not-an-ip", trusted) == "10.0.0.1"
+    assert client_ip("10.0.0.1", None, trusted) == "10.0.0.1"
+
+
+def test_guestbook_posts_are_logged_as_comment_spam(web_server: Callable[..., Web]) -> None:
+    web = web_server()
+    form_page = httpx.get(f"{web.base}/guestbook/").text
+    visit_id = re.search(r'name="v" value="(v\d+)"', form_page)[1]  # type: ignore[index]
+    body = "Great site! Buy cheap meds at http://pills.example.biz/buy?id=7 and https://casino.example/x"
+    got = httpx.post(
+        f"{web.base}/guestbook/",
+        data={
+            "v": visit_id,
+            "name": "Best Pharmacy",
+            "email": "x@spam.example",
+            "url": "http://spam.example",
+            "body": body,
+        },
+    )
+    assert got.status_code == 200 and "Thank you" in got.text
+    comment = web.records("comment")[0].fields
+    assert comment["visit_id"] == visit_id and comment["name"] == "Best Pharmacy"
+    assert comment["urls"] == [
+        "http://pills.example.biz/buy?id=7",
+        "https://casino.example/x",
+        "http://spam.example",
+    ]
+
+
+def test_operator_templates_override_the_packaged_pages(
+    web_server: Callable[..., Web], tmp_path: Path
+) -> None:
+    custom = tmp_path / "templates"
+    custom.mkdir()
+    (custom / "contact.html").write_text(
+        "<html><body>Mail the parish office: {{ address }}</body></html>"
+    )
+    web = web_server(templates_dir=str(custom))
+    page = httpx.get(f"{web.base}/contact/").text
+    assert page.startswith("<html><body>Mail the parish office: ") and len(_addresses_in(page)) == 1
+    assert "Welcome" in httpx.get(f"{web.base}/").text  # other pages still come from the package
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "data") as s:
+        yield s
+
+
+def test_sensors_get_addresses_and_see_only_their_own_visits(
+    web_server: Callable[..., Web], store: Store, tmp_path: Path
+) -> None:
+    s1, key1 = add_sensor(store, "blog.example.net")
+    s2, key2 = add_sensor(store, "forum.example.com")
+    sensors = StoreSensors(store)
+    web = web_server(
+        sensor_lookup=sensors.lookup, sensor_visits=sensors.visits, issuer=VisitIssuer(100)
+    )
+    api = f"{web.base}/api/sensor/v1"
+    assert httpx.post(f"{api}/address", json={"ip": "1.2.3.4"}).status_code == 401
+    assert (
+        httpx.post(
+            f"{api}/address", json={"ip": "1.2.3.4"}, headers={"authorization": "Bearer nope"}
+        ).status_code
+        == 401
+    )
+    given = {}
+    for key, ip in ((key1, "198.51.100.7"), (key2, "203.0.113.8"), (key1, "198.51.100.9")):
+        got = httpx.post(
+            f"{api}/address",
+            json={"ip": ip, "user_agent": "Harvester/1", "path": "/about"},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert got.status_code == 200
+        body = got.json()
+        decoded = addresses.decode(body["address"], SECRET, [TRAP])
+        assert (
+            decoded.valid and decoded.visit_id == body["visit_id"]
+        )  # decodes offline, centrally keyed
+        given[body["visit_id"]] = ip
+    assert (
+        httpx.post(
+            f"{api}/address", json={}, headers={"authorization": f"Bearer {key1}"}
+        ).status_code
+        == 400
+    )
+    web.records("visit", 3)
+    drain(web.spool, store, load_settings({"data_dir": str(tmp_path / "data")}))
+    mine = httpx.get(f"{api}/visits", headers={"authorization": f"Bearer {key1}"}).json()
+    theirs = httpx.get(f"{api}/visits", headers={"authorization": f"Bearer {key2}"}).json()
+    assert sorted(v["ip"] for v in mine) == ["198.51.100.7", "198.51.100.9"]
+    assert [v["ip"] for v in theirs] == ["203.0.113.8"]
+    rows = store.con.execute("SELECT id, sensor_id, ip FROM visits ORDER BY seq").fetchall()
+    assert [(r[1], r[2]) for r in rows] == [
+        (s1, "198.51.100.7"),
+        (s2, "203.0.113.8"),
+        (s1, "198.51.100.9"),
+    ]
+    assert httpx.get(f"{api}/visits").status_code == 401
+    sensors.close()
