@@ -2,33 +2,31 @@
 
 The sample is package data (``trapline/data/sample``: ~300 SpamAssassin 2002 messages, byte for
 byte, with their licence note), so the demo works from an installed wheel with no network and no
-checkout. Routing files shipped under ``trapline/data/routing`` are imported first when the
-routing area provides ``ROUTING_IMPORT``, so the post-ingest ASN stage can map 2002 mail with
-period routing data.
+checkout. The routing table shipped under ``trapline/data/routing`` (RouteViews, 2008-05-01) is imported
+first through ``ROUTING_IMPORT``, so the post-ingest ASN stage maps the 2002 mail with the
+oldest routing data we have rather than today's.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from trapline.pipeline import IngestSummary, NoteFn, ProgressFn, ingest
-from trapline.store.duckdb import open_store
+from trapline.store.duckdb import Store, open_store
 from trapline.store.queries import stats
 
-# Contract for the routing area: ``fn(data_dir: Path, files: list[Path]) -> str`` imports the
-# routing tables in ``files`` into the store and returns a one-line summary.
-ROUTING_IMPORT = "trapline.enrich.routing:demo_import"
+# The routing area's import of the bundled 2008 RouteViews table: ``fn(store) -> str``.
+ROUTING_IMPORT = "trapline.enrich.asn:import_bundled_routing"
 
 
-def _routing_hook() -> Callable[[Path, list[Path]], str] | None:
+def _routing_hook() -> Callable[[Store], str] | None:
     module, _, name = ROUTING_IMPORT.partition(":")
     try:
-        fn = getattr(importlib.import_module(module), name)
+        fn: Callable[[Store], str] = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None
     return fn
@@ -43,20 +41,13 @@ def run_demo(
     """Ingest the bundled sample into ``settings['data_dir']``; returns summary, stats, notes."""
     notes: list[str] = []
     data_dir = Path(settings["data_dir"])
-    with ExitStack() as stack:
-        root = stack.enter_context(resources.as_file(resources.files("trapline").joinpath("data")))
-        sample = root / "sample"
-        routing_dir = root / "routing"
-        routing_files = (
-            sorted(p for p in routing_dir.rglob("*") if p.is_file()) if routing_dir.is_dir() else []
-        )
-        hook = _routing_hook()
-        if routing_files and hook is not None:
-            notes.append(hook(data_dir, routing_files))
-        elif routing_files:
-            notes.append(
-                "routing data bundled but this build cannot import it; origins stay unmapped"
-            )
+    routing = resources.files("trapline").joinpath("data", "routing")
+    hook = _routing_hook()
+    if routing.is_dir() and hook is not None:
+        # Before the ingest, so the post-ingest ASN stage maps 2002 mail with period data.
+        with open_store(data_dir) as store:
+            notes.append(hook(store))
+    with resources.as_file(resources.files("trapline").joinpath("data", "sample")) as sample:
         summary: IngestSummary = ingest(
             [sample / "mail"], settings=settings, on_progress=on_progress, on_note=on_note
         )

@@ -26,7 +26,7 @@ from rich.table import Table
 from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
 from trapline.pipeline import IngestSummary, ingest
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 _out = Console(highlight=False, soft_wrap=True)
 
 
