@@ -17,12 +17,11 @@ import io
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
 CHUNK = 1 << 20  # 1 MiB of decompressed output per step: big enough for C-speed scanning
-_ZSTD_FEED = 2048  # zstd input slice; caps one step's output at ~64 MiB even for a bomb
 
 # Magic numbers: RFC 1952 §2.3.1 (gzip), bzip2 "BZh", xz file format §2.1.1.1, RFC 8878 §3.1.1.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -160,40 +159,119 @@ class _Unclosed(io.BufferedIOBase):
 def _iter_zstd(stream: io.BufferedReader) -> Iterator[bytes]:
     """zstd frames one after another (RFC 8878 §3.1), detecting a frame cut short.
 
-    ``stream_reader`` silently returns a short result for a truncated frame, so we drive a
-    ``decompressobj`` ourselves and check ``eof`` at the end of input.
+    ``stream_reader`` bounds the output of every read (a bomb cannot take memory) but silently
+    returns a short result for a truncated frame, so a :class:`ZstdFrameWalker` follows the frame
+    structure over the compressed bytes on their way in and tells whether input ended cleanly.
     """
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    fed = False  # has the current frame received any input?
-    pending: list[bytes] = []
-    pending_size = 0
+    walker = ZstdFrameWalker()
+    tee = _Tee(stream, walker.feed)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], tee), read_size=CHUNK, read_across_frames=True, closefd=False
+    )
     try:
         while True:
-            block = stream.read(CHUNK)
-            if not block:
+            chunk = reader.read(CHUNK)
+            if not chunk:
                 break
-            view = memoryview(block)
-            for start in range(0, len(view), _ZSTD_FEED):
-                piece = bytes(view[start : start + _ZSTD_FEED])
-                while piece:
-                    fed = True
-                    out = dobj.decompress(piece)
-                    if out:
-                        pending.append(out)
-                        pending_size += len(out)
-                    if dobj.eof:
-                        piece = dobj.unused_data
-                        dobj = dctx.decompressobj()
-                        fed = False
-                    else:
-                        piece = b""
-                if pending_size >= CHUNK:
-                    yield b"".join(pending)
-                    pending, pending_size = [], 0
+            yield chunk
+        while tee.read(CHUNK):  # let the walker see anything the decoder did not ask for
+            pass
     except zstandard.ZstdError as exc:
         raise CorruptInput(str(exc)) from exc
-    if pending:
-        yield b"".join(pending)
-    if fed:
-        raise TruncatedInput("zstd frame ended before its end")
+    if walker.error:
+        raise CorruptInput(walker.error)
+    if not walker.complete:
+        raise TruncatedInput("zstd frame ended before its last block")
+
+
+class _Tee:
+    """A reader that shows every byte it passes on to ``sink`` first."""
+
+    def __init__(self, inner: io.BufferedReader, sink: Callable[[bytes], None]) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        if data:
+            self._sink(data)
+        return data
+
+
+class ZstdFrameWalker:
+    """Follow zstd frame and block headers (RFC 8878 §3.1.1, §3.1.1.2) without decoding.
+
+    Only lengths are read: magic number, frame header size, then each block header's type and
+    size until the block marked last, then the optional checksum; skippable frames
+    (§3.1.2) are skipped whole. ``complete`` is true when input ends on a frame boundary.
+    """
+
+    _SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+    _MAGIC = 0xFD2FB528
+
+    def __init__(self) -> None:
+        self._buf = b""  # header bytes collected so far
+        self._need = 4  # header bytes wanted before the next step
+        self._skip = 0  # payload bytes to pass over
+        self._step: Callable[[bytes], None] = self._magic
+        self._checksum = False
+        self.error = ""
+
+    @property
+    def complete(self) -> bool:
+        return self._step == self._magic and not self._buf and not self._skip and not self.error
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.error:
+            if self._skip:
+                n = min(self._skip, len(view))
+                self._skip -= n
+                view = view[n:]
+                continue
+            take = self._need - len(self._buf)
+            self._buf += bytes(view[:take])
+            view = view[take:]
+            if len(self._buf) == self._need:
+                header, self._buf = self._buf, b""
+                self._step(header)
+
+    def _want(self, need: int, step: Callable[[bytes], None]) -> None:
+        self._need, self._step = need, step
+
+    def _magic(self, header: bytes) -> None:
+        magic = int.from_bytes(header, "little")
+        if magic in self._SKIPPABLE:
+            self._want(4, self._skippable_size)
+        elif magic == self._MAGIC:
+            self._want(1, self._descriptor)
+        else:
+            self.error = f"not a zstd frame (magic {header.hex()})"
+
+    def _skippable_size(self, header: bytes) -> None:
+        self._skip = int.from_bytes(header, "little")
+        self._want(4, self._magic)
+
+    def _descriptor(self, header: bytes) -> None:
+        d = header[0]
+        fcs_flag, single, dict_flag = d >> 6, (d >> 5) & 1, d & 3
+        self._checksum = bool((d >> 2) & 1)
+        fcs = (1 if single else 0, 2, 4, 8)[fcs_flag]
+        rest = (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + fcs
+        self._skip = rest  # window descriptor, dictionary id, content size: lengths only
+        self._want(3, self._block)
+
+    def _block(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:
+            self.error = "reserved zstd block type"
+            return
+        self._skip = 1 if kind == 1 else size  # RLE blocks carry one byte
+        if not last:
+            self._want(3, self._block)
+        elif self._checksum:
+            self._skip += 4
+            self._want(4, self._magic)
+        else:
+            self._want(4, self._magic)

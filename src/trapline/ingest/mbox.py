@@ -219,7 +219,7 @@ class _Splitter:
             chunk = next(chunks, None)
             if chunk is None:
                 break
-            if len(buf) + len(chunk) > self.limit:
+            if self.dropped or len(buf) + len(chunk) > self.limit:  # too large: count only
                 self.dropped += len(buf) + len(chunk)
                 buf.clear()
                 continue
