@@ -191,7 +191,7 @@ def _cluster_new(con: Any, rows: list[tuple[Any, ...]], params: ClusterParams) -
     new_rows = np.arange(n_old, len(local_seq))
     res = link(
         local_seq, sig, new_rows, new_rows[url_rows], ukey, params,
-        lambda band, keys: text_prior, url_prior,
+        lambda band: text_prior, url_prior,
     )  # fmt: skip
     # Old members hang off their campaign root so a link to any member reaches the campaign.
     ra = np.searchsorted(local_seq, old)

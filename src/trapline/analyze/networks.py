@@ -227,7 +227,8 @@ def network_scores(
 ) -> list[NetworkScore]:
     """Ranked networks (``by`` = 'asn' or 'prefix'); ties broken by ASN then prefix."""
     p = Params.from_settings(settings)
-    rows = evidence_rows(store, since, until, asn)
+    # A type weighted 0 is switched off: it adds nothing to breadth or longevity either.
+    rows = [r for r in evidence_rows(store, since, until, asn) if p.weights.get(r[0], 0.0) > 0]
     groups: dict[tuple[int, str | None], list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         if by == "prefix" and row[2] is None:

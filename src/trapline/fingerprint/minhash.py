@@ -25,6 +25,7 @@ SEED = 20260101  # fixed: signatures stored today must compare with signatures c
 EMPTY = np.uint32(0xFFFFFFFF)  # rensa's value for a position no shingle reached
 
 _MERSENNE = np.uint64((1 << 61) - 1)
+KEY_FREE_BITS = 21  # band keys keep 43 bits; 2^21 rows fit beside them
 
 
 def minhash_matrix(
@@ -113,7 +114,9 @@ def minhash_matrix_numpy(
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """``(n, bands)`` int64 keys: each band's ``rows`` values hashed together (FNV-1a style).
 
-    The band index is mixed in, so equal keys in different bands never collide by design.
+    The band index is mixed in, so equal keys in different bands do not collide. 43 bits are
+    kept: two unrelated rows share a key with odds ~2^-43, and such a pair is only a
+    candidate (verification rejects it).
     """
     if bands * rows > sig.shape[1]:
         raise ValueError(f"{bands} bands x {rows} rows needs {bands * rows} permutations")
@@ -125,7 +128,9 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
         prime = np.uint64(0x100000001B3)
         for r in range(rows):
             key = (key ^ cube[:, :, r]) * prime
-    return key.view(np.int64)
+    # The low KEY_FREE_BITS are zeroed so a key and a row number share one int64 and a plain
+    # value sort orders by (key, row): 10x faster than a stable argsort (analyze/lsh.py).
+    return (key & ~np.uint64((1 << KEY_FREE_BITS) - 1)).view(np.int64)
 
 
 def jaccard_rows(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ Deterministic for a seed: the same arguments give the same messages, ids and lab
 from __future__ import annotations
 
 import email
+import mailbox
 import hashlib
 import random
 import re
@@ -92,11 +93,16 @@ def _part_text(msg: EmailMessage) -> tuple[str, bool]:
 
 def read_base_spam(path: Path) -> BaseSpam:
     """Parse one real spam file into a ``BaseSpam`` (stdlib email, compat32; never raises)."""
+    return base_spam_from_bytes(path.read_bytes(), str(path))
+
+
+def base_spam_from_bytes(data: bytes, source: str) -> BaseSpam:
+    """Parse one message's bytes into a ``BaseSpam`` (never raises)."""
     try:
-        msg = email.message_from_bytes(path.read_bytes())
+        msg = email.message_from_bytes(data)
         text, is_html = _part_text(msg)
     except (LookupError, ValueError):
-        return BaseSpam(str(path), "", "", ())
+        return BaseSpam(source, "", "", ())
     urls = tuple(dict.fromkeys(_URL_RE.findall(text)))
     if is_html:
         tree = LexborHTMLParser(text)
@@ -107,17 +113,26 @@ def read_base_spam(path: Path) -> BaseSpam:
         subject = str(make_header(decode_header(str(msg.get("Subject", "") or ""))))
     except (LookupError, ValueError, UnicodeError):
         subject = str(msg.get("Subject", "") or "")
-    return BaseSpam(str(path), subject.strip(), text.strip(), urls)
+    return BaseSpam(source, subject.strip(), text.strip(), urls)
+
+
+def _messages_in(path: Path) -> Iterator[tuple[bytes, str]]:
+    if path.suffix == ".mbox":
+        for i, item in enumerate(mailbox.mbox(str(path), create=False)):
+            yield item.as_bytes(), f"{path}#{i}"
+    elif path.suffix == ".eml" or path.name[0].isdigit():
+        yield path.read_bytes(), str(path)
 
 
 def load_base_spams(folders: Sequence[Path], *, min_words: int = 40) -> list[BaseSpam]:
-    """Real spams from ``folders`` with at least ``min_words`` normalised words, in path order."""
+    """Real spams (one-per-file, ``.eml`` or ``.mbox``) in ``folders`` with enough words."""
     out = []
     for folder in folders:
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name[0].isdigit()):
-            base = read_base_spam(path)
-            if len(normalise(base.text)) >= min_words:
-                out.append(base)
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            for data, source in _messages_in(path):
+                base = base_spam_from_bytes(data, source)
+                if len(normalise(base.text)) >= min_words:
+                    out.append(base)
     return out
 
 
@@ -134,7 +149,7 @@ def pick_distinct(bases: Sequence[BaseSpam], *, max_jaccard: float = 0.2) -> lis
     sig = minhash_matrix(sets)
     kept: list[int] = []
     for i in range(len(bases)):
-        if all((sig[i] == sig[j]).mean() <= max_jaccard for j in kept):
+        if not kept or (sig[kept] == sig[i]).mean(axis=1).max() <= max_jaccard:
             kept.append(i)
     return [bases[i] for i in kept]
 
