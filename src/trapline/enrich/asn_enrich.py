@@ -62,9 +62,15 @@ def _first_column(store: Store, table: str, names: tuple[str, ...]) -> str | Non
     return None
 
 
+# IP and CIDR indicators map by their (network) address; a URL whose host is a literal IP (a
+# landing page on a bare address) maps by that host.
+_URL_HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://\[?([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\]?([:/?#]|$)"
 _FEED_SQL = (
     "SELECT 'feed', kind || '|' || indicator, NULL, split_part(indicator, '/', 1), first_seen "
-    "FROM feed_indicators WHERE indicator_type IN ('ip', 'cidr')"
+    "FROM feed_indicators WHERE indicator_type IN ('ip', 'cidr') UNION ALL "
+    "SELECT 'feed', kind || '|' || indicator, NULL, "
+    f"regexp_extract(indicator, '{_URL_HOST}', 1), first_seen "
+    f"FROM feed_indicators WHERE indicator_type = 'url' AND regexp_matches(indicator, '{_URL_HOST}')"
 )
 
 

@@ -50,7 +50,7 @@ class Dossier:
     harvesters: tuple[tuple[str, int, int, Any, Any], ...]  # (ip, visits, messages, first, last)
     samples: tuple[
         tuple[str, Any, str, str, str, str], ...
-    ]  # (id, received, ip, prefix, snap, headers)
+    ]  # (id, received, "sent from IP" | "links to IP", prefix, snap, headers)
     listings: tuple[
         tuple[str, str, Any, Any, int, str], ...
     ]  # (kind, indicator, first, last, n, dates)
@@ -149,24 +149,29 @@ def _samples(
     store: Store, asn: int, since: date | None, until: date | None, n: int
 ) -> tuple[tuple[str, Any, str, str, str, str], ...]:
     rows = store.con.execute(
-        """SELECT r.message_id, m.received_at, r.ip, r.prefix, r.snapshot_id
+        """SELECT r.message_id, any_value(m.received_at),
+                  -- a message sent from the network beats one that only links to it
+                  arg_min(CASE r.subject WHEN 'origin' THEN 'sent from ' ELSE 'links to ' END || r.ip,
+                          r.subject <> 'origin'),
+                  arg_min(r.prefix, r.subject <> 'origin'), any_value(r.snapshot_id)
            FROM ip_routing r JOIN messages m ON m.id = r.message_id
-           WHERE r.subject = 'origin' AND r.asn = ?
+           WHERE r.subject IN ('origin', 'url') AND r.asn = ?
              AND (?::DATE IS NULL OR m.received_at >= ?::DATE)
              AND (?::DATE IS NULL OR m.received_at < ?::DATE + 1)
-           ORDER BY m.received_at NULLS LAST, r.message_id""",
+           GROUP BY r.message_id
+           ORDER BY 2 NULLS LAST, r.message_id""",
         [asn, since, since, until, until],
     ).fetchall()
     if len(rows) > n:  # spread over the period: first, last and evenly between
         step = (len(rows) - 1) / (n - 1) if n > 1 else 0
         rows = [rows[round(i * step)] for i in range(n)]
     out = []
-    for mid, received, ip, prefix, snap in rows:
+    for mid, received, why, prefix, snap in rows:
         try:
             headers = _header_block(read_raw(store.con, mid))
         except Exception:  # a message without its raw bytes still shows its routing facts
             headers = "(raw message not available)"
-        out.append((mid, received, ip, prefix or "", snap or "", headers))
+        out.append((mid, received, why, prefix or "", snap or "", headers))
     return tuple(out)
 
 
@@ -342,11 +347,11 @@ def render_markdown(d: Dossier) -> str:
             out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
             out.append("")
     out += ["## Sample message headers", ""]
-    for mid, received, ip, prefix, snap, headers in d.samples:
+    for mid, received, why, prefix, snap, headers in d.samples:
         out += [
             f"### {mid}",
             "",
-            f"received {_fmt(received)} from {ip} ({prefix}, {snap})",
+            f"received {_fmt(received)}; {why} ({prefix}, {snap})",
             "",
             "```",
             headers,
@@ -354,7 +359,7 @@ def render_markdown(d: Dossier) -> str:
             "",
         ]
     if not d.samples:
-        out += ["No stored messages originate in this network.", ""]
+        out += ["No stored message was sent from or links to this network.", ""]
     out += _method_lines()
     return "\n".join(out) + "\n"
 
@@ -427,12 +432,12 @@ def render_html(d: Dossier) -> str:
             out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows]
             out.append("</table>")
     out.append("<h2>Sample message headers</h2>")
-    for mid, received, ip, prefix, snap, headers in d.samples:
+    for mid, received, why, prefix, snap, headers in d.samples:
         out.append(
-            f"<h3>{e(mid)}</h3><p>received {e(_fmt(received))} from {e(ip)} ({e(prefix)}, {e(snap)})</p><pre>{e(headers)}</pre>"
+            f"<h3>{e(mid)}</h3><p>received {e(_fmt(received))}; {e(why)} ({e(prefix)}, {e(snap)})</p><pre>{e(headers)}</pre>"
         )
     if not d.samples:
-        out.append('<p class="note">No stored messages originate in this network.</p>')
+        out.append('<p class="note">No stored message was sent from or links to this network.</p>')
     method = _method_lines()
     out.append(
         f"<h2>{e(method[0][3:])}</h2>" + "".join(f"<p>{e(line)}</p>" for line in method[2:] if line)
