@@ -20,8 +20,10 @@ _BLOCK = re.compile(
     r"<(?=(?:br|hr|p|div|tr|li|h[1-6]|table|blockquote|/p|/div|/tr|/li|/h[1-6]|/table|/td|td)\b)",
     re.IGNORECASE,
 )
-_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n\s*\n+")
+# Only runs that change: a lone space between words is left alone, which is most of them.
+_SPACES = re.compile(r"[\t\r\f\v\u00a0][ \t\r\f\v\u00a0]*| [ \t\r\f\v\u00a0]+")
+_EDGE_SPACES = re.compile(r" \n ?|\n ")  # after _SPACES, at most one space sits at a line edge
+_BLANK_LINES = re.compile(r"\n\n\n+")
 _INVISIBLE = ["script", "style", "noscript", "title", "head", "template"]
 # Attributes that carry URLs a reader's client would fetch or follow.
 _LINK_SELECTOR = "[href],[src],[action],[background]"
@@ -39,22 +41,29 @@ class RenderedHtml:
 
 def normalise_text(text: str) -> str:
     """Collapse runs of spaces and blank lines left by markup."""
-    text = _SPACES.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
+    text = _EDGE_SPACES.sub("\n", _SPACES.sub(" ", text))
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def render(
-    html: str, *, max_chars: int = MAX_HTML_CHARS, max_links: int = MAX_LINKS
+    html: str,
+    *,
+    max_chars: int = MAX_HTML_CHARS,
+    max_links: int = MAX_LINKS,
+    text: bool = True,
 ) -> RenderedHtml:
-    """Render ``html`` to text and collect its links. Never raises."""
+    """Render ``html`` to text and collect its links. Never raises.
+
+    ``text=False`` only collects links: the caller has a plain-text alternative and rendering
+    is most of the cost.
+    """
     truncated = len(html) > max_chars
     if truncated:
         html = html[:max_chars]
     if "\x00" in html:
         html = html.replace("\x00", "")
     try:
-        tree = LexborHTMLParser(_BLOCK.sub("\n<", html))
+        tree = LexborHTMLParser(_BLOCK.sub("\n<", html) if text else html)
         links: list[tuple[str, str]] = []
         for node in tree.css(_LINK_SELECTOR):
             attrs = node.attributes
@@ -62,11 +71,13 @@ def render(
                 value = attrs.get(attr)
                 if value and len(links) < max_links:
                     links.append((source, value.strip()))
-        tree.strip_tags(_INVISIBLE)
-        text = tree.text(separator="") or ""
+        rendered = ""
+        if text:
+            tree.strip_tags(_INVISIBLE)
+            rendered = normalise_text(tree.text(separator="") or "")
     except Exception:  # selectolax is C; any failure means "no usable rendering", not a crash
         return RenderedHtml(text="", links=(), truncated=True)
-    return RenderedHtml(text=normalise_text(text), links=tuple(links), truncated=truncated)
+    return RenderedHtml(text=rendered, links=tuple(links), truncated=truncated)
 
 
 def html_to_text(html: str) -> str:

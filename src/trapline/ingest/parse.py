@@ -63,7 +63,6 @@ class _Prepared:
 # RFC 5322 §2.2: a field name is printable US-ASCII except ":"; "From " postmarks (mbox) and
 # ">From " quoting are handled before this test.
 _FIRST_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 # Bytes that never occur in text; deleting every other byte and counting what is left is the
 # fastest way to measure them in CPython.
 _NOT_CONTROL = bytes(b for b in range(256) if not (b < 9 or 13 < b < 27 or 27 < b < 32 or b == 127))
@@ -73,6 +72,13 @@ _WARNING_DEFECTS = {
     "unterminated-header-block": "missing-header-separator",
     "date-unparseable": None,  # reported through date_flags instead
 }
+
+
+def _header_end(data: bytes, limit: int = -1) -> int:
+    """Offset of the blank line that ends the header block (RFC 5322 §2.1), or -1."""
+    lf = data.find(b"\n\n", 0, limit if limit > 0 else len(data))
+    crlf = data.find(b"\n\r\n", 0, lf if lf != -1 else (limit if limit > 0 else len(data)))
+    return crlf if crlf != -1 else lf
 
 
 def _quarantine(raw: RawMessage, reason: str, detail: str) -> Quarantined:
@@ -99,9 +105,9 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
         data = stripped
     if not data.strip():
         return _quarantine(raw, "empty", "no bytes besides whitespace or an mbox postmark")
-    end = _HEADER_END.search(data, 0, 65536)
+    end = _header_end(data, 65536)
     # Judge the header block, not the body: a real message may carry any bytes after it.
-    head = data[: min(end.start(), 4096)] if end and end.start() > 0 else data[:4096]
+    head = data[: min(end, 4096)] if end > 0 else data[:4096]
     head_controls = len(head.translate(None, _NOT_CONTROL))
     if head_controls * 10 > len(head) or not _FIRST_HEADER.match(data):
         sample = data[:4096]
@@ -118,8 +124,8 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
         # NULs are illegal in mail (RFC 5322 §2.1) and break text columns downstream.
         defects.append("nul-bytes")
         data = data.replace(b"\x00", b"")
-    end = _HEADER_END.search(data)
-    block = data[: end.start()] if end else data
+    end = _header_end(data)
+    block = data[:end] if end != -1 else data
     # RFC 5322 §2.1.1: a line is at most 998 characters before CRLF.
     if len(block) > 998 and max(map(len, block.split(b"\n"))) > 999:
         defects.append("header-line-too-long")
@@ -187,19 +193,20 @@ def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Field
     out = Fields()
     defects = out.defects
     by_name: dict[str, list[str]] = {}
-    count = 0
+    headers = out.headers
+    max_value = limits.max_header_value
     for name, values in mail.headers.items():
         key = name.lower()
         if key in by_name:  # same name in another case ("received" vs "Received")
-            by_name[key].extend(values)
+            by_name[key] = by_name[key] + values
         else:
-            by_name[key] = list(values)
-        for value in values:
-            if count < limits.max_headers:
-                out.headers.append((name, cap(value, limits.max_header_value, defects)))
-            count += 1
-    if count > limits.max_headers:
+            by_name[key] = values  # read-only use below, so no copy
+        headers.extend((name, value) for value in values)
+    if len(headers) > limits.max_headers:
+        del headers[limits.max_headers :]
         defects.append("too-many-headers")
+    if any(len(value) > max_value for _, value in headers):
+        out.headers = headers = [(n, cap(v, max_value, defects)) for n, v in headers]
     out.received = by_name.get("received", [])
     if "message-id" in by_name:
         out.message_id = by_name["message-id"][0].strip()[:998] or None
@@ -297,18 +304,20 @@ def _assemble(
     links: tuple[tuple[str, str], ...] = ()
     rendered_text = ""
     if html:
-        rendered = render(html, max_chars=limits.max_html_render)
+        # With a plain-text alternative only the links are needed; rendering is the costly part.
+        need_text = not text.strip()
+        rendered = render(html, max_chars=limits.max_html_render, text=need_text)
         links, rendered_text = rendered.links, rendered.text
         if rendered.truncated:
             defects.append("html-truncated")
-        if not text.strip():
+        if need_text:
             text = rendered_text
     if len(text) > limits.max_body_chars:
         text = text[: limits.max_body_chars]
         defects.append("text-truncated")
     if html and len(html) > limits.max_body_chars:
         html = html[: limits.max_body_chars]
-    texts = [text] if rendered_text == text else [text, rendered_text]
+    texts = [text] if not rendered_text or rendered_text == text else [text, rendered_text]
     urls, truncated = collect_urls(texts, links, limit=limits.max_urls)
     if truncated:
         defects.append("too-many-urls")
