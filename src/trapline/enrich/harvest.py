@@ -199,7 +199,7 @@ LIMIT ?
 def harvesters(store: Store, limit: int = 100) -> list[Harvester]:
     """Harvesters ranked by the spam their addresses drew, with AS data when routing exists."""
     rows = store.con.execute(_HARVESTERS_SQL, [limit]).fetchall()
-    asns = _asn_of(store, [r[0] for r in rows])
+    asns = _asn_of(store, [r[0] for r in rows], [r[5] for r in rows])
     return [
         Harvester(
             ip=r[0],
@@ -218,21 +218,28 @@ def harvesters(store: Store, limit: int = 100) -> list[Harvester]:
     ]
 
 
-def _asn_of(store: Store, ips: list[str]) -> dict[str, tuple[int | None, str | None]]:
-    """Harvester IP → (ASN, AS name) from the newest routing snapshot; empty without one."""
+def _asn_of(
+    store: Store, ips: list[str], when: list[datetime | None]
+) -> dict[str, tuple[int | None, str | None]]:
+    """Harvester IP → (ASN, AS name) as of its first visit (ARCHITECTURE rule 5: routing of
+    that day, not today's); empty when no routing snapshot is imported."""
     if not ips:
         return {}
     try:
-        from trapline.enrich.asn import lookup
-    except ImportError:  # routing support not installed in this build
+        from trapline.enrich.asn import load_routing, lookup
+    except ImportError:  # routing support absent from this build
         return {}
+    out: dict[str, tuple[int | None, str | None]] = {}
     try:
-        found = lookup(store, ips)
-    except (NotFound, StoreError):
+        routing = load_routing(store)
+        if not routing.snapshots:
+            return {}
+        for ip, at in zip(ips, when, strict=True):
+            found = lookup(store, [ip], at, routing=routing)
+            out[ip] = (found[0].asn, found[0].as_name)
+    except (NotFound, StoreError, duckdb.Error):
         return {}
-    except Exception:  # routing tables absent from an older store: linkage works without them
-        return {}
-    return {x.ip: (x.asn, x.as_name) for x in found}
+    return out
 
 
 _VISIT_COLUMNS = (
