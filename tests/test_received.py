@@ -559,6 +559,14 @@ def test_local_handoffs_without_address_are_trusted() -> None:
         assert origin.ip == "203.0.113.5"
 
 
+def test_comment_glued_to_a_token() -> None:
+    hop = parse_received(
+        "from a (b [198.51.100.4]) by mx.example.org(Postfix) with ESMTP(x) id 12; "
+        "Tue, 3 Jan 2006 10:00:02 +0000"
+    )
+    assert (hop.by_host, hop.protocol, hop.smtp_id) == ("mx.example.org", "ESMTP", "12")
+
+
 def test_qmail_scanner_slash_date() -> None:
     hop = parse_received(
         "from fool@motleyfool.com by mailhost with qmail-scanner-1.00 (uvscan: v4.1.40/v4214. . "
