@@ -6,6 +6,8 @@ the message (see tests/data/eml/SOURCE.md); only the keys present are checked.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +140,17 @@ def test_headers_keep_received_order() -> None:
     # The file's first Received line (top of the chain) comes first.
     assert received[0].startswith("from localhost (localhost [127.0.0.1])")
     assert len(received) == len(msg.hops) >= 2
+
+
+@pytest.mark.parametrize("name", ["ham/sa-easy_ham-00001.eml", "spam/mp-mail_test_7.eml"])
+def test_headers_in_wire_order(name: str) -> None:
+    data = (EML / name).read_bytes()
+    msg = parse(RawMessage(data, name), now=NOW)
+    assert isinstance(msg, Message)
+    # The stdlib's header parser is the independent reference for the field order.
+    body = data[data.index(b"\n") + 1 :] if data.startswith(b"From ") else data
+    reference = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(body)
+    assert [n for n, _ in msg.headers] == reference.keys()
 
 
 def test_edge_cases_each_return_a_record() -> None:

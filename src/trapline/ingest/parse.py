@@ -58,6 +58,7 @@ class _Prepared:
 
     payload: bytes
     defects: tuple[str, ...]
+    header_end: int  # offset of the blank line after the headers, or -1
 
 
 # RFC 5322 §2.2: a field name is printable US-ASCII except ":"; "From " postmarks (mbox) and
@@ -66,6 +67,8 @@ _FIRST_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 # Bytes that never occur in text; deleting every other byte and counting what is left is the
 # fastest way to measure them in CPython.
 _NOT_CONTROL = bytes(b for b in range(256) if not (b < 9 or 13 < b < 27 or 27 < b < 32 or b == 127))
+# RFC 5322 §2.2: a field starts at a line start with its name; folded lines start with WSP.
+_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
 _BOUNDARY = re.compile(r"boundary\s*=", re.IGNORECASE)
 _BAD_CHARSET = re.compile(r'charset "([^"]{1,40})"')
 _WARNING_DEFECTS = {
@@ -129,7 +132,7 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
     # RFC 5322 §2.1.1: a line is at most 998 characters before CRLF.
     if len(block) > 998 and max(map(len, block.split(b"\n"))) > 999:
         defects.append("header-line-too-long")
-    return _Prepared(payload=data, defects=tuple(defects))
+    return _Prepared(payload=data, defects=tuple(defects), header_end=end)
 
 
 def _addresses(
@@ -188,20 +191,42 @@ def _fix_8bit_headers(out: Fields, payload: bytes, limits: ParseLimits) -> None:
         out.headers = [(name, fixed.pop(name.lower(), value)) for name, value in out.headers]
 
 
-def _fast_fields(mail: fmp.PyMail, payload: bytes, limits: ParseLimits) -> Fields:
+def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, str]]:
+    """(name, value) pairs in the order the fields appear in the raw header block.
+
+    The fast parser groups values by name; the names' order in the raw block puts them back,
+    so a Received between two X- headers stays between them. Fields the raw scan did not see
+    (a malformed line the parser still read) are appended in the parser's order.
+    """
+    queues = {name: iter(values) for name, values in grouped.items()}
+    pairs: list[tuple[str, str]] = []
+    for raw_name in _FIELD_NAME.findall(block):
+        queue = queues.get(raw_name.decode("latin-1"))
+        if queue is not None:
+            value = next(queue, None)
+            if value is not None:
+                pairs.append((raw_name.decode("latin-1"), value))
+    for name, queue in queues.items():
+        pairs.extend((name, value) for value in queue)
+    return pairs
+
+
+def _fast_fields(mail: fmp.PyMail, prep: _Prepared, limits: ParseLimits) -> Fields:
     """Fill ``Fields`` from a ``fast_mail_parser`` result."""
+    payload = prep.payload
     out = Fields()
     defects = out.defects
     by_name: dict[str, list[str]] = {}
-    headers = out.headers
     max_value = limits.max_header_value
-    for name, values in mail.headers.items():
+    grouped = mail.headers
+    for name, values in grouped.items():
         key = name.lower()
         if key in by_name:  # same name in another case ("received" vs "Received")
             by_name[key] = by_name[key] + values
         else:
             by_name[key] = values  # read-only use below, so no copy
-        headers.extend((name, value) for value in values)
+    block = payload[: prep.header_end] if prep.header_end != -1 else payload
+    out.headers = headers = _wire_order(grouped, block)
     if len(headers) > limits.max_headers:
         del headers[limits.max_headers :]
         defects.append("too-many-headers")
@@ -385,7 +410,7 @@ def _parse_one(
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
-            fields = _fast_fields(mail, prep.payload, limits)
+            fields = _fast_fields(mail, prep, limits)
             return _assemble(raw, fields, prep.defects, trust, now, limits)
         except Exception as exc:  # fall through to the stdlib path below
             mail = exc
@@ -397,7 +422,7 @@ def _parse_one(
     except Exception as exc:  # the stdlib failed too
         if isinstance(mail, fmp.PyMail):  # a lossy fast parse still beats nothing
             try:
-                fields = _fast_fields(mail, prep.payload, limits)
+                fields = _fast_fields(mail, prep, limits)
                 return _assemble(raw, fields, prep.defects, trust, now, limits)
             except Exception:  # reported below
                 pass
