@@ -25,6 +25,7 @@ from conftest import TESTS_DATA, shared
 from trapline.errors import UsageError
 from trapline.ingest.received import (
     DEFAULT_TRUST,
+    MAX_HOPS,
     TrustBoundary,
     find_origin,
     normalize_ip,
@@ -687,3 +688,10 @@ def test_huge_header_is_bounded() -> None:
     assert hop.raw is value
     assert hop.from_ip == "198.51.100.1"
     assert hop.timestamp == utc(2006, 1, 3, 10, 0, 2)
+
+
+def test_hop_count_is_bounded() -> None:
+    line = "from a (b [198.51.100.1]) by c with SMTP; Tue, 3 Jan 2006 10:00:02 +0000"
+    hops = parse_chain([line] * (MAX_HOPS + 50))
+    assert len(hops) == MAX_HOPS
+    assert hops[-1].index == MAX_HOPS - 1

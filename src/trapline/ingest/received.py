@@ -23,6 +23,7 @@ from trapline.model import Hop
 
 __all__ = [
     "DEFAULT_TRUST",
+    "MAX_HOPS",
     "TrustBoundary",
     "find_origin",
     "normalize_ip",
@@ -39,6 +40,7 @@ _MASKED_RUN = re.compile("\x01+")
 _KEYWORDS = ("from", "by", "via", "with", "id", "for")
 _NEEDLES = tuple((kw, " " + kw, len(kw) + 1) for kw in _KEYWORDS)
 _WS = re.compile(r"\s+")
+MAX_HOPS = 256  # Received headers parsed per message (see parse_chain)
 _MAX_PARSED = 8192  # characters of one header value that are parsed (raw keeps all)
 
 # IP candidates; every one is validated by ``ipaddress`` (garbage is not an IP).
@@ -368,5 +370,10 @@ def _parse(value: str, index: int) -> Hop:
 
 
 def parse_chain(values: Sequence[str]) -> tuple[Hop, ...]:
-    """All ``Received:`` values of a message, top (most recent) first, as hops indexed 0..n-1."""
-    return tuple(parse_received(v, i) for i, v in enumerate(values))
+    """All ``Received:`` values of a message, top (most recent) first, as hops indexed 0..n-1.
+
+    At most ``MAX_HOPS`` are parsed: RFC 5321 §6.3 has relays reject mail past about 100
+    Received lines as a loop, so more is padding meant to cost us time; the walk starts at
+    the top and never needs the tail.
+    """
+    return tuple(parse_received(v, i) for i, v in enumerate(values[:MAX_HOPS]))
