@@ -8,8 +8,8 @@ empty file, truncated or corrupt archive, oversized message). Nothing is dropped
 What each input becomes:
 
 * a directory is walked recursively in sorted name order; a directory holding ``cur/`` and
-  ``new/`` is a Maildir (``cur`` then ``new``, every file one message; ``tmp/`` holds deliveries
-  in progress and is skipped; Maildir++ ``.Folder`` subfolders are read);
+  ``new/`` is a Maildir (every file one message, ``tmp/`` skipped; see
+  :mod:`trapline.ingest.maildir`);
 * inside directories, files that are obviously not mail (``README*``, ``LICENSE*``, ``SOURCE*``,
   ``COMMIT*``, ``*.md``, ``*.json``, ``package.json``, hidden files, ...) are skipped and
   COUNTED in :attr:`SourceReader.skipped` (a list of paths), not reported as problems: they are not
@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 from trapline.errors import SourceError
 from trapline.ingest.compression import (
@@ -56,43 +54,15 @@ from trapline.ingest.compression import (
     sniff,
     strip_compression_suffix,
 )
+from trapline.ingest.maildir import FileEntry, file_entry, walk
 from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, Mode, split_mbox
 from trapline.model import RawMessage, SourceProblem
 
 STDIN_NAME = "<stdin>"
-Hint = Literal["auto", "single"]  # "single": never split (Maildir files)
 
-# Names that are documentation or metadata next to a corpus, compared lowercased.
-_SKIP_PREFIXES = ("readme", "license", "licence", "copying", "notice", "commit", "source.")
-_SKIP_NAMES = frozenset({"package.json", "package-lock.json", "cmds", "makefile", "manifest"})
-_SKIP_SUFFIXES = (".md", ".rst", ".json", ".py", ".sh", ".sha256", ".md5", ".asc", ".sig")
 _MBOX_SUFFIXES = (".mbox", ".mbx")
-_MAILDIR_PARTS = ("cur", "new")
 _SLURP_BYTES = 1 << 20  # files up to this size are read in one call
 _HEAD = 512  # bytes needed to recognise every codec and container (tar's magic is at 257)
-
-
-@dataclass(slots=True, frozen=True)
-class _File:
-    """A file to read, with what its location already tells us about its format."""
-
-    path: Path
-    hint: Hint
-    size: int | None  # None: not a regular file (a pipe such as <(zcat x)): size unknown
-
-
-_Entry = _File | SourceProblem
-
-
-def is_not_mail_name(name: str) -> bool:
-    """Whether a file found while walking a directory is obviously not a message."""
-    lower = name.lower()
-    return (
-        lower.startswith(".")
-        or lower in _SKIP_NAMES
-        or lower.startswith(_SKIP_PREFIXES)
-        or lower.endswith(_SKIP_SUFFIXES)
-    )
 
 
 def is_mbox_name(name: str) -> bool:
@@ -121,92 +91,56 @@ class SourceReader:
         self._stdin = stdin
         self._unquote = unquote
         self._limit = max_message_bytes
-        self.skipped: list[str] = []
-        self.bytes_read = 0
-        self._plan: list[_Entry | None] = []  # None stands for stdin
+        self._paths: list[str | None] = []  # None stands for stdin
         for given in paths:
             if str(given) == "-":
-                self._plan.append(None)
+                self._paths.append(None)
                 continue
-            path = Path(given)
-            if not path.exists():
+            if not os.path.exists(given):
                 raise SourceError(
                     f"{given}: no such file or directory (or no permission to see it); "
                     "check the path and try again"
                 )
-            if path.is_dir():
-                self._walk(path)
-            else:
-                self._plan.append(_file(path, "auto"))
-        has_stdin = any(entry is None for entry in self._plan)
-        self.bytes_total: int | None = (
-            None
-            if has_stdin or any(isinstance(e, _File) and e.size is None for e in self._plan)
-            else sum(e.size or 0 for e in self._plan if isinstance(e, _File))
-        )
+            self._paths.append(str(Path(given)))
+        # One walk now for the progress total and the skipped list; the walk is repeated while
+        # reading (generators, so a huge Maildir is never held as a list of files).
+        self.skipped: list[str] = []
+        self.bytes_read = 0
+        total: int | None = 0
+        for entry in self._entries(self.skipped):
+            if entry is None or (isinstance(entry, FileEntry) and entry.size is None):
+                total = None
+            elif isinstance(entry, FileEntry) and total is not None:
+                total += entry.size or 0
+        self.bytes_total: int | None = total
 
     def __iter__(self) -> Iterator[RawMessage | SourceProblem]:
         self.bytes_read = 0  # iterating again reads everything again
-        for entry in self._plan:
+        for entry in self._entries(None):
             if entry is None:
                 stream = self._stdin if self._stdin is not None else sys.stdin.buffer
-                yield from self._read_stream(stream, STDIN_NAME, "auto")
+                yield from self._read_stream(stream, STDIN_NAME, single=False)
             elif isinstance(entry, SourceProblem):
                 yield entry
             else:
                 yield from self._read_file(entry)
 
-    # --- planning (no message bytes are read here) ------------------------------------------
-
-    def _walk(self, directory: Path) -> None:
-        entries = _scandir(directory)
-        if isinstance(entries, SourceProblem):
-            self._plan.append(entries)
-            return
-        names = {e.name for e in entries if e.is_dir()}
-        if all(part in names for part in _MAILDIR_PARTS):
-            self._walk_maildir(directory, entries)
-            return
-        for entry in entries:
-            path = Path(entry.path)
-            if entry.name.startswith("."):
-                self.skipped.append(str(path))
-            elif entry.is_dir(follow_symlinks=False):
-                self._walk(path)
-            elif entry.is_file() and not is_not_mail_name(entry.name):
-                self._plan.append(_file(path, "auto"))
-            else:  # docs, symlinked directories (loops), sockets, fifos
-                self.skipped.append(str(path))
-
-    def _walk_maildir(self, root: Path, entries: list[os.DirEntry[str]]) -> None:
-        """Maildir: every file in cur/ and new/ is exactly one message (no From lines)."""
-        for part in _MAILDIR_PARTS:
-            sub = _scandir(root / part)
-            if isinstance(sub, SourceProblem):
-                self._plan.append(sub)
-                continue
-            for entry in sub:
-                if entry.is_file() and not entry.name.startswith("."):
-                    self._plan.append(_file(Path(entry.path), "single"))
-                else:
-                    self.skipped.append(entry.path)
-        for entry in entries:
-            if entry.name in _MAILDIR_PARTS:
-                continue
-            if entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                self._walk(Path(entry.path))  # Maildir++ folder (.Junk, .Sent, ...)
-            elif entry.is_dir(follow_symlinks=False) and entry.name == "tmp":
-                self.skipped.extend(e.path for e in _scandir_or_empty(Path(entry.path)))
-            else:  # dovecot index files, maildirfolder marker, ...
-                self.skipped.append(entry.path)
+    def _entries(self, skipped: list[str] | None) -> Iterator[FileEntry | SourceProblem | None]:
+        for path in self._paths:
+            if path is None:
+                yield None
+            elif os.path.isdir(path):
+                yield from walk(path, skipped)
+            else:
+                yield file_entry(path)
 
     # --- reading ----------------------------------------------------------------------------
 
     def _advance(self, n: int) -> None:
         self.bytes_read += n
 
-    def _read_file(self, entry: _File) -> Iterator[RawMessage | SourceProblem]:
-        name = str(entry.path)
+    def _read_file(self, entry: FileEntry) -> Iterator[RawMessage | SourceProblem]:
+        name = entry.path
         try:
             handle = open(entry.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -217,7 +151,7 @@ class SourceReader:
             return
         with handle:
             if entry.size is None or entry.size > _SLURP_BYTES:
-                yield from self._read_stream(handle, name, entry.hint)
+                yield from self._read_stream(handle, name, single=entry.single)
                 return
             # Small file (the common one-message-per-file case): one read, no stream machinery,
             # which is what makes a 6,000-file corpus read at several times the speed.
@@ -233,13 +167,13 @@ class SourceReader:
             yield SourceProblem(name, "unsupported-archive", f"{exc} archive: unpack it first")
             return
         if codec is None:
-            yield from self._items([data], name, entry.hint)
+            yield from self._items([data], name, single=entry.single)
         else:
             stream = open_counted(io.BytesIO(data), lambda _n: None)
-            yield from self._items(iter_chunks(stream, codec), name, entry.hint)
+            yield from self._items(iter_chunks(stream, codec), name, single=entry.single)
 
     def _read_stream(
-        self, raw: IO[bytes], name: str, hint: Hint
+        self, raw: IO[bytes], name: str, *, single: bool
     ) -> Iterator[RawMessage | SourceProblem]:
         stream = open_counted(raw, self._advance)
         try:
@@ -250,15 +184,15 @@ class SourceReader:
         except OSError as exc:
             yield SourceProblem(name, "read-error", f"{exc.strerror or exc}")
             return
-        yield from self._items(iter_chunks(stream, codec), name, hint)
+        yield from self._items(iter_chunks(stream, codec), name, single=single)
 
     def _items(
-        self, chunks: Iterable[bytes], name: str, hint: Hint
+        self, chunks: Iterable[bytes], name: str, *, single: bool
     ) -> Iterator[RawMessage | SourceProblem]:
         """Messages from decompressed ``chunks``; damage below becomes a problem after them."""
         found = 0
         try:
-            if hint == "single":  # Maildir: one message per file by definition, never split
+            if single:  # Maildir: one message per file by definition, never split
                 yield from _whole(chunks, name, self._limit)
                 return
             mode: Mode = "mbox" if is_mbox_name(name) else "auto"
@@ -308,26 +242,3 @@ def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessag
         yield SourceProblem(name, "too-large", f"{size} bytes > limit {limit}; skipped")
     else:
         yield RawMessage(parts[0] if len(parts) == 1 else b"".join(parts), name)
-
-
-def _file(path: Path, hint: Hint) -> _Entry:
-    try:
-        info = path.stat()
-        return _File(path, hint, info.st_size if stat.S_ISREG(info.st_mode) else None)
-    except OSError as exc:
-        return SourceProblem(str(path), "unreadable", f"{exc.strerror or exc}; check permissions")
-
-
-def _scandir(directory: Path) -> list[os.DirEntry[str]] | SourceProblem:
-    try:
-        with os.scandir(directory) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        return SourceProblem(
-            str(directory), "unreadable", f"directory: {exc.strerror or exc}; check permissions"
-        )
-
-
-def _scandir_or_empty(directory: Path) -> list[os.DirEntry[str]]:
-    entries = _scandir(directory)
-    return [] if isinstance(entries, SourceProblem) else entries

@@ -1,0 +1,139 @@
+"""Walk directories for mail files: plain trees and Maildirs, lazily and in a stable order.
+
+A directory holding ``cur/`` and ``new/`` is a Maildir: every file in ``cur`` then ``new`` is
+exactly one message (never split, whatever it starts with); ``tmp/`` holds deliveries still being
+written and is skipped; Maildir++ ``.Folder`` subfolders are walked; index and marker files
+(``dovecot-uidlist``, ``maildirfolder``) are skipped. Any other directory is walked recursively
+in sorted name order, skipping files that are obviously not mail and hidden files.
+
+The walk is a generator holding one directory listing per level (names only), not a list of
+every file: a trap's Maildir of millions of messages costs memory for its names once, while they
+are sorted, and nothing per file after that. Skipped paths are appended to a caller's list so
+the run can say how many it passed over.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from trapline.model import SourceProblem
+
+# Names that are documentation or metadata next to a corpus, compared lowercased.
+_SKIP_PREFIXES = ("readme", "license", "licence", "copying", "notice", "commit", "source.")
+_SKIP_NAMES = frozenset({"package.json", "package-lock.json", "cmds", "makefile", "manifest"})
+_SKIP_SUFFIXES = (".md", ".rst", ".json", ".py", ".sh", ".sha256", ".md5", ".asc", ".sig")
+MAILDIR_PARTS = ("cur", "new")
+_DIR, _FILE, _OTHER = "d", "f", "o"
+
+
+@dataclass(slots=True, frozen=True)
+class FileEntry:
+    """A file to read and what its location already tells us about its format."""
+
+    path: str
+    single: bool  # one message per file by definition (Maildir): never split at From lines
+    size: int | None  # None: not a regular file (a pipe such as <(zcat x)): size unknown
+
+
+def is_not_mail_name(name: str) -> bool:
+    """Whether a file found while walking a directory is obviously not a message."""
+    lower = name.lower()
+    return (
+        lower.startswith(".")
+        or lower in _SKIP_NAMES
+        or lower.startswith(_SKIP_PREFIXES)
+        or lower.endswith(_SKIP_SUFFIXES)
+    )
+
+
+def file_entry(path: str, *, single: bool = False) -> FileEntry | SourceProblem:
+    """A :class:`FileEntry` with the file's size, or the reason it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return SourceProblem(path, "unreadable", f"{exc.strerror or exc}; check permissions")
+    return FileEntry(path, single, info.st_size if stat.S_ISREG(info.st_mode) else None)
+
+
+def walk(directory: str, skipped: list[str] | None = None) -> Iterator[FileEntry | SourceProblem]:
+    """Mail files under ``directory`` in a stable order; unreadable directories as problems."""
+    listing = _list(directory)
+    if isinstance(listing, SourceProblem):
+        yield listing
+        return
+    kinds = dict(listing)
+    if all(kinds.get(part) == _DIR for part in MAILDIR_PARTS):
+        yield from _walk_maildir(directory, listing, skipped)
+        return
+    for name, kind in listing:
+        path = os.path.join(directory, name)
+        if name.startswith("."):
+            _skip(skipped, path)
+        elif kind == _DIR:
+            yield from walk(path, skipped)
+        elif kind == _FILE and not is_not_mail_name(name):
+            yield file_entry(path)
+        else:  # docs, symlinked directories (loops), sockets, fifos
+            _skip(skipped, path)
+
+
+def _walk_maildir(
+    root: str, listing: list[tuple[str, str]], skipped: list[str] | None
+) -> Iterator[FileEntry | SourceProblem]:
+    for part in MAILDIR_PARTS:
+        sub = os.path.join(root, part)
+        files = _list(sub)
+        if isinstance(files, SourceProblem):
+            yield files
+            continue
+        for name, kind in files:
+            path = os.path.join(sub, name)
+            if kind == _FILE and not name.startswith("."):
+                yield file_entry(path, single=True)
+            else:
+                _skip(skipped, path)
+    for name, kind in listing:
+        path = os.path.join(root, name)
+        if name in MAILDIR_PARTS:
+            continue
+        if name.startswith(".") and kind == _DIR:
+            yield from walk(path, skipped)  # Maildir++ folder (.Junk, .Sent, ...)
+        elif name == "tmp" and kind == _DIR:
+            inner = _list(path)
+            if not isinstance(inner, SourceProblem):
+                for tmp_name, _kind in inner:
+                    _skip(skipped, os.path.join(path, tmp_name))
+        else:  # dovecot index files, maildirfolder marker, ...
+            _skip(skipped, path)
+
+
+def _skip(skipped: list[str] | None, path: str) -> None:
+    if skipped is not None:
+        skipped.append(path)
+
+
+def _list(directory: str) -> list[tuple[str, str]] | SourceProblem:
+    """Sorted (name, kind) pairs; kind from the directory entry, without a stat where possible."""
+    try:
+        with os.scandir(directory) as it:
+            pairs = [(entry.name, _kind(entry)) for entry in it]
+    except OSError as exc:
+        return SourceProblem(
+            directory, "unreadable", f"directory: {exc.strerror or exc}; check permissions"
+        )
+    pairs.sort()
+    return pairs
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return _DIR
+        if entry.is_file():  # follows a symlink to a file
+            return _FILE
+    except OSError:
+        pass
+    return _OTHER
