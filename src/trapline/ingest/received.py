@@ -53,12 +53,13 @@ _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", re.IGNORECASE)
 _HELO_IN_COMMENT = re.compile(r"(?:\bHELO\s+|\bhelo=)(\[[^\]]*\]|[^\s()\]]+)", re.IGNORECASE)
 # sendmail / Postfix / Gmail: "(rdns [ip])", "(user@rdns [ip])", "(rdns. [IPv6:...])".
 _RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?)\.?\s+\[")
-# Exchange 2013+: "(rdns) by" is rare; "(10.1.2.3)" common: handled by the IP candidate search.
+# First word of a clause; comment runs (\x01) end it, as in "by host(Postfix)".
 _FIRST_TOKEN = re.compile(r"\s*([^\s()\x01]+)")
+# qmail "(1.2.3.4)" and Exchange "(2603:10b6::28)": an address alone in a comment.
 _BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
 
-# RFC 5322 §3.3 date, the fast path; everything else goes through email.utils.parsedate_tz and
-# then the US-style "Jul, 28 2002 2:23:00 AM +1100" that spamware writes.
+# RFC 5322 §3.3 dates, loosely (2-digit years, zone names, no seconds); then the US-style
+# "Jul, 28 2002 2:23:00 AM +1100" that spamware writes; then email.utils.parsedate_tz.
 _DATE = re.compile(
     r"(\d{1,2})\s+([A-Za-z]{3})[A-Za-z]*\.?\s+(\d{2,4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?"
     r"(?:\.\d+)?\s*([+-]\d{4}|[A-Za-z]{1,5}\b)?"
@@ -69,6 +70,7 @@ _US_DATE = re.compile(
 )
 # qmail-scanner: "21/08/2002 10:54:49" (day first; month first when the day cannot be one)
 _SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?")
+# The exact shape nearly every MTA writes, tried first with a cheap anchored match.
 _CANONICAL_DATE = re.compile(
     r"\s*(?:[A-Za-z]{3},?\s+)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
 )
