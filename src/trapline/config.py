@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "trapline.fingerprint.stage:fingerprint_stage",
     ],
     # campaigns and botnets (docs/campaigns.md explains each threshold)
-    "campaign_jaccard": 0.5,  # estimated Jaccard at which two texts are one template
+    "campaign_jaccard": 0.45,  # estimated Jaccard at which two texts are one template
     "campaign_lsh_bands": 32,  # bands x rows <= 128 MinHash permutations
     "campaign_lsh_rows": 4,
     "campaign_url_window_days": 3.0,  # URL-template joins: same or adjacent period of this length
@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "spool_dir": "",  # default <data_dir>/spool
     "trap_templates_dir": "",  # folder of page templates overriding the packaged set
     "http_site_name": "Riverside Community Garden",  # shown by the default honeypot pages
+    "smtp_tls_cert": "",  # PEM certificate: offer STARTTLS (bots that use it are fingerprinted)
+    "smtp_tls_key": "",  # PEM private key for smtp_tls_cert (if not inside the cert file)
 }
 
 

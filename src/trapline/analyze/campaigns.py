@@ -45,7 +45,7 @@ def params_from(settings: dict[str, Any]) -> ClusterParams:
     """Clustering thresholds from settings (``campaign_*`` keys, see config.py)."""
     try:
         params = ClusterParams(
-            threshold=float(settings.get("campaign_jaccard", 0.5)),
+            threshold=float(settings.get("campaign_jaccard", 0.45)),
             bands=int(settings.get("campaign_lsh_bands", 32)),
             rows=int(settings.get("campaign_lsh_rows", 4)),
             url_period_days=float(settings.get("campaign_url_window_days", 3.0)),

@@ -32,7 +32,7 @@ _PERIOD_BITS = 20  # periods since 1970 fit easily: 2^20 x 3 days is 8,600 years
 class ClusterParams:
     """Thresholds; see docs/campaigns.md for the S-curve these give."""
 
-    threshold: float = 0.5  # estimated Jaccard that makes two texts one template
+    threshold: float = 0.45  # estimated Jaccard at which two texts are one template
     bands: int = 32
     rows: int = 4  # 32 x 4 = 128 permutations; 50% point of the S-curve at J ~ 0.42
     url_period_days: float = 3.0

@@ -31,16 +31,17 @@ _TABLE.update({c: "0" for c in range(ord("0"), ord("9") + 1)})
 
 
 def host_shape(host: str) -> str:
-    """A token for a URL host that survives domain rotation: label count and TLD.
+    """A token for a URL host that survives domain rotation: its label count only.
 
-    ``http://x7k2.cheap-meds.biz/..`` and ``http://qq9.pills-now.biz/..`` both become
-    ``urlhost3biz``: spam engines rotate names, rarely the shape.
+    ``http://x7k.cheap-meds.biz/..`` and ``http://www.pills-now.com/..`` both become
+    ``urlhostd`` (d: 3 labels). Spam engines rotate names and TLDs (.ws to .com in the real
+    ``diet-adclick`` group), rarely the shape; a literal IP host becomes ``urlhostip``.
     """
     labels = [label for label in host.lower().strip(".[]").split(".") if label]
-    tld = labels[-1] if labels else ""
-    if tld.isdigit():
+    if labels and labels[-1].isdigit():
         return "urlhostip"
-    return f"urlhost{len(labels)}{re.sub(r'[^a-z]', '', tld)}"
+    # No digits in the token: the digit rule below would turn it into "#".
+    return "urlhost" + "abcdefghij"[min(len(labels), 9)]
 
 
 def _tokens(text: str) -> list[str]:

@@ -1,0 +1,141 @@
+"""Fingerprints: normalisation, MinHash estimates, URL/subject templates, the ingest stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import shared
+from trapline.config import load_settings
+from trapline.fingerprint.minhash import (
+    KEY_FREE_BITS,
+    band_keys,
+    minhash_matrix,
+    minhash_matrix_numpy,
+    word_signatures,
+)
+from trapline.fingerprint.normalise import normalise, shingles
+from trapline.fingerprint.signature import FingerprintInput, fingerprint, fingerprint_batch
+from trapline.fingerprint.templates import subject_template, url_template, url_templates
+from trapline.testing.spamgen import read_base_spam
+
+
+def _spam(name: str) -> Path:
+    folder = shared("mail", "spamassassin-2002", "spam")
+    return next(folder.glob(name + ".*"))
+
+
+def _jaccard(a: list[str], b: list[str]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_normalise_drops_personal_tokens_numbers_and_url_hosts() -> None:
+    text = "Dear John Smith, your code A8F3K2 for $19.95 at http://x7k2.cheap-meds.biz/r?id=9 (john.smith@example.com)"
+    words = normalise(text, ["John Smith", "john.smith@example.com"])
+    assert "john" not in words and "smith" not in words and "example" not in words
+    assert "a8f3k2" not in words and words.count("#") >= 3
+    assert "urlhostd" in words
+    assert normalise("http://qq9.pills-now.biz/x")[0] == "urlhostd"  # rotated host, same shape
+
+
+def test_copies_with_other_recipients_and_rotated_urls_fingerprint_alike() -> None:
+    base = read_base_spam(_spam("00010"))  # a real "Dear ricardo1" advert
+    def copy(name: str, addr: str, host: str) -> FingerprintInput:
+        text = base.text.replace("ricardo1", name)
+        for url in base.urls:
+            text = text.replace(url, f"http://{host}/r.php?u=8472{name}")
+        return FingerprintInput(addr, f"{text}\nsent to {addr}", base.subject, (), (name, addr))
+    a = fingerprint(copy("maria", "maria@example.org", "a1.offers-now.com"))
+    b = fingerprint(copy("oskar", "oskar.k@example.net", "zz.bestdeal.com"))
+    other = fingerprint(FingerprintInput("o", read_base_spam(_spam("00018")).text))
+    same = float((a.array() == b.array()).mean())
+    diff = float((a.array() == other.array()).mean())
+    assert same >= 0.9 > 0.1 >= diff
+
+
+def test_word_signatures_estimate_true_jaccard_on_real_pairs() -> None:
+    folder = shared("mail", "spamassassin-2002", "spam")
+    texts = [read_base_spam(p).text for p in sorted(folder.iterdir())[:40]]
+    words = [normalise(t) for t in texts if len(normalise(t)) >= 8]
+    sig = word_signatures(words)
+    errors = []
+    for i in range(len(words) - 1):
+        true = _jaccard(shingles(words[i]), shingles(words[i + 1]))
+        est = float((sig[i] == sig[i + 1]).mean())
+        errors.append(abs(true - est))
+    # 128 permutations: standard error <= 0.045; allow 3 sigma on the worst of ~35 pairs.
+    assert max(errors) < 0.14
+    assert np.mean(errors) < 0.04
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.sampled_from("abcdefghij"), min_size=3, max_size=60),
+    st.lists(st.sampled_from("abcdefghij"), min_size=3, max_size=60),
+)
+def test_rensa_and_numpy_minhash_agree_on_jaccard(a: list[str], b: list[str]) -> None:
+    sets = [sorted(set(a)), sorted(set(b))]
+    true = _jaccard(sets[0], sets[1])
+    for matrix in (minhash_matrix(sets), minhash_matrix_numpy(sets)):
+        assert abs(float((matrix[0] == matrix[1]).mean()) - true) < 0.3
+
+
+def test_band_keys_equal_for_equal_bands_and_leave_low_bits_free() -> None:
+    sig = np.arange(3 * 128, dtype=np.uint32).reshape(3, 128)
+    sig[1, :4] = sig[0, :4]  # share band 0 only
+    keys = band_keys(sig, 32, 4)
+    assert keys[0, 0] == keys[1, 0] and keys[0, 1] != keys[1, 1]
+    assert np.all(keys & ((1 << KEY_FREE_BITS) - 1) == 0)
+    with pytest.raises(ValueError):
+        band_keys(sig, 40, 4)
+
+
+def test_url_templates_generalise_per_copy_parts_only() -> None:
+    t1, s1 = url_template("http://click.offers.biz/k3j4h2/index.php?id=a8f3k29d0z")
+    t2, _ = url_template("http://click.offers.biz/zz81xq/index.php?id=q0p1r2s3t4")
+    assert t1 == t2 and s1
+    assert url_template("http://www.w3.org/TR/REC-html40") == ("w3.org/tr/rec-html#", False)
+    assert url_template("http://img3.x.com/a.gif")[0] == url_template("http://img7.x.com/a.gif")[0]
+    assert url_templates([("http://www.w3.org/TR/html4", None)]) == ()
+
+
+def test_subject_template_strips_names_and_numbers() -> None:
+    assert subject_template("John, Your Order #12345 is READY!!", ["John Smith"]) == (
+        "your order # is ready"
+    )
+    assert subject_template(None) == ""
+
+
+def test_empty_text_gets_an_empty_signature_that_cannot_join() -> None:
+    fps = fingerprint_batch([FingerprintInput("a", ""), FingerprintInput("b", "")])
+    assert fps.n_words.tolist() == [0, 0]
+    from trapline.fingerprint.minhash import is_empty
+
+    assert is_empty(fps.matrix).all()
+
+
+def test_fingerprint_stage_runs_at_ingest_on_real_mail(tmp_path: Path) -> None:
+    from trapline.pipeline import ingest
+    from trapline.store.duckdb import open_store
+
+    folder = shared("mail", "spamassassin-2002", "spam")
+    files = sorted(folder.iterdir())[:30]
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in files:
+        (src / f.name).write_bytes(f.read_bytes())
+    settings = load_settings({"data_dir": str(tmp_path / "data")})
+    assert "trapline.fingerprint.stage:fingerprint_stage" in settings["post_ingest_stages"]
+    ingest([src], settings=settings, workers=1)
+    with open_store(tmp_path / "data") as store:
+        n_msgs, n_sigs, seqs = store.con.execute(
+            "SELECT (SELECT count(*) FROM messages), count(*), count(DISTINCT seq) FROM signatures"
+        ).fetchall()[0]
+        blob_len = store.con.execute("SELECT min(octet_length(minhash)) FROM signatures").fetchall()
+    assert n_msgs == n_sigs == seqs == 30
+    assert blob_len[0][0] == 128 * 4
