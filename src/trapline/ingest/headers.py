@@ -61,6 +61,9 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     maps every byte, so nothing is lost and nothing raises.
     """
     label = (charset or "us-ascii").strip().strip("\"'").lower()
+    if "=" in label:  # 'charset="iso-8859-1' from a doubled parameter name
+        label = label.rpartition("=")[2].strip("\"' ")
+    label = label or "us-ascii"
     codec = _CHARSET_ALIASES.get(label, label)
     if codec:
         try:
