@@ -364,3 +364,37 @@ def test_swaks_delivers_real_spam(trap_server: Callable[..., Trap], tmp_path: Pa
     assert run.returncode == 0, run.stdout + run.stderr
     assert "250 2.0.0 Ok: queued as" in run.stdout
     assert trap.records("message")[0].fields["rcpt_to"] == [f"swaks@{TRAP}"]
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None,
+    reason="openssl not installed (needed to make a test certificate)",
+)
+def test_starttls_sessions_are_fingerprinted_as_tls(
+    trap_server: Callable[..., Trap], tmp_path: Path
+) -> None:
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    trap = trap_server(smtp_tls_cert=str(cert), smtp_tls_key=str(key))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # our own throwaway certificate
+    with smtplib.SMTP("127.0.0.1", trap.port, timeout=30) as client:
+        client.ehlo("tls-bot.example.net")
+        assert client.has_extn("starttls")
+        client.starttls(context=context)
+        client.ehlo("tls-bot.example.net")
+        client.mail("a@b.example")
+        client.rcpt(f"x@{TRAP}")
+        assert client.data(spam_bodies(1)[0])[0] == 250
+    msg = trap.records("message")[0]
+    assert b"with ESMTPS id" in msg.data and "tls=1" in msg.fields["fingerprint_text"]
+    session = trap.wait_records("session")[0].fields
+    assert session["tls"] is True and session["commands"][:3] == ["EHLO", "STARTTLS", "EHLO"]
+    assert session["mail_from"] == ["a@b.example"] and session["rcpt_to"] == [f"x@{TRAP}"]

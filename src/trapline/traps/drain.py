@@ -45,7 +45,8 @@ TABLES: dict[str, tuple[str, list[tuple[str, pa.DataType]]]] = {
         [
             ("session_id", pa.string()), ("peer_ip", pa.string()), ("peer_port", pa.int32()),
             ("started_at", _TS), ("ended_at", _TS), ("helo", pa.string()),
-            ("helo_shape", pa.string()), ("esmtp", pa.bool_()), ("tls", pa.bool_()),
+            ("helo_shape", pa.string()), ("mail_from", pa.list_(pa.string())),
+            ("rcpt_to", pa.list_(pa.string())), ("esmtp", pa.bool_()), ("tls", pa.bool_()),
             ("pipelined", pa.bool_()), ("commands", pa.list_(pa.string())),
             ("first_command_ms", pa.float64()), ("median_gap_ms", pa.float64()),
             ("messages", pa.int32()), ("fingerprint", pa.string()),
@@ -145,10 +146,13 @@ def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]
     con.begin()
     try:
         for kind, recs in by_kind.items():
-            table, _ = TABLES[kind]
+            table, columns = TABLES[kind]
+            names = ", ".join(c for c, _ in columns)
             con.register("_spool_rows", event_table(kind, recs))
             try:
-                con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _spool_rows")
+                con.execute(
+                    f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM _spool_rows"
+                )
             finally:
                 con.unregister("_spool_rows")
         con.commit()

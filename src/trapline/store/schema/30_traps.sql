@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS smtp_sessions (
     ended_at         TIMESTAMP,
     helo             VARCHAR,
     helo_shape       VARCHAR,            -- fqdn | single-label | ip-literal | bare-ip | empty ...
+    mail_from        VARCHAR[],          -- every MAIL FROM of the session, accepted or not
+    rcpt_to          VARCHAR[],          -- every RCPT TO, accepted or refused (relay attempts too)
     esmtp            BOOLEAN,
     tls              BOOLEAN,
     pipelined        BOOLEAN,            -- sent commands before our reply to the previous one

@@ -56,6 +56,8 @@ class SessionTrace:
     tls: bool = False
     messages: int = 0
     end_reason: str = "disconnect"
+    mail_from: list[str] = field(default_factory=list)  # every MAIL FROM, accepted or not
+    rcpt_to: list[str] = field(default_factory=list)  # every RCPT TO, accepted or not
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -181,6 +183,8 @@ class TrapHandler:
     async def handle_MAIL(
         self, server: TrapSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        if len(server.trace.mail_from) < 1000:  # bounded: a session may loop forever
+            server.trace.mail_from.append(address)
         if not server.state.allow(
             server.trace.peer_ip, server.loop.time(), server.per_ip_per_minute
         ):
@@ -194,6 +198,8 @@ class TrapHandler:
     async def handle_RCPT(
         self, server: TrapSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        if len(server.trace.rcpt_to) < 1000:
+            server.trace.rcpt_to.append(address)
         if not is_trap_domain(address, self.trap_domains):
             self.spool.submit(
                 SpoolRecord(

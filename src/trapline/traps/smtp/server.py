@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import uuid
 from collections import deque
@@ -29,6 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from trapline.errors import ConfigError
 from trapline.traps.smtp.handler import SessionTrace, TrapHandler, fingerprint, timing, utcnow
 from trapline.traps.smtp.spool import Spool, SpoolRecord
 
@@ -222,6 +224,8 @@ class TrapSMTP(SMTP):
                         "ended_at": utcnow().isoformat(),
                         "helo": trace.helo,
                         "helo_shape": helo_shape(trace.helo, trace.peer_ip),
+                        "mail_from": trace.mail_from,
+                        "rcpt_to": trace.rcpt_to,
                         "esmtp": trace.esmtp,
                         "tls": trace.tls,
                         "pipelined": trace.pipelined,
@@ -259,19 +263,40 @@ def server_class(settings: dict[str, Any], spool: Spool) -> type[TrapSMTP]:
     return type("ConfiguredTrapSMTP", (TrapSMTP,), attrs)
 
 
+def tls_context(settings: dict[str, Any]) -> ssl.SSLContext | None:
+    """A server TLS context for STARTTLS (RFC 3207) when a certificate is configured."""
+    cert, key = str(settings.get("smtp_tls_cert") or ""), str(settings.get("smtp_tls_key") or "")
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"smtp_tls_cert/smtp_tls_key: cannot load {cert}: {exc}; check the files"
+        ) from exc
+    return context
+
+
 async def start_smtp(
     settings: dict[str, Any], spool: Spool, host: str, port: int
 ) -> asyncio.Server:
-    """Listen for SMTP on ``host:port`` (port 0 = any free port); returns the asyncio server."""
+    """Listen for SMTP on ``host:port`` (port 0 = any free port); returns the asyncio server.
+
+    Offers STARTTLS when ``smtp_tls_cert`` is set: bots that use it are fingerprinted as such."""
     cls = server_class(settings, spool)
     handler = TrapHandler(
         spool, list(settings.get("trap_domains") or []), settings["smtp_hostname"]
     )
     hostname = str(settings.get("smtp_hostname") or "localhost")
+    context = tls_context(settings)
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     server = await loop.create_server(
-        lambda: cls(handler, hostname=hostname, loop=loop), host, port, reuse_address=True
+        lambda: cls(handler, hostname=hostname, loop=loop, tls_context=context),
+        host,
+        port,
+        reuse_address=True,
     )
     log.debug("smtp server up in %.3fs", time.monotonic() - started)
     return server
