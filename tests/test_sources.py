@@ -690,3 +690,19 @@ def test_zstd_truncation_detected_at_every_cut(tmp_path: Path) -> None:
         else:
             assert reasons == ["truncated-archive"], cut
     assert list(SourceReader([path])) == [RawMessage(message, str(path))]
+
+
+def test_undecodable_file_name_gives_a_utf8_source(tmp_path: Path) -> None:
+    """POSIX names are bytes; a Latin-1 name must not put lone surrogates into the store."""
+    message = (FIXTURES / "crlf-endings").read_bytes()
+    raw_dir = os.fsencode(tmp_path)
+    with open(os.path.join(raw_dir, b"caf\xe9.eml"), "wb") as out:
+        out.write(message)
+    with open(os.path.join(raw_dir, b"caf\xe9.md"), "wb") as out:
+        out.write(b"notes\n")
+    reader = SourceReader([tmp_path])
+    got = list(reader)
+    assert got == [RawMessage(message, f"{tmp_path}/caf\\xe9.eml")]
+    assert reader.skipped == [f"{tmp_path}/caf\\xe9.md"]
+    for text in [got[0].source, *reader.skipped]:
+        text.encode("utf-8")  # raises on lone surrogates

@@ -24,7 +24,11 @@ from trapline.model import SourceProblem
 # Names that are documentation or metadata next to a corpus, compared lowercased.
 _SKIP_PREFIXES = ("readme", "license", "licence", "copying", "notice", "commit", "source.")
 _SKIP_NAMES = frozenset({"package.json", "package-lock.json", "cmds", "makefile", "manifest"})
-_SKIP_SUFFIXES = (".md", ".rst", ".json", ".py", ".sh", ".sha256", ".md5", ".asc", ".sig")
+_SKIP_SUFFIXES: tuple[str, ...] = (
+    *(".md", ".rst", ".json", ".py", ".sh", ".sha256", ".md5", ".asc", ".sig"),
+    ".msf",  # Thunderbird's index beside each mbox
+    ".lock",  # mutt/procmail lock files
+)
 MAILDIR_PARTS = ("cur", "new")
 _DIR, _FILE, _OTHER = "d", "f", "o"
 
@@ -54,7 +58,9 @@ def file_entry(path: str, *, single: bool = False) -> FileEntry | SourceProblem:
     try:
         info = os.stat(path)
     except OSError as exc:
-        return SourceProblem(path, "unreadable", f"{exc.strerror or exc}; check permissions")
+        return SourceProblem(
+            display_name(path), "unreadable", f"{exc.strerror or exc}; check permissions"
+        )
     return FileEntry(path, single, info.st_size if stat.S_ISREG(info.st_mode) else None)
 
 
@@ -110,9 +116,24 @@ def _walk_maildir(
             _skip(skipped, path)
 
 
+def display_name(path: str) -> str:
+    """``path`` as valid UTF-8 text for reports and the store.
+
+    File names are bytes on POSIX; Python hands undecodable ones over with lone surrogates
+    (PEP 383), which no database or JSON encoder accepts. Escape those bytes as ``\\xNN``; the
+    original string is still what we open.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace")
+    return path
+
+
 def _skip(skipped: list[str] | None, path: str) -> None:
     if skipped is not None:
-        skipped.append(path)
+        skipped.append(display_name(path))
 
 
 def _list(directory: str) -> list[tuple[str, str]] | SourceProblem:
@@ -122,7 +143,9 @@ def _list(directory: str) -> list[tuple[str, str]] | SourceProblem:
             pairs = [(entry.name, _kind(entry)) for entry in it]
     except OSError as exc:
         return SourceProblem(
-            directory, "unreadable", f"directory: {exc.strerror or exc}; check permissions"
+            display_name(directory),
+            "unreadable",
+            f"directory: {exc.strerror or exc}; check permissions",
         )
     pairs.sort()
     return pairs

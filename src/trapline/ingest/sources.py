@@ -54,7 +54,7 @@ from trapline.ingest.compression import (
     sniff,
     strip_compression_suffix,
 )
-from trapline.ingest.maildir import FileEntry, file_entry, walk
+from trapline.ingest.maildir import FileEntry, display_name, file_entry, walk
 from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, Mode, split_mbox
 from trapline.model import RawMessage, SourceProblem
 
@@ -140,7 +140,7 @@ class SourceReader:
         self.bytes_read += n
 
     def _read_file(self, entry: FileEntry) -> Iterator[RawMessage | SourceProblem]:
-        name = entry.path
+        name = display_name(entry.path)
         try:
             handle = open(entry.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
