@@ -42,7 +42,9 @@ def _bases() -> list[Any]:
     return pick_distinct(load_base_spams([MAIL / f for f in BASE_FOLDERS]))
 
 
-def _signatures(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[list[int]], np.ndarray, float, float]:
+def _signatures(
+    n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[list[int]], np.ndarray, float, float]:
     """Generate ``n`` messages in chunks; fingerprint them (timed). Returns sig, times, ..."""
     from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
     from trapline.fingerprint.templates import template_hash
@@ -65,9 +67,12 @@ def _signatures(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[list[in
         fps = fingerprint_batch(
             [
                 FingerprintInput(
-                    m.id, m.text, m.subject, tuple((u, None) for u in m.urls),
+                    m.id,
+                    m.text,
+                    m.subject,
+                    tuple((u, None) for u in m.urls),
                     (m.to_name, m.to_addr),
-                )  # fmt: skip
+                )
                 for m in msgs
             ]
         )
@@ -123,8 +128,8 @@ def _run_size(n: int, seed: int, baseline_cap: float | None, queue: Any) -> None
         "generate_seconds": round(gen_s, 3),
         "us_per_message": round(seconds / n * 1e6, 3),
         "fingerprint_us_per_message": round(fp_s / n * 1e6, 3),
-        "campaigns_found": int(len(np.unique(roots))),
-        "campaigns_true": int(len(np.unique(labels))),
+        "campaigns_found": len(np.unique(roots)),
+        "campaigns_true": len(np.unique(labels)),
         **{k: round(v, 5) for k, v in quality.as_dict().items() if k != "n"},
     }
     if baseline_cap is not None:
@@ -149,7 +154,10 @@ def _real_groups() -> dict[str, Any]:
     paths = [(g["id"], p) for g in groups for p in g["files"]]
     spams = [read_base_spam(ROOT.parent / "shared" / "data" / "mail" / p) for _, p in paths]
     fps = fingerprint_batch(
-        [FingerprintInput(s.path, s.text, s.subject, tuple((u, None) for u in s.urls)) for s in spams]
+        [
+            FingerprintInput(s.path, s.text, s.subject, tuple((u, None) for u in s.urls))
+            for s in spams
+        ]
     )
     hashes = [[template_hash(t) for t in ts] for ts in fps.url_templates]
     roots = cluster_matrix(fps.matrix, np.full(len(spams), -1, np.int64), hashes)

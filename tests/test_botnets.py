@@ -41,7 +41,9 @@ def _run(path: Path, **overrides: Any) -> list[dict[str, Any]]:
         return list_botnets(store.con, max_hosts=10_000)
 
 
-def test_botnet_inference_recovers_the_bot_sets(world: tuple[Path, SpamGenerator, list[Any]]) -> None:
+def test_botnet_inference_recovers_the_bot_sets(
+    world: tuple[Path, SpamGenerator, list[Any]],
+) -> None:
     path, gen, msgs = world
     botnets = _run(path)
     assert len(botnets) == N_BOTNETS
@@ -78,7 +80,10 @@ def test_session_fingerprints_link_campaigns_without_shared_ips(tmp_path: Path) 
     for camp in ("c1", "c2"):
         for i in range(6):
             mid = f"{camp}-{i}".ljust(64, "0")
-            env = {"peer_ip": f"10.{len(camp)}.{i}.{ord(camp[1])}", "session_fingerprint": f"fp{i % 3}"}
+            env = {
+                "peer_ip": f"10.{len(camp)}.{i}.{ord(camp[1])}",
+                "session_fingerprint": f"fp{i % 3}",
+            }
             con_rows.append((mid, camp, json.dumps(env)))
     when = datetime(2026, 1, 1)
     with open_store(tmp_path) as store:

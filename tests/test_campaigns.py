@@ -68,9 +68,7 @@ def test_real_copies_with_other_names_and_rotated_urls_join_unrelated_do_not(
     ingest([src], settings=settings, workers=1)
     with open_store(tmp_path / "data") as store:
         run = analyze_campaigns(store, settings)
-        rows = dict(
-            store.con.execute("SELECT source, campaign_id FROM messages").fetchall()
-        )
+        rows = dict(store.con.execute("SELECT source, campaign_id FROM messages").fetchall())
     by_name = {Path(k).name: v for k, v in rows.items()}
     assert run.clustered == 4
     assert by_name["a.eml"] == by_name["b.eml"]
@@ -98,9 +96,7 @@ def test_incremental_runs_equal_a_rebuild_and_keep_ids(tmp_path: Path, bases: li
     assert quality.f1 >= 0.95, quality
 
 
-def test_merge_keeps_the_older_id_and_records_the_younger(
-    tmp_path: Path, bases: list[Any]
-) -> None:
+def test_merge_keeps_the_older_id_and_records_the_younger(tmp_path: Path, bases: list[Any]) -> None:
     gen = SpamGenerator(bases, n_campaigns=2, n_botnets=1, seed=5, image_share=0.0)
     msgs = list(gen.messages(60))
     a = [m for m in msgs if m.campaign == 0][:10]
@@ -133,7 +129,10 @@ def test_hand_labelled_real_groups() -> None:
         pytest.skip("shared data not available")
     spams = [read_base_spam(p) for _, p in paths]
     fps = fingerprint_batch(
-        [FingerprintInput(s.path, s.text, s.subject, tuple((u, None) for u in s.urls)) for s in spams]
+        [
+            FingerprintInput(s.path, s.text, s.subject, tuple((u, None) for u in s.urls))
+            for s in spams
+        ]
     )
     hashes = [[template_hash(t) for t in ts] for ts in fps.url_templates]
     roots = cluster_matrix(fps.matrix, np.full(len(spams), -1, np.int64), hashes)

@@ -45,11 +45,13 @@ def test_normalise_drops_personal_tokens_numbers_and_url_hosts() -> None:
 
 def test_copies_with_other_recipients_and_rotated_urls_fingerprint_alike() -> None:
     base = read_base_spam(_spam("00010"))  # a real "Dear ricardo1" advert
+
     def copy(name: str, addr: str, host: str) -> FingerprintInput:
         text = base.text.replace("ricardo1", name)
         for url in base.urls:
             text = text.replace(url, f"http://{host}/r.php?u=8472{name}")
         return FingerprintInput(addr, f"{text}\nsent to {addr}", base.subject, (), (name, addr))
+
     a = fingerprint(copy("maria", "maria@example.org", "a1.offers-now.com"))
     b = fingerprint(copy("oskar", "oskar.k@example.net", "zz.bestdeal.com"))
     other = fingerprint(FingerprintInput("o", read_base_spam(_spam("00018")).text))

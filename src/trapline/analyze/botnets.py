@@ -101,9 +101,7 @@ def analyze_botnets(store: Any, settings: dict[str, Any]) -> BotnetRun:
     """Rebuild the botnet tables from campaigns and their sending hosts."""
     con = store.con
     p = botnet_params(settings)
-    con.execute(
-        _LINKS_SQL.format(hosts=_host_sql(con), max_campaigns=int(p.max_host_campaigns))
-    )
+    con.execute(_LINKS_SQL.format(hosts=_host_sql(con), max_campaigns=int(p.max_host_campaigns)))
     pairs = con.execute(
         _PAIRS_SQL.format(
             secs=int(p.window_days * 86400),

@@ -67,9 +67,7 @@ _COLUMNS = (
 def refresh_campaigns(con: Any, touched_sql: str) -> int:
     """Recompute summary rows for campaigns whose root seq is selected by ``touched_sql``."""
     con.execute(f"DELETE FROM campaigns WHERE root_seq IN ({touched_sql})")
-    con.execute(
-        "INSERT INTO campaigns " + _REFRESH_SQL.format(touched=touched_sql, top=TOP)
-    )
+    con.execute("INSERT INTO campaigns " + _REFRESH_SQL.format(touched=touched_sql, top=TOP))
     ((n,),) = con.execute(f"SELECT count(*) FROM ({touched_sql})").fetchall()
     return int(n)
 

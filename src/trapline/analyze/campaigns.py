@@ -141,7 +141,9 @@ def analyze_campaigns(
     return CampaignRun(fingerprinted, len(rows), touched, merges, candidates, rebuilt)
 
 
-def _cluster_new(con: Any, rows: list[tuple[Any, ...]], params: ClusterParams) -> tuple[int, int, int]:
+def _cluster_new(
+    con: Any, rows: list[tuple[Any, ...]], params: ClusterParams
+) -> tuple[int, int, int]:
     new_seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     new_sig = _matrix([r[1] for r in rows])
     times = np.fromiter((r[3] if r[3] is not None else -1 for r in rows), np.int64, len(rows))
@@ -260,9 +262,7 @@ def _write_assignments(
         """,
         [now],
     )
-    con.execute(
-        "DELETE FROM campaigns WHERE root_seq IN (SELECT old FROM _merge)"
-    )
+    con.execute("DELETE FROM campaigns WHERE root_seq IN (SELECT old FROM _merge)")
     con.execute(
         """
         UPDATE messages SET campaign_id = x.cid

@@ -55,7 +55,7 @@ def analyze_campaigns_cmd(app: AppContext, rebuild: bool, limit: int | None, as_
     with _store(app, read_only=False) as store:
         run = analyze_campaigns(store, app.settings, rebuild=rebuild, limit=limit)
     if as_json:
-        echo_json({k: getattr(run, k) for k in run.__slots__})  # type: ignore[attr-defined]
+        echo_json({k: getattr(run, k) for k in run.__slots__})
         return
     click.echo(
         f"fingerprinted {run.fingerprinted}, clustered {run.clustered} new messages, "
@@ -77,7 +77,7 @@ def analyze_botnets_cmd(app: AppContext, as_json: bool) -> None:
     with _store(app, read_only=False) as store:
         run = analyze_botnets(store, app.settings)
     if as_json:
-        echo_json({k: getattr(run, k) for k in run.__slots__})  # type: ignore[attr-defined]
+        echo_json({k: getattr(run, k) for k in run.__slots__})
         return
     click.echo(
         f"{run.botnets} botnets from {run.campaigns} campaigns, {run.hosts} hosts, "
@@ -141,7 +141,9 @@ def campaign_cmd(app: AppContext, ident: str, as_json: bool) -> None:
     for key in ("id", "size", "first_seen", "last_seen", "representative", "subjects",
                 "url_templates", "domains", "origin_ips", "asns", "merged_from"):  # fmt: skip
         click.echo(f"{key:>15}: {_fmt(detail[key]) if key != 'subjects' else detail[key]}")
-    click.echo("        per day: " + ", ".join(f"{d['day']}={d['messages']}" for d in detail["per_day"]))
+    click.echo(
+        "        per day: " + ", ".join(f"{d['day']}={d['messages']}" for d in detail["per_day"])
+    )
 
 
 @click.command("botnets")

@@ -55,7 +55,7 @@ def word_signatures(
     long_rows = np.flatnonzero(lengths >= MIN_WORDS_FOR_WORD_SHINGLES)
     short_rows = np.flatnonzero((lengths > 0) & (lengths < MIN_WORDS_FOR_WORD_SHINGLES))
     if len(long_rows):
-        flat_words = [w for i in long_rows for w in word_lists[i]]
+        flat_words = [w for i in long_rows.tolist() for w in word_lists[i]]
         hashed = np.asarray(rensa.RMinHash.hash_token_sets([flat_words])[0], dtype=np.uint64)
         grams, offsets = _ngram_hashes(hashed, lengths[long_rows], WORD_NGRAM)
         matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
@@ -63,14 +63,12 @@ def word_signatures(
         )
         out[long_rows] = np.asarray(matrix.to_rows(), dtype=np.uint32)
     if len(short_rows):
-        sets = [char_shingles(list(word_lists[i])) for i in short_rows]
+        sets = [char_shingles(list(word_lists[i])) for i in short_rows.tolist()]
         out[short_rows] = minhash_matrix(sets, num_perm=num_perm, seed=seed)
     return out
 
 
-def _ngram_hashes(
-    hashed: np.ndarray, lengths: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _ngram_hashes(hashed: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every n-gram inside each document of a flat word-hash array, and row offsets.
 
     Duplicate n-grams are kept: they cannot change a minimum, so deduplicating is wasted work.

@@ -72,9 +72,7 @@ def url_template(url: str, registered_domain: str | None = None) -> tuple[str, b
         host_t = (_generalise(sub) + "." if sub else "") + domain
     path_t = _generalise(parts.path.rstrip("/"))
     query = sorted(q.split("=", 1) for q in parts.query.split("&") if q)
-    query_t = "&".join(
-        f"{kv[0]}={_generalise(kv[1])}" if len(kv) == 2 else kv[0] for kv in query
-    )
+    query_t = "&".join(f"{kv[0]}={_generalise(kv[1])}" if len(kv) == 2 else kv[0] for kv in query)
     template = host_t + path_t + ("?" + query_t if query_t else "")
     return template, "<" in template
 
@@ -100,4 +98,6 @@ def subject_template(subject: str | None, recipients: Iterable[str] = ()) -> str
 
 def template_hash(template: str) -> int:
     """Stable signed 64-bit hash of a template (Python's ``hash`` changes per process)."""
-    return int.from_bytes(hashlib.blake2b(template.encode(), digest_size=8).digest(), "little", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(template.encode(), digest_size=8).digest(), "little", signed=True
+    )

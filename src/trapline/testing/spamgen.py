@@ -14,13 +14,13 @@ Deterministic for a seed: the same arguments give the same messages, ids and lab
 from __future__ import annotations
 
 import email
-import mailbox
 import hashlib
+import mailbox
 import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import Message as EmailMessage
 from pathlib import Path
@@ -30,19 +30,90 @@ from selectolax.lexbor import LexborHTMLParser
 from trapline.fingerprint.normalise import normalise
 
 _URL_RE = re.compile(r"https?://[^\s<>\"')]+", re.IGNORECASE)
-_FIRST = (
-    "james mary john patricia robert jennifer michael linda william elizabeth david barbara "
-    "richard susan joseph jessica thomas sarah charles karen daniel nancy matthew lisa anthony "
-    "betty mark margaret donald sandra steven ashley paul kimberly andrew emily joshua donna"
-).split()
-_LAST = (
-    "smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez "
-    "gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris "
-    "sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen"
-).split()
+_FIRST = [
+    "james",
+    "mary",
+    "john",
+    "patricia",
+    "robert",
+    "jennifer",
+    "michael",
+    "linda",
+    "william",
+    "elizabeth",
+    "david",
+    "barbara",
+    "richard",
+    "susan",
+    "joseph",
+    "jessica",
+    "thomas",
+    "sarah",
+    "charles",
+    "karen",
+    "daniel",
+    "nancy",
+    "matthew",
+    "lisa",
+    "anthony",
+    "betty",
+    "mark",
+    "margaret",
+    "donald",
+    "sandra",
+    "steven",
+    "ashley",
+    "paul",
+    "kimberly",
+    "andrew",
+    "emily",
+    "joshua",
+    "donna",
+]
+_LAST = [
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "wilson",
+    "anderson",
+    "thomas",
+    "taylor",
+    "moore",
+    "jackson",
+    "martin",
+    "lee",
+    "perez",
+    "thompson",
+    "white",
+    "harris",
+    "sanchez",
+    "clark",
+    "ramirez",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "torres",
+    "nguyen",
+]
 _MAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example", "isp.example")
 _TLDS = ("com", "net", "biz", "info", "org", "ru", "cn")
 _GREETINGS = ("Dear {first},", "Hello {first} {last},", "Hi {first}!", "{first}, good news:")
+_START = datetime(2026, 1, 1)  # naive UTC, as the store keeps times
 RELAY_IP = "198.51.100.25"  # TEST-NET-2 (RFC 5737): the one shared open relay
 
 
@@ -192,7 +263,7 @@ class SpamGenerator:
         image_share: float = 0.1,
         relay_share: float = 0.01,
         seed: int = 1,
-        start: datetime = datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None),
+        start: datetime = _START,
         days: int = 60,
     ) -> None:
         if len(bases) < n_campaigns:
@@ -253,9 +324,7 @@ class SpamGenerator:
             k = iter(range(10**6))
             text = _URL_RE.sub(lambda _m: links[next(k) % len(links)], text)
             greeting = rng.choice(_GREETINGS).format(first=first, last=last)
-            body = (
-                f"{greeting}\n{text}\n\nRef: {rid}\nThis message was sent to {addr}.\n{salad}\n"
-            )
+            body = f"{greeting}\n{text}\n\nRef: {rid}\nThis message was sent to {addr}.\n{salad}\n"
             urls = tuple(links)
         subject = camp.base.subject or "(no subject)"
         variant = rng.random()
