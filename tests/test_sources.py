@@ -10,6 +10,7 @@ import hashlib
 import io
 import lzma
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -706,3 +707,17 @@ def test_undecodable_file_name_gives_a_utf8_source(tmp_path: Path) -> None:
     assert reader.skipped == [f"{tmp_path}/caf\\xe9.md"]
     for text in [got[0].source, *reader.skipped]:
         text.encode("utf-8")  # raises on lone surrogates
+
+
+def test_stdin_that_is_a_terminal_is_refused() -> None:
+    """`trapline ingest -` typed without a pipe would hang; say what to do instead."""
+    leader, follower = pty.openpty()
+    try:
+        with (
+            os.fdopen(follower, "rb", closefd=False) as tty,
+            pytest.raises(SourceError, match="terminal"),
+        ):
+            SourceReader(["-"], stdin=tty)
+    finally:
+        os.close(leader)
+        os.close(follower)

@@ -62,7 +62,7 @@ def is_postmark(line: bytes) -> bool:
 
 
 def unquote_mboxrd(data: bytes) -> bytes:
-    """Remove one ``>`` from every line matching ``^>+From `` (mboxrd, RFC 4155 appendix)."""
+    """Remove one ``>`` from every line matching ``^>+From `` (mboxrd, as in qmail's mbox(5))."""
     if b">From " not in data:
         return data
     return _QUOTED_FROM.sub(rb"\1", data)

@@ -94,6 +94,11 @@ class SourceReader:
         self._paths: list[str | None] = []  # None stands for stdin
         for given in paths:
             if str(given) == "-":
+                if _is_terminal(stdin if stdin is not None else sys.stdin):
+                    raise SourceError(
+                        "'-' reads mail from standard input, which is a terminal here; "
+                        "pipe or redirect a file in (trapline ingest - < spam.mbox)"
+                    )
                 self._paths.append(None)
                 continue
             if not os.path.exists(given):
@@ -242,3 +247,11 @@ def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessag
         yield SourceProblem(name, "too-large", f"{size} bytes > limit {limit}; skipped")
     else:
         yield RawMessage(parts[0] if len(parts) == 1 else b"".join(parts), name)
+
+
+def _is_terminal(stream: IO[bytes] | IO[str] | None) -> bool:
+    """Whether reading ``stream`` would wait for someone to type mail in."""
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):  # closed or detached streams
+        return False
