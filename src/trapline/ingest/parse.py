@@ -12,7 +12,6 @@ with a short reason; everything else becomes a ``Message`` whose ``defects`` say
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,22 +21,16 @@ from typing import TYPE_CHECKING
 import fast_mail_parser as fmp
 
 from trapline.ingest import received as _received
+from trapline.ingest.fast_mime import fast_fields
 from trapline.ingest.headers import (
     EARLIEST_PLAUSIBLE,
     date_flags,
-    decode_8bit,
-    decode_rfc2047,
     make_address,
-    parse_addresses,
-    parse_date_header,
-    raw_header,
 )
 from trapline.ingest.html import render
-from trapline.ingest.stdlib_mime import DEFAULT_LIMITS, Fields, ParseLimits, cap, stdlib_fields
+from trapline.ingest.stdlib_mime import DEFAULT_LIMITS, Fields, ParseLimits, stdlib_fields
 from trapline.ingest.urls import collect_urls
 from trapline.model import (
-    Address,
-    Attachment,
     Hop,
     Message,
     Origin,
@@ -67,14 +60,6 @@ _FIRST_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 # Bytes that never occur in text; deleting every other byte and counting what is left is the
 # fastest way to measure them in CPython.
 _NOT_CONTROL = bytes(b for b in range(256) if not (b < 9 or 13 < b < 27 or 27 < b < 32 or b == 127))
-# RFC 5322 §2.2: a field starts at a line start with its name; folded lines start with WSP.
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
-_BOUNDARY = re.compile(r"boundary\s*=", re.IGNORECASE)
-_BAD_CHARSET = re.compile(r'charset "([^"]{1,40})"')
-_WARNING_DEFECTS = {
-    "unterminated-header-block": "missing-header-separator",
-    "date-unparseable": None,  # reported through date_flags instead
-}
 
 
 def _header_end(data: bytes, limit: int = -1) -> int:
@@ -133,159 +118,6 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
     if len(block) > 998 and max(map(len, block.split(b"\n"))) > 999:
         defects.append("header-line-too-long")
     return _Prepared(payload=data, defects=tuple(defects), header_end=end)
-
-
-def _addresses(
-    parsed: Sequence[fmp.PyAddress], raw_values: list[str] | None, limit: int, defects: list[str]
-) -> tuple[Address, ...]:
-    """Addresses from the fast parser; the stdlib's lenient parser when it found none."""
-    if parsed:
-        if len(parsed) > limit:
-            defects.append("too-many-recipients")
-        return tuple(make_address(a.display_name, a.address) for a in parsed[:limit])
-    if not raw_values:
-        return ()
-    found, truncated = parse_addresses(raw_values, limit)
-    if truncated:
-        defects.append("too-many-recipients")
-    return found
-
-
-def _redecode(payload: bytes, name: str, limits: ParseLimits, defects: list[str]) -> str | None:
-    """Header ``name`` re-read from raw bytes when they are 8-bit and not UTF-8, else ``None``.
-
-    The fast parser reads such bytes as Latin-1, which turns a GB2312 or Big5 subject (2002-era
-    spam wrote them raw, against RFC 5322 §2.2) into mojibake; the body's charset is the better
-    guess.
-    """
-    raw = raw_header(payload, name)
-    if raw is None or raw.isascii():
-        return None
-    raw = raw[: limits.max_header_value * 4]
-    try:
-        raw.decode("utf-8")
-        return None  # valid UTF-8 (RFC 6532): the fast parser read it right
-    except UnicodeDecodeError:
-        pass
-    text, defect = decode_8bit(raw, payload)
-    if defect and defect not in defects:
-        defects.append(defect)
-    return decode_rfc2047(text, defects)[: limits.max_header_value]
-
-
-def _fix_8bit_headers(out: Fields, payload: bytes, limits: ParseLimits) -> None:
-    """Re-decode Subject and From display name when they came from raw legacy-charset bytes."""
-    fixed: dict[str, str] = {}
-    if out.subject and not out.subject.isascii():
-        subject = _redecode(payload, "Subject", limits, out.defects)
-        if subject is not None:
-            out.subject = fixed["subject"] = subject
-    if out.from_.name and not out.from_.name.isascii():
-        value = _redecode(payload, "From", limits, out.defects)
-        if value is not None:
-            found, _ = parse_addresses([value], 1)
-            if found:
-                out.from_ = found[0]
-            fixed["from"] = value
-    if fixed:
-        out.headers = [(name, fixed.pop(name.lower(), value)) for name, value in out.headers]
-
-
-def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, str]]:
-    """(name, value) pairs in the order the fields appear in the raw header block.
-
-    The fast parser groups values by name; the names' order in the raw block puts them back,
-    so a Received between two X- headers stays between them. Fields the raw scan did not see
-    (a malformed line the parser still read) are appended in the parser's order.
-    """
-    queues = {name: iter(values) for name, values in grouped.items()}
-    pairs: list[tuple[str, str]] = []
-    for raw_name in _FIELD_NAME.findall(block):
-        queue = queues.get(raw_name.decode("latin-1"))
-        if queue is not None:
-            value = next(queue, None)
-            if value is not None:
-                pairs.append((raw_name.decode("latin-1"), value))
-    for name, queue in queues.items():
-        pairs.extend((name, value) for value in queue)
-    return pairs
-
-
-def _fast_fields(mail: fmp.PyMail, prep: _Prepared, limits: ParseLimits) -> Fields:
-    """Fill ``Fields`` from a ``fast_mail_parser`` result."""
-    payload = prep.payload
-    out = Fields()
-    defects = out.defects
-    by_name: dict[str, list[str]] = {}
-    max_value = limits.max_header_value
-    grouped = mail.headers
-    for name, values in grouped.items():
-        key = name.lower()
-        if key in by_name:  # same name in another case ("received" vs "Received")
-            by_name[key] = by_name[key] + values
-        else:
-            by_name[key] = values  # read-only use below, so no copy
-    block = payload[: prep.header_end] if prep.header_end != -1 else payload
-    out.headers = headers = _wire_order(grouped, block)
-    if len(headers) > limits.max_headers:
-        del headers[limits.max_headers :]
-        defects.append("too-many-headers")
-    if any(len(value) > max_value for _, value in headers):
-        out.headers = headers = [(n, cap(v, max_value, defects)) for n, v in headers]
-    out.received = by_name.get("received", [])
-    if "message-id" in by_name:
-        out.message_id = by_name["message-id"][0].strip()[:998] or None
-    if "subject" in by_name:
-        out.subject = cap(mail.subject, limits.max_header_value, defects)
-    from_values = by_name.get("from")
-    if mail.from_ is not None:
-        out.from_ = make_address(mail.from_.display_name, mail.from_.address)
-    elif from_values:
-        found, _ = parse_addresses([from_values[0][: limits.max_header_value]], 1)
-        if found:
-            out.from_ = found[0]
-        defects.append("bad-from")
-    else:
-        defects.append("no-from")
-    out.to = _addresses(mail.to, by_name.get("to"), limits.max_recipients, defects)
-    out.cc = _addresses(mail.cc, by_name.get("cc"), limits.max_recipients, defects)
-    date_values = by_name.get("date")
-    out.date_present = bool(date_values and date_values[0].strip())
-    if out.date_present:
-        out.date = mail.date_parsed or parse_date_header(date_values[0] if date_values else None)
-    ctype = by_name.get("content-type")
-    if (
-        ctype
-        and ctype[0].lstrip().lower().startswith("multipart/")
-        and not _BOUNDARY.search(ctype[0])
-    ):
-        defects.append("missing-boundary")
-    out.plain = list(mail.text_plain)
-    out.html = list(mail.text_html)
-    attachments = mail.attachments
-    if len(attachments) > limits.max_attachments:
-        defects.append("too-many-attachments")
-    for part in attachments[: limits.max_attachments]:
-        content = part.content
-        out.attachments.append(
-            Attachment(
-                filename=part.filename or None,
-                content_type=(part.mimetype or "application/octet-stream").lower(),
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-            )
-        )
-    for warning in mail.warnings:
-        kind = warning.kind
-        if kind == "charset-fallback":
-            match = _BAD_CHARSET.search(warning.detail)
-            defects.append(f"bad-charset:{match.group(1).lower() if match else 'unknown'}")
-            continue
-        code = _WARNING_DEFECTS.get(kind, kind)
-        if code and code not in defects:
-            defects.append(code)
-    _fix_8bit_headers(out, payload, limits)
-    return out
 
 
 def _route(
@@ -410,7 +242,7 @@ def _parse_one(
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
-            fields = _fast_fields(mail, prep, limits)
+            fields = fast_fields(mail, prep.payload, prep.header_end, limits)
             return _assemble(raw, fields, prep.defects, trust, now, limits)
         except Exception as exc:  # fall through to the stdlib path below
             mail = exc
@@ -422,7 +254,7 @@ def _parse_one(
     except Exception as exc:  # the stdlib failed too
         if isinstance(mail, fmp.PyMail):  # a lossy fast parse still beats nothing
             try:
-                fields = _fast_fields(mail, prep, limits)
+                fields = fast_fields(mail, prep.payload, prep.header_end, limits)
                 return _assemble(raw, fields, prep.defects, trust, now, limits)
             except Exception:  # reported below
                 pass
