@@ -8,6 +8,24 @@ parser read it (the ``fallback-parser`` defect says which did).
 
 ``parse`` and ``parse_many`` never raise: bytes that are not mail at all become ``Quarantined``
 with a short reason; everything else becomes a ``Message`` whose ``defects`` say what was wrong.
+
+Quarantine reasons: ``empty``, ``binary`` (control bytes in the header block), ``no-headers``
+(first line is not ``Name: value``), ``parser-error`` (both parsers failed; a bug to report).
+
+Defect codes (stable; analysis filters on them):
+
+- bytes: ``nul-bytes``, ``leading-blank-lines``, ``header-line-too-long`` (RFC 5322 §2.1.1)
+- structure: ``fallback-parser`` (the stdlib read it), ``missing-boundary``,
+  ``missing-header-separator``, ``parts-after-close-delimiter``, ``bad-part``,
+  ``bad-base64``, ``transfer-decode-lossy``
+- text: ``bad-charset:<label>``, ``undeclared-8bit``, ``raw-8bit-header``,
+  ``bad-encoded-word:<error>``
+- fields: ``no-from``, ``bad-from``, ``address-unparseable``, ``no-date`` (see also
+  ``date_flags``: ``missing``, ``unparseable``, ``far-future``, ``before-1990``, ``skewed``)
+- caps hit (see ``ParseLimits``): ``too-many-headers``, ``header-value-truncated``,
+  ``too-many-recipients``, ``too-many-attachments``, ``too-many-parts``, ``too-many-urls``,
+  ``html-truncated``, ``text-truncated``
+- ``received-parse-failed``: the Received-chain parser failed; hops are empty
 """
 
 from __future__ import annotations
