@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from conftest import TESTS_DATA, shared
 from trapline.errors import SourceError
+from trapline.ingest.compression import sniff
 from trapline.ingest.mbox import is_postmark, split_mbox, unquote_mboxrd
 from trapline.ingest.sources import SourceReader, read_sources
 from trapline.model import RawMessage, SourceProblem
@@ -721,3 +722,11 @@ def test_stdin_that_is_a_terminal_is_refused() -> None:
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_magic_numbers_are_not_fooled_by_plain_text() -> None:
+    assert sniff(b"BZh-Header: looks like bzip2\n") is None
+    assert sniff(bz2.compress(b"x")[:16]) == "bzip2"
+    assert sniff(bz2.compress(b"")[:16]) == "bzip2"
+    assert sniff(gzip.compress(b"x")[:16]) == "gzip"
+    assert sniff(b"\x1f\x8bnot deflate") is None

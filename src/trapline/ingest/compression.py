@@ -15,6 +15,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, cast
@@ -23,13 +24,16 @@ import zstandard
 
 CHUNK = 1 << 20  # 1 MiB of decompressed output per step: big enough for C-speed scanning
 
-# Magic numbers: RFC 1952 §2.3.1 (gzip), bzip2 "BZh", xz file format §2.1.1.1, RFC 8878 §3.1.1.
+# Magic numbers: RFC 1952 §2.3.1 (gzip ID1 ID2 and CM=8, the only method), xz file format
+# §2.1.1.1, RFC 8878 §3.1.1 (zstd). Long enough that no plain mail starts with one by chance.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
+    (b"\x1f\x8b\x08", "gzip"),
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
+# bzip2: "BZh", block size 1-9, then a block magic (pi) or the end-of-stream magic (sqrt(pi)),
+# so a message that happens to begin with "BZh" is not mistaken for an archive.
+_BZIP2 = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
 # Containers we do not unpack: say so instead of feeding a zip's bytes to the MIME parser.
 _ARCHIVE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "zip"),
@@ -59,6 +63,8 @@ def sniff(head: bytes) -> str | None:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if _BZIP2.match(head):
+        return "bzip2"
     for magic, name in _ARCHIVE_MAGIC:
         if head.startswith(magic):
             raise UnsupportedArchive(name)
