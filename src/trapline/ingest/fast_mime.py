@@ -26,7 +26,7 @@ from trapline.ingest.stdlib_mime import DEFAULT_LIMITS, Fields, ParseLimits, cap
 from trapline.model import Address, Attachment
 
 # RFC 5322 §2.2: a field starts at a line start with its name; folded lines start with WSP.
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
+_FIELD_NAME = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
 _BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
 _BAD_CHARSET = re.compile(r'charset "([^"]{1,40})"')
 _WARNING_DEFECTS = {
@@ -98,14 +98,18 @@ def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, 
     so a Received between two X- headers stays between them. Fields the raw scan did not see
     (a malformed line the parser still read) are appended in the parser's order.
     """
+    if all(len(values) == 1 for values in grouped.values()):
+        # One value per name: first-appearance order is already the wire order.
+        return [(name, values[0]) for name, values in grouped.items()]
     queues = {name: iter(values) for name, values in grouped.items()}
     pairs: list[tuple[str, str]] = []
-    for raw_name in _FIELD_NAME.findall(block):
-        queue = queues.get(raw_name.decode("latin-1"))
+    append = pairs.append
+    for name in _FIELD_NAME.findall(block.decode("latin-1")):
+        queue = queues.get(name)
         if queue is not None:
             value = next(queue, None)
             if value is not None:
-                pairs.append((raw_name.decode("latin-1"), value))
+                append((name, value))
     for name, queue in queues.items():
         pairs.extend((name, value) for value in queue)
     return pairs
