@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # ingest
     "batch_size": 2000,  # messages per write transaction
     "workers": 0,  # parse processes; 0 = one per core
+    # DuckDB's memory cap for the ingest writer: without it the buffer pool caches every block
+    # written in the run and the writer's memory grows with the input ("" = DuckDB's default).
+    "store_memory_limit": "256MB",
     "trust": [],  # extra trusted CIDRs / host names / domains for the origin walk
     # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to

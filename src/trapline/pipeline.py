@@ -281,6 +281,14 @@ def _start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
     return pool
 
 
+def _tune(store: Store, settings: dict[str, Any]) -> None:
+    """Bound DuckDB's memory: its buffer pool otherwise caches every block written this run, so
+    the writer's RSS would grow with the input instead of staying flat."""
+    limit = settings.get("store_memory_limit")
+    if limit:
+        store.con.execute("SET memory_limit = ?", [str(limit)])
+
+
 def ingest(
     paths: Sequence[str | Path],
     *,
@@ -321,6 +329,7 @@ def ingest(
     run_id = uuid.uuid4().hex
     try:
         store = open_store(Path(settings["data_dir"]))
+        _tune(store, settings)
         store.con.execute(
             "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
             [run_id, rawstore.utcnow(), [str(p) for p in paths]],
