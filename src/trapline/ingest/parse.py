@@ -294,21 +294,45 @@ def parse_many(
     one worker process per core. ``now`` anchors the "far-future" date flag (default: now).
     """
     now = now or datetime.now(UTC)
-    prepared: list[_Prepared | Quarantined] = [_prepare(raw) for raw in raws]
+    prepared = [_safe_prepare(raw) for raw in raws]
     payloads: list[str | bytes] = [p.payload for p in prepared if isinstance(p, _Prepared)]
     outcomes: list[fmp.PyMail | Exception | None]
     try:
         outcomes = list(fmp.parse_many(payloads, threads=threads))
-    except Exception:  # a batch-level failure: parse one by one on the fallback path
-        outcomes = [None] * len(payloads)
+    except Exception:  # a batch-level failure: one by one, so one bad input costs only itself
+        outcomes = [_parse_alone(payload) for payload in payloads]
     results: list[Message | Quarantined] = []
     it = iter(outcomes)
     for raw, prep in zip(raws, prepared, strict=True):
         if isinstance(prep, Quarantined):
             results.append(prep)
-        else:
+            continue
+        try:
             results.append(_parse_one(raw, prep, next(it), trust, now, limits))
+        except Exception as exc:  # the contract is "never raises", per message too
+            results.append(_quarantine(raw, "parser-error", f"{type(exc).__name__}: {exc}"[:500]))
     return results
+
+
+def _safe_prepare(raw: RawMessage) -> _Prepared | Quarantined:
+    try:
+        return _prepare(raw)
+    except Exception as exc:  # e.g. data that is not bytes at all
+        data = bytes(raw.data) if isinstance(raw.data, bytes | bytearray | memoryview) else b""
+        return Quarantined(
+            id=message_id_of(data),
+            size=len(data),
+            source=str(raw.source),
+            reason="parser-error",
+            detail=f"{type(exc).__name__}: {exc}"[:500],
+        )
+
+
+def _parse_alone(payload: str | bytes) -> fmp.PyMail | Exception:
+    try:
+        return fmp.parse_email(payload)
+    except Exception as exc:  # becomes the stdlib path's input, as in a batch
+        return exc
 
 
 def parse(
