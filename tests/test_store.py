@@ -186,3 +186,22 @@ def test_stats_show_and_query_on_real_mail(tmp_path: Path) -> None:
         assert out["rows"][0][0] == n_msg
         with pytest.raises(QueryError):
             query(store.con, "select nope from messages")
+
+
+def test_docs_schema_names_every_core_table_and_column(tmp_path: Path) -> None:
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "schema.md").read_text(encoding="utf-8")
+    core = doc.split("## `00_core.sql`", 1)[1].split("## Other areas' tables", 1)[0]
+    with open_store(tmp_path) as store:
+        cols = store.con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_name IN "
+            "('raw', 'messages', 'recipients', 'hops', 'urls', 'attachments', 'quarantine', "
+            "'ingest_runs') ORDER BY 1"
+        ).fetchall()
+    assert len({t for t, _ in cols}) == 8
+    for table, column in cols:
+        section = core.split(f"### `{table}`", 1)
+        assert len(section) == 2, f"docs/schema.md has no section for {table}"
+        body = section[1].split("### ", 1)[0]
+        assert f"| `{column}` |" in body, f"docs/schema.md does not describe {table}.{column}"
