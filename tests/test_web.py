@@ -255,3 +255,14 @@ def test_sensors_get_addresses_and_see_only_their_own_visits(
     ]
     assert httpx.get(f"{api}/visits").status_code == 401
     sensors.close()
+
+
+def test_visit_numbers_are_never_reissued_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "visit-numbers.reserved"
+    first = VisitIssuer(0, reserve_path=path, block=10)
+    issued = [first.next() for _ in range(15)]
+    assert issued == list(range(15)) and path.read_text().strip() == "20"
+    # the process dies; the store only ever saw visits up to 3 (the rest were still in memory)
+    again = VisitIssuer(4, reserve_path=path, block=10)
+    assert again.next() == 20  # resumes after the durable reservation, not at the store's max
+    assert VisitIssuer(50, reserve_path=path, block=10).next() == 50  # the store can be ahead too

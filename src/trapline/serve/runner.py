@@ -95,10 +95,15 @@ class DrainWorker(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        last_prune = 0.0
         while not self._stopping:
             self._wake.wait(1.0)
             self._wake.clear()
             self.drain_once()
+            if time.monotonic() - last_prune > 3600:
+                last_prune = time.monotonic()
+                with contextlib.suppress(OSError):
+                    self.spool.prune_done()
             time.sleep(0.1)  # let a burst gather into fewer, larger transactions
 
     def drain_once(self) -> None:
@@ -170,7 +175,10 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
         secret=ctx.secret,
         trap_domains=list(s.get("trap_domains") or []),
         spool=ctx.spool,
-        issuer=VisitIssuer(int(row[0]) + 1 if row and row[0] is not None else 0),
+        issuer=VisitIssuer(
+            int(row[0]) + 1 if row and row[0] is not None else 0,
+            reserve_path=Path(str(s["data_dir"])) / "visit-numbers.reserved",
+        ),
         trusted_proxies=list(s.get("trusted_proxies") or []),
         site_name=str(s.get("http_site_name") or "Riverside Community Garden"),
         templates_dir=str(s.get("trap_templates_dir") or "") or None,
@@ -243,7 +251,7 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
             loop.add_signal_handler(sig, stop.set)
     try:
-        recovered = drain(spool, store, settings, on_note=note)
+        recovered = drain(spool, store, settings, on_note=note, resume=True)
         if recovered.segments:
             note(f"recovered from the spool: {recovered.line()}")
         worker = DrainWorker(spool, store, settings)

@@ -163,7 +163,12 @@ def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]
 
 
 def ingest_raws(
-    store: Store, raws: list[RawMessage], settings: dict[str, Any], note: NoteFn
+    store: Store,
+    raws: list[RawMessage],
+    settings: dict[str, Any],
+    note: NoteFn,
+    *,
+    resume: bool = False,
 ) -> int:
     """Store ``raws`` through the ingest pipeline (raw first, parse, post-ingest stages).
 
@@ -181,6 +186,8 @@ def ingest_raws(
     trust = pipeline._trust_for(list(settings.get("trust") or []))
     size = int(settings.get("batch_size") or 2000)
     run = pipeline._Run(store, None, trust, settings, 500, size, stages, note)
+    if resume:  # a crash between archiving and parsing left raw rows without messages rows
+        run.resume()
     fresh = run.archive([(raw.id, raw) for raw in raws])
     run.submit(fresh)
     run.flush_parsed()
@@ -194,8 +201,12 @@ def drain(
     *,
     max_records: int = 2000,
     on_note: NoteFn | None = None,
+    resume: bool = False,
 ) -> DrainResult:
-    """Move everything durable in the spool into the store; safe to call at any time."""
+    """Move everything durable in the spool into the store; safe to call at any time.
+
+    ``resume`` (use it once at start-up) also parses messages an earlier crash archived in
+    ``raw`` but never parsed, so re-draining their segment does not leave them unparsed."""
     result = DrainResult()
 
     def note(text: str) -> None:
@@ -204,6 +215,8 @@ def drain(
         if on_note is not None:
             on_note(text)
 
+    if resume:
+        ingest_raws(store, [], settings, note, resume=True)
     pending = spool.pending_segments()
     while pending:
         group: list[Path] = []
