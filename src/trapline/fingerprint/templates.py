@@ -19,32 +19,34 @@ from trapline.fingerprint.normalise import normalise
 
 MAX_TEMPLATES = 3  # per message; the first few links carry the campaign, the rest is footer
 MAX_SUBJECT_CHARS = 120
-_VOWELS = set("aeiouy")
+_HEX = re.compile(r"[0-9a-f]+")
 _CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{5,}")
 _SPLIT = re.compile(r"([/_\-.=&?]+)")
 
 
 def classify(part: str) -> str:
     """A URL part, or its class if per-copy: ``<d>`` digits, ``<h>`` hex, ``<a>`` random."""
-    if not part:
+    if not part or not part.isascii():
         return part
     if part.isdigit():
         return "<d>"
-    has_digit = any(c.isdigit() for c in part)
-    if has_digit and len(part) >= 6 and all(c in "0123456789abcdef" for c in part):
+    if part.isalpha():
+        if len(part) >= 6 and (
+            sum(part.count(v) for v in "aeiouy") / len(part) < 0.2 or _CONSONANT_RUN.search(part)
+        ):
+            return "<a>"  # letters only but unpronounceable: a random token
+        return part
+    if not part.isalnum():
+        return part  # "~bob", "a+b": punctuation inside, leave it
+    # Letters and digits mixed.
+    if len(part) >= 6 and _HEX.fullmatch(part):
         return "<h>"
-    if has_digit and any(c.isalpha() for c in part):
-        # "img3" is a server name, "a8f3k2" an id: a letter stem with a short number becomes
-        # "img#", which matches rotated servers but is not a per-copy slot.
-        stem = part.rstrip("0123456789")
-        if stem.isalpha() and len(stem) >= 2 and len(part) - len(stem) <= 2:
-            return stem + "#"
-        return "<a>"
-    if len(part) >= 6 and (
-        sum(c in _VOWELS for c in part) / len(part) < 0.2 or _CONSONANT_RUN.search(part)
-    ):
-        return "<a>"  # letters only but unpronounceable: a random token
-    return part
+    # "img3" is a server name, "a8f3k2" an id: a letter stem with a short number becomes
+    # "img#", which matches rotated servers but is not a per-copy slot.
+    stem = part.rstrip("0123456789")
+    if stem.isalpha() and len(stem) >= 2 and len(part) - len(stem) <= 2:
+        return stem + "#"
+    return "<a>"
 
 
 def _generalise(text: str) -> str:
