@@ -168,12 +168,64 @@ def _real_groups() -> dict[str, Any]:
     return {**score([g for g, _ in paths], roots).as_dict(), "groups": len(groups)}
 
 
+def _incremental(stored: int, day: int, seed: int) -> dict[str, Any]:
+    """Cost of clustering one day's mail into a store of ``stored`` messages vs an empty one,
+    and whether the incremental partition equals a rebuild's (through the real store)."""
+    import tempfile
+
+    from trapline.analyze.campaigns import analyze_campaigns
+    from trapline.analyze.evaluate import score
+    from trapline.config import load_settings
+    from trapline.fingerprint.stage import fingerprint_ids
+    from trapline.store.duckdb import open_store
+    from trapline.testing.spamgen import SpamGenerator
+    from trapline.testing.spamstore import store_generated
+
+    bases = _bases()
+    gen = SpamGenerator(bases, n_campaigns=min(len(bases), 500), n_botnets=20, seed=seed)
+    msgs = list(gen.messages(stored + day))
+    out: dict[str, Any] = {"stored": stored, "day": day}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"data_dir": tmp})
+        with open_store(Path(tmp)) as store:
+            for start in range(0, stored, CHUNK):
+                store_generated(store.con, msgs[start : min(stored, start + CHUNK)])
+                analyze_campaigns(store, settings)
+            store_generated(store.con, msgs[stored:])
+            fingerprint_ids(store.con, [m.id for m in msgs[stored:]])
+            t0 = time.perf_counter()
+            analyze_campaigns(store, settings)
+            out["day_into_store_seconds"] = round(time.perf_counter() - t0, 3)
+            got = dict(store.con.execute("SELECT id, campaign_id FROM messages").fetchall())
+            incremental = [got[m.id] for m in msgs]
+            analyze_campaigns(store, settings, rebuild=True)
+            got = dict(store.con.execute("SELECT id, campaign_id FROM messages").fetchall())
+            out["incremental_equals_rebuild"] = incremental == [got[m.id] for m in msgs]
+            out["ari_incremental_vs_rebuild"] = score(incremental, [got[m.id] for m in msgs]).ari
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"data_dir": tmp})
+        with open_store(Path(tmp)) as store:
+            store_generated(store.con, msgs[stored:])
+            fingerprint_ids(store.con, [m.id for m in msgs[stored:]])
+            t0 = time.perf_counter()
+            analyze_campaigns(store, settings)
+            out["day_into_empty_seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-n", type=int, default=1_000_000, help="largest size to run")
     parser.add_argument("--baseline-cap", type=float, default=45.0, help="seconds per baseline")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--incremental",
+        type=int,
+        default=0,
+        metavar="STORED",
+        help="also time one day (STORED/10 messages) into a store of STORED messages",
+    )
     args = parser.parse_args()
     sizes = [n for n in (10_000, 100_000, 1_000_000) if n <= args.max_n] or [args.max_n]
     ctx = mp.get_context("spawn")
@@ -201,6 +253,8 @@ def main() -> None:
     out["recall_generated"] = largest["recall"]
     out["ari_generated"] = largest["ari"]
     out["real"] = _real_groups()
+    if args.incremental:
+        out["incremental"] = _incremental(args.incremental, args.incremental // 10, args.seed)
     print(json.dumps(out, indent=None if args.json else 2))
 
 

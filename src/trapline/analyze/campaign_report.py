@@ -106,7 +106,7 @@ def resolve_campaign(con: Any, ident: str) -> str:
     """The full campaign id for an id, a unique prefix or a merged-away id."""
     ident = ident.strip().lower()
     hits = [r[0] for r in con.execute(
-        "SELECT id FROM campaigns WHERE id LIKE ? || '%' LIMIT 2", [ident]
+        "SELECT id FROM campaigns WHERE starts_with(id, ?) LIMIT 2", [ident]
     ).fetchall()]  # fmt: skip
     if not hits:
         merged = con.execute(
