@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -46,6 +47,11 @@ def serve(
     from trapline.serve.runner import Running
     from trapline.serve.runner import serve as run
 
+    # Limit hits, relay attempts and drain problems are logged; one line each on stderr.
+    logging.basicConfig(
+        level=logging.ERROR if app.quiet else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     settings: dict[str, Any] = dict(app.settings)
     services = []
     for name, value, key in (("smtp", smtp, "smtp_listen"), ("http", http, "http_listen")):
