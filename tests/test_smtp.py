@@ -398,3 +398,47 @@ def test_starttls_sessions_are_fingerprinted_as_tls(
     session = trap.wait_records("session")[0].fields
     assert session["tls"] is True and session["commands"][:3] == ["EHLO", "STARTTLS", "EHLO"]
     assert session["mail_from"] == ["a@b.example"] and session["rcpt_to"] == [f"x@{TRAP}"]
+
+
+def test_drained_events_land_in_their_tables_exactly_once(
+    trap_server: Callable[..., Trap], tmp_path: Path
+) -> None:
+    """Relay attempts, limit hits and sessions reach the store; replaying the same segments (a
+    crash after the store commit but before the move to done/) changes nothing."""
+    from trapline.store.duckdb import open_store
+    from trapline.traps.drain import drain
+
+    trap = trap_server(smtp_max_recipients=1)
+    with smtplib.SMTP("127.0.0.1", trap.port, timeout=10) as client:
+        client.ehlo("counter.example.net")
+        client.mail("a@b.example")
+        assert client.rcpt("victim@gmail.com")[0] == 550
+        assert client.rcpt(f"one@{TRAP}")[0] == 250
+        assert client.rcpt(f"two@{TRAP}")[0] == 452
+        assert client.data(spam_bodies(1)[0])[0] == 250
+    trap.wait_records("session")
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "trap_domains": [TRAP]})
+    tables = ("relay_attempts", "limit_events", "smtp_sessions", "raw", "messages")
+
+    def counts(store: Any) -> list[int]:
+        return [store.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
+
+    with open_store(tmp_path / "data") as store:
+        drain(trap.spool, store, settings)
+        first = counts(store)
+        assert first == [1, 1, 1, 1, 1]
+        for path in (trap.spool.root / "done").glob("*.seg"):  # replay every segment
+            shutil.copy(path, trap.spool.root / "new" / path.name)
+        again = drain(trap.spool, store, settings)
+        assert again.segments >= 1 and again.new_messages == 0
+        assert counts(store) == first
+        row = store.con.execute("SELECT kind, reply FROM limit_events").fetchone()
+        assert row[0] == "recipients" and row[1].startswith("452 4.5.3")
+        session = store.con.execute(
+            "SELECT commands, rcpt_to, messages FROM smtp_sessions"
+        ).fetchone()
+        assert session == (
+            ["EHLO", "MAIL", "RCPT", "RCPT", "RCPT", "DATA", "QUIT"],
+            ["victim@gmail.com", f"one@{TRAP}", f"two@{TRAP}"],
+            1,
+        )
