@@ -115,6 +115,23 @@ def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, 
     return pairs
 
 
+_META_CHARSET = re.compile(r"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I)
+_LATIN = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "windows-1252", "cp1252", "us-ascii"}
+
+
+def looks_misdecoded(html: str) -> bool:
+    """True when an HTML body was read as Latin-1 although its ``<meta>`` names another charset.
+
+    The fast parser reads a part without a MIME charset as Latin-1; 2002-era Korean and Chinese
+    spam declared its charset only in ``<meta>``. Every character below U+0100 with a non-Latin
+    meta charset is the mojibake signature.
+    """
+    if html.isascii() or max(html) >= "\u0100":
+        return False
+    meta = _META_CHARSET.search(html, 0, 4096)
+    return meta is not None and meta.group(1).lower() not in _LATIN
+
+
 def _salvage_after_close(payload: bytes, boundary: bytes, out: Fields, limits: ParseLimits) -> None:
     """Parts hidden after a premature close delimiter of the top-level multipart.
 

@@ -7,6 +7,7 @@ function here is total: bad input yields ``None`` or a defect, never an exceptio
 
 from __future__ import annotations
 
+import codecs
 import email.header
 import email.utils
 import re
@@ -54,6 +55,19 @@ _SIBLINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def known_charset(label: str) -> bool:
+    """Whether ``label`` names a charset Python can decode (aliases included)."""
+    label = label.strip().strip("\"'").lower()
+    codec = _CHARSET_ALIASES.get(label, label)
+    if not codec:
+        return False
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        return False
+    return True
+
+
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     """Decode ``data`` with ``charset``; return (text, defect or None).
 
@@ -72,12 +86,24 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
             pass
     # 8-bit bytes under us-ascii are an undeclared charset, not a wrong one.
     defect = "undeclared-8bit" if label in ("us-ascii", "ascii") else f"bad-charset:{label[:40]}"
-    for fallback in (*_SIBLINGS.get(codec or "", ()), "utf-8", "cp1252"):
+    for fallback in (*_SIBLINGS.get(codec or "", ()), "utf-8"):
         try:
             return data.decode(fallback), defect
         except UnicodeDecodeError:
             continue
-    return data.decode("latin-1"), defect
+    if codec and label not in ("us-ascii", "ascii"):
+        # A few bad bytes in a long Big5 or GB2312 body: keep the declared charset, mark the
+        # bad bytes, rather than turn every character into Latin-1 mojibake.
+        try:
+            text = data.decode(codec, errors="replace")
+            if text.count("\ufffd") * 100 <= len(text):
+                return text, defect
+        except (LookupError, ValueError):
+            pass
+    try:
+        return data.decode("cp1252"), defect
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), defect
 
 
 _CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""", re.IGNORECASE)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import fast_mail_parser as fmp
 
 from trapline.ingest import received as _received
-from trapline.ingest.fast_mime import fast_fields
+from trapline.ingest.fast_mime import fast_fields, looks_misdecoded
 from trapline.ingest.headers import (
     EARLIEST_PLAUSIBLE,
     date_flags,
@@ -257,6 +257,7 @@ def _parse_one(
         # Some charsets (ISO-2022-JP) are decoded lossily without a warning; U+FFFD tells.
         or any("\ufffd" in part for part in mail.text_plain)
         or any("\ufffd" in part for part in mail.text_html)
+        or any(looks_misdecoded(part) for part in mail.text_html)
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:

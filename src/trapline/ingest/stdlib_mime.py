@@ -20,6 +20,7 @@ from trapline.ingest.headers import (
     decode_8bit,
     decode_bytes,
     decode_rfc2047,
+    known_charset,
     make_address,
     parse_addresses,
     parse_date_header,
@@ -65,6 +66,9 @@ class Fields:
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/=]+")
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I
+)
 
 
 def cap(value: str, limit: int, defects: list[str]) -> str:
@@ -145,7 +149,13 @@ def _leaf_bytes(part: email.message.Message, defects: list[str]) -> tuple[bytes,
 
 def _leaf_text(part: email.message.Message, defects: list[str]) -> str:
     payload, rest = _leaf_bytes(part, defects)
-    text, defect = decode_bytes(payload, part.get_content_charset())
+    charset = part.get_content_charset()
+    if not payload.isascii() and (charset is None or not known_charset(charset)):
+        # HTML often declares its charset only in <meta> (HTML5 §4.2.5.5), not in MIME.
+        meta = _META_CHARSET.search(payload[:4096])
+        if meta:
+            charset = meta.group(1).decode("ascii")
+    text, defect = decode_bytes(payload, charset)
     if defect and defect not in defects:
         defects.append(defect)
     if rest:
