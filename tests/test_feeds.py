@@ -163,7 +163,8 @@ def test_indicator_csv_merges_duplicates(tmp_path: Path) -> None:
     assert rows["cc 208.72.169.0/24"][3:] == (26780, "208.72.168.0/21")
     assert rows["harvester AS26780"][3] == 26780
     assert rows["landing pharma-example.invalid"][3] is None  # a domain names no network offline
-    assert result.mapped == 2
+    assert rows["landing http://208.66.195.7/pills/"][3:] == (26780, "208.66.192.0/22")  # literal host
+    assert result.mapped == 3
 
 
 def test_stix_bundle(tmp_path: Path) -> None:

@@ -282,6 +282,8 @@ class Routing:
                 by_day[d] = i
         snap_days = np.array(sorted(by_day), dtype=np.int64)
         snap_ids = np.array([by_day[d] for d in snap_days], dtype=np.int64)
+        if len(snap_days) == 1 and mode == "nearest":
+            return np.full(len(days), snap_ids[0], dtype=np.int64)  # one table answers all
         known = days >= 0
         right = np.searchsorted(snap_days, days, side="right")  # first snapshot after the day
         before = right - 1
@@ -312,27 +314,26 @@ class Routing:
         snap = np.full(n, -1, dtype=np.int64)
         route = np.full(n, -1, dtype=np.int64)
         family = np.zeros(n, dtype=np.int8)
-        texts = np.asarray(ips, dtype=object)
-        v6_mask = np.fromiter((":" in t for t in texts), dtype=bool, count=n)
-        v4_pos = np.nonzero(~v6_mask)[0]
-        values, ok = asn_index.parse_ipv4(texts[v4_pos].astype(str))
+        values, ok = asn_index.parse_ipv4(ips)
+        # Whatever is not a dotted quad may be IPv6; only those few go through ipaddress.
+        v6_pos = np.array(
+            [i for i in np.nonzero(~ok)[0].tolist() if ":" in str(ips[i])], dtype=np.int64
+        )
         ok &= ~_special_v4(values)
-        v4_pos, values = v4_pos[ok], values[ok]
+        v4_pos = np.nonzero(ok)[0]
+        values = values[ok]
         family[v4_pos] = 4
         chosen = self.choose(days[v4_pos], 4, mode)
-        for s in np.unique(chosen[chosen >= 0]):
-            sel = chosen == s
+        for s, sel in _groups(chosen):
             route[v4_pos[sel]] = asn_index.lookup_v4(self.snapshots[s].index, values[sel])
             snap[v4_pos[sel]] = s
-        v6_pos = np.nonzero(v6_mask)[0]
         if len(v6_pos):
-            hi, lo, ok6 = asn_index.parse_ipv6(list(texts[v6_pos]))
+            hi, lo, ok6 = asn_index.parse_ipv6([str(ips[i]) for i in v6_pos.tolist()])
             ok6 &= hi >> np.uint64(61) == 1  # 2000::/3 is the global unicast space (RFC 4291 §2.4)
             v6_pos, hi, lo = v6_pos[ok6], hi[ok6], lo[ok6]
             family[v6_pos] = 6
             chosen = self.choose(days[v6_pos], 6, mode)
-            for s in np.unique(chosen[chosen >= 0]):
-                sel = chosen == s
+            for s, sel in _groups(chosen):
                 route[v6_pos[sel]] = asn_index.lookup_v6(self.snapshots[s].index, hi[sel], lo[sel])
                 snap[v6_pos[sel]] = s
         return snap, route, family
@@ -362,6 +363,16 @@ class Routing:
         return asns, prefixes, snaps
 
 
+def _groups(chosen: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """(snapshot, selector) per chosen snapshot; one snapshot for everything needs no mask."""
+    if len(chosen) == 0:
+        return []
+    lo, hi = int(chosen.min()), int(chosen.max())
+    if lo == hi:
+        return [(lo, slice(None))] if lo >= 0 else []
+    return [(int(s), chosen == s) for s in np.unique(chosen[chosen >= 0])]
+
+
 _SPECIAL_V4 = [  # RFC 6890 special-purpose blocks that never name an origin network
     ("0.0.0.0", 8),
     ("10.0.0.0", 8),
@@ -379,13 +390,23 @@ _SPECIAL_V4 = [  # RFC 6890 special-purpose blocks that never name an origin net
 ]
 
 
+def _special_table() -> tuple[np.ndarray, np.ndarray]:
+    blocks = sorted(
+        (cidr_route(f"{net}/{length}", 0) for net, length in _SPECIAL_V4), key=lambda r: r.start
+    )
+    return (
+        np.array([r.start for r in blocks], dtype=np.uint32),
+        np.array([r.end for r in blocks], dtype=np.uint32),
+    )
+
+
+_SPECIAL_STARTS, _SPECIAL_ENDS = _special_table()
+
+
 def _special_v4(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(values), dtype=bool)
-    for net, length in _SPECIAL_V4:
-        base = cidr_route(f"{net}/{length}", 0).start
-        mask = np.uint32((0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF)
-        out |= (values & mask) == np.uint32(base)
-    return out
+    """True where an address lies in an RFC 6890 block (they are disjoint: one search)."""
+    pos = np.searchsorted(_SPECIAL_STARTS, values, side="right") - 1
+    return (pos >= 0) & (values <= _SPECIAL_ENDS[np.maximum(pos, 0)])
 
 
 def load_routing(store: Store) -> Routing:

