@@ -9,12 +9,13 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from conftest import TESTS_DATA, shared
+from trapline.ingest.headers import date_flags
 from trapline.ingest.parse import parse, parse_many
 from trapline.model import Message, Quarantined, RawMessage, message_id_of
 
@@ -225,3 +226,49 @@ def test_personal_spam_2023_2025_parses() -> None:
         if header and header[0].strip():
             assert msg.subject, raw.source
             assert "=?utf-8?" not in msg.subject.lower(), raw.source
+
+
+def test_unparseable_date_from_the_corpus() -> None:
+    # "Date: 2002/09/14 Sat 02:29:32 CDT": spamware's own format, not RFC 5322 §3.3.
+    path = shared("mail", "spamassassin-2002", "spam", "00302.544366fa4cd0f5d210dd8443a1c2c95a")
+    msg = parse(RawMessage(path.read_bytes(), str(path)), now=NOW)
+    assert isinstance(msg, Message)
+    assert msg.date is None
+    assert msg.date_flags == ("unparseable",)
+    assert msg.received_at is not None and msg.received_at_source == "received"
+    assert msg.received_at.year == 2002
+
+
+def test_missing_date_uses_the_received_time() -> None:
+    data = (EML / "ham" / "sat-nice-crlf-endings.eml").read_bytes()
+    without = b"".join(
+        line for line in data.splitlines(keepends=True) if not line.startswith(b"Date:")
+    )
+    msg = parse(RawMessage(without, "x"), now=NOW)
+    assert isinstance(msg, Message)
+    assert msg.date is None and msg.date_flags == ("missing",)
+    assert "no-date" in msg.defects
+    assert msg.received_at_source == "received"
+
+
+def test_date_flag_rules() -> None:
+    recv = datetime(2002, 8, 22, 12, 0, tzinfo=UTC)
+    day = timedelta(days=1)
+    assert date_flags(recv + day, True, recv, NOW) == ()  # within the 2-day slack
+    assert date_flags(recv + 3 * day, True, recv, NOW) == ("far-future",)
+    assert date_flags(recv + 8 * day, True, recv, NOW) == ("far-future", "skewed")
+    assert date_flags(recv - 8 * day, True, recv, NOW) == ("skewed",)
+    assert date_flags(NOW + day, True, None, NOW) == ("far-future",)  # ahead of our clock
+    assert date_flags(datetime(102, 8, 22, tzinfo=UTC), True, None, NOW) == ("before-1990",)
+    assert date_flags(None, False, recv, NOW) == ("missing",)
+    assert date_flags(None, True, recv, NOW) == ("unparseable",)
+
+
+def test_forged_date_does_not_become_the_received_time() -> None:
+    data = (EML / "spam" / "sa-spam-00023.eml").read_bytes()  # Date year 0102
+    headerless = data.replace(b"\nReceived:", b"\nX-Was-Received:")
+    msg = parse(RawMessage(headerless, "x"), now=NOW)
+    assert isinstance(msg, Message)
+    assert msg.hops == ()
+    assert msg.date is not None and msg.date.year == 102
+    assert msg.received_at is None and msg.received_at_source == "none"
