@@ -138,15 +138,28 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
         tmp_path,
         post_ingest_stages=["test_pipeline:unconfigured_stage", "test_pipeline:recording_stage"],
     )
-    summary = ingest([corpus], settings=settings, workers=2, batch_size=30, on_note=notes.append)
+    ticks: list[tuple[int, int, int | None]] = []
+    summary = ingest(
+        [corpus],
+        settings=settings,
+        workers=2,
+        batch_size=30,
+        on_note=notes.append,
+        on_progress=lambda *a: ticks.append(a),
+    )
     assert len(STAGE_CALLS) >= 3, "one call per written batch"
+    # The last progress report says every message is finished and all input bytes are covered.
+    assert ticks[-1][0] == 90 and ticks[-1][1] == ticks[-1][2] == sum(
+        p.stat().st_size for p in corpus.iterdir()
+    )
     assert sorted(i for call in STAGE_CALLS for i in call) == sorted(
         _ids_in(tmp_path / "store", "messages")
     )
     off = [n for n in notes if "unconfigured_stage" in n]
     assert len(off) == 1 and "switched off" in off[0] and "routing" in off[0]
     assert summary.stage_notes == (
-        f"test_pipeline:recording_stage: recorded {summary.parsed} messages",
+        f"test_pipeline:recording_stage: recorded {summary.parsed} messages "
+        f"(last of {len(STAGE_CALLS)} batches)",
     )
 
 

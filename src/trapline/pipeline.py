@@ -29,7 +29,8 @@ from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
 from trapline.store.writer import Batch, merge, tables_for, write_batch, write_problems
 
-ProgressFn = Callable[[int, int, int | None], None]  # (messages read, bytes read, bytes total)
+# (messages finished, bytes they stand for, total input bytes or None when unknown)
+ProgressFn = Callable[[int, int, int | None], None]
 NoteFn = Callable[[str], None]
 
 
@@ -102,6 +103,7 @@ class _Stages:
     note: NoteFn
     active: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     last: dict[str, str] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
 
     def load(self) -> None:
         for spec in self.settings.get("post_ingest_stages") or []:
@@ -128,8 +130,17 @@ class _Stages:
                 self.note(f"{spec} switched off: {exc}")
                 self.active.remove((spec, fn))
                 continue
+            self.calls[spec] = self.calls.get(spec, 0) + 1
             if result:
                 self.last[spec] = str(result)
+
+    def summaries(self) -> tuple[str, ...]:
+        """Each stage's latest one-line summary (a stage reports per batch, not per run)."""
+        out = []
+        for spec, text in self.last.items():
+            n = self.calls.get(spec, 1)
+            out.append(f"{spec}: {text}" + (f" (last of {n} batches)" if n > 1 else ""))
+        return tuple(out)
 
 
 # --- the main loop -------------------------------------------------------------------------------
@@ -151,7 +162,8 @@ class _Run:
 
     def __init__(
         self, store: Store, pool: ProcessPoolExecutor | None, trust: Any, settings: dict[str, Any],
-        chunk: int, batch_size: int, stages: _Stages, note: NoteFn,
+        chunk: int, batch_size: int, stages: _Stages, note: NoteFn, reader: Any,
+        on_progress: ProgressFn | None,
     ) -> None:  # fmt: skip
         self.store = store
         self.pool = pool
@@ -161,6 +173,9 @@ class _Run:
         self.batch_size = batch_size
         self.stages = stages
         self.note = note
+        self.reader = reader
+        self.on_progress = on_progress
+        self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
         self.in_flight: dict[Future[Batch], list[RawMessage]] = {}
@@ -234,6 +249,21 @@ class _Run:
         self.counts.parsed += len(ok_ids)
         self.counts.quarantined += len(batch.quarantined_ids) + len(bad)
         self.stages.run(self.store, ok_ids)
+        self.tick()
+
+    def tick(self, *, force: bool = False) -> None:
+        """Report progress: messages finished (stored, quarantined or duplicate) and the share
+        of input bytes they stand for, at most ten times a second."""
+        if self.on_progress is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last_tick < 0.1:
+            return
+        self.last_tick = now
+        c = self.counts
+        done = c.duplicates + c.parsed + c.quarantined
+        share = min(1.0, done / c.read) if c.read else 0.0
+        self.on_progress(done, int(self.reader.bytes_read * share), self.reader.bytes_total)
 
     # raw side
     def archive(self, buffer: list[tuple[str, RawMessage]]) -> list[RawMessage]:
@@ -336,11 +366,12 @@ def ingest(
             "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
             [run_id, rawstore.utcnow(), [str(p) for p in paths]],
         )
-        run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note)
+        run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress)
         run.resume()
-        _main_loop(run, reader, on_progress, note)
+        _main_loop(run, reader, note)
         run.drain(everything=True)
         run.flush_parsed()
+        run.tick(force=True)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -378,15 +409,14 @@ def ingest(
         resumed=c.resumed,
         seconds=time.perf_counter() - started,
         bytes_read=reader.bytes_read,
-        stage_notes=tuple(f"{k}: {v}" for k, v in stages.last.items()),
+        stage_notes=stages.summaries(),
         interrupted=interrupted,
     )
 
 
-def _main_loop(run: _Run, reader: Any, on_progress: ProgressFn | None, note: NoteFn) -> None:
+def _main_loop(run: _Run, reader: Any, note: NoteFn) -> None:
     buffer: list[tuple[str, RawMessage]] = []
     problems: list[SourceProblem] = []
-    last_tick = 0.0
     for item in reader:
         if isinstance(item, SourceProblem):
             problems.append(item)
@@ -398,15 +428,9 @@ def _main_loop(run: _Run, reader: Any, on_progress: ProgressFn | None, note: Not
             run.submit(run.archive(buffer))
             buffer = []
             run.drain()
-        if on_progress is not None:
-            now = time.perf_counter()
-            if now - last_tick > 0.1:
-                last_tick = now
-                on_progress(run.counts.read, reader.bytes_read, reader.bytes_total)
+            run.tick()
     if buffer:
         run.submit(run.archive(buffer))
     # Source problems are counted in `seen` once per (source, reason), however often re-read.
     write_problems(run.store.con, problems)
     run.counts.problems += len(problems)
-    if on_progress is not None:
-        on_progress(run.counts.read, reader.bytes_read, reader.bytes_total)
