@@ -115,3 +115,19 @@ def test_urls_of_a_real_spam() -> None:
     # Read from the message: the tracking redirector and the landing/image host.
     assert {"sexmailnetwork.com", "harder-please.com"} <= domains
     assert all(u.host for u in msg.urls)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://a.example.com/" + ")" * 200_000,  # closing brackets to balance, one by one
+        "http://" + "a" * 1_000_000,  # one endless token
+        "a[.]" * 200_000,  # one endless defanged name
+        ("http://a.example.com/x " * 50_000) + ("b[.]example[.]com " * 50_000),
+        "www." * 100_000,
+    ],
+)
+def test_hostile_text_is_bounded(text: str) -> None:
+    urls = extract_urls(text, None)
+    assert len(urls) <= 2
+    assert all(len(u.url) <= 2048 for u in urls)

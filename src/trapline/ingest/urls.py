@@ -7,6 +7,7 @@ and forwarded phish; they are kept exactly as written so evidence is not altered
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ MAX_URL_CHARS = 2048
 _URL_CHAR = r"[^\s<>\"'`{}|\\^\x00-\x20\x7f]"
 _DEFANG_DOT = r"(?:\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\})"
 _SCHEME_URL = re.compile(
-    rf"(?:(?:h[tx]{{2}}ps?|ftp|fxp)(?:://|\[://\]|\[:\]//)|www(?:\.|{_DEFANG_DOT})){_URL_CHAR}+",
+    rf"(?:(?:h[tx]{{2}}ps?|ftp|fxp)(?:://|\[://\]|\[:\]//)|www(?:\.|{_DEFANG_DOT})){_URL_CHAR}{{1,{MAX_URL_CHARS}}}",
     re.IGNORECASE,
 )
 # Candidate starts found with a first-character set, which the regex engine scans for in C
@@ -33,7 +34,8 @@ _SCHEME_HINT = re.compile(r"[hHfFwW](?:[tTxX]{1,2}[pP]|[wW]{2})")
 # A bare defanged name ("evil[.]com/x"); only searched for when a defang token is present,
 # because a pattern that may start at any word is the slow part of URL scanning.
 _DEFANGED_NAME = re.compile(
-    rf"\b[a-z0-9][a-z0-9-]*(?:{_DEFANG_DOT}[a-z0-9-]+)+(?:/{_URL_CHAR}*)?", re.IGNORECASE
+    rf"\b[a-z0-9][a-z0-9-]*(?:{_DEFANG_DOT}[a-z0-9-]+)+(?:/{_URL_CHAR}{{0,{MAX_URL_CHARS}}})?",
+    re.IGNORECASE,
 )
 _DEFANG_TOKEN = re.compile(_DEFANG_DOT, re.IGNORECASE)
 _BARE_HOST = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+(/|$)")
@@ -132,23 +134,31 @@ def make_url(url: str, source: str) -> Url:
 
 def _strip_trailing(url: str) -> str:
     # Prose puts punctuation after a URL; a closing bracket is kept only if one was opened.
-    while url and url[-1] in _TRAILING:
-        if url[-1] in ")]}" and url.count({")": "(", "]": "[", "}": "{"}[url[-1]]) >= url.count(
-            url[-1]
-        ):
-            break
-        url = url[:-1]
-    return url
+    opened = {")": url.count("("), "]": url.count("["), "}": url.count("{")}
+    closed = {")": url.count(")"), "]": url.count("]"), "}": url.count("}")}
+    end = len(url)
+    while end and url[end - 1] in _TRAILING:
+        char = url[end - 1]
+        if char in closed:
+            if opened[char] >= closed[char]:
+                break
+            closed[char] -= 1
+        end -= 1
+    return url[:end]
 
 
-def urls_in_text(text: str) -> Iterable[str]:
-    """URL-looking substrings of plain text, trailing prose punctuation removed."""
+def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
+    """URL-looking substrings of plain text in order, trailing prose punctuation removed.
+
+    At most ``limit`` candidates of each kind are looked at, so a body of a million URLs costs
+    the same as one of a few thousand.
+    """
     if not text:
-        return
+        return []
     found: list[tuple[int, str]] = []
     if "://" in text or "[:" in text or "ww" in text or "WW" in text:
         pos = 0
-        while hint := _SCHEME_HINT.search(text, pos):
+        while len(found) < limit and (hint := _SCHEME_HINT.search(text, pos)):
             start = hint.start()
             match = _SCHEME_URL.match(text, start)
             if match is None:
@@ -158,16 +168,21 @@ def urls_in_text(text: str) -> Iterable[str]:
                 found.append((start, match.group(0)))
             pos = match.end()
     if _DEFANG_TOKEN.search(text):
-        taken = {start for start, _ in found}
+        # Spans of the scheme URLs, sorted by start: a defanged name inside one of them
+        # ("hxxp://a[.]b/c") is the same URL, found once.
+        starts = [start for start, _ in found]
+        ends = [start + len(url) for start, url in found]
+        extra: list[tuple[int, str]] = []
         for m in _DEFANGED_NAME.finditer(text):
-            # Skip names inside an already-found URL ("hxxp://a[.]b/c" yields once).
-            if not any(s <= m.start() < s + len(u) for s, u in found) and m.start() not in taken:
-                found.append((m.start(), m.group(0)))
-        found.sort()
-    for _, raw in found:
-        url = _strip_trailing(raw)
-        if len(url) > 4:
-            yield url
+            if len(extra) >= limit:
+                break
+            i = bisect.bisect_right(starts, m.start()) - 1
+            if i < 0 or m.start() >= ends[i]:
+                extra.append((m.start(), m.group(0)))
+        if extra:
+            found = sorted(found + extra)
+    urls = (_strip_trailing(raw) for _, raw in found)
+    return [url for url in urls if len(url) > 4]
 
 
 def collect_urls(
