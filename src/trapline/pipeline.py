@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from trapline.config import DEFAULTS
 from trapline.errors import IngestError, NotConfigured, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
 from trapline.store import raw as rawstore
@@ -314,7 +315,7 @@ def _start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
 def _tune(store: Store, settings: dict[str, Any]) -> None:
     """Bound DuckDB's memory: its buffer pool otherwise caches every block written this run, so
     the writer's RSS would grow with the input instead of staying flat."""
-    limit = settings.get("store_memory_limit")
+    limit = settings.get("store_memory_limit", DEFAULTS["store_memory_limit"])
     if limit:
         store.con.execute("SET memory_limit = ?", [str(limit)])
     # The cores belong to the parse workers; one DuckDB thread also wrote ~10% faster alone.
