@@ -11,6 +11,7 @@ This is the store's only writer while ``trapline serve`` runs (DuckDB allows one
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from trapline.errors import NotConfigured
 from trapline.model import Envelope, RawMessage
 from trapline.store.duckdb import Store
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
@@ -170,28 +172,82 @@ def ingest_raws(
     *,
     resume: bool = False,
 ) -> int:
-    """Store ``raws`` through the ingest pipeline (raw first, parse, post-ingest stages).
+    """Store ``raws`` the way ``trapline ingest`` does: raw bytes first (content-addressed, so a
+    replay is a no-op), then parse, write, and run ``post_ingest_stages`` on the new messages.
 
-    Returns how many were new. Uses ``trapline.pipeline.ingest_raw`` when the pipeline offers it;
-    otherwise drives the pipeline's in-process runner directly.
+    Returns how many were new. In-process and batch-sized (the spool hands over at most a few
+    thousand messages at a time), built on the store's and parser's public functions rather
+    than the file-oriented ``trapline.pipeline.ingest``.
     """
-    from trapline import pipeline
+    from trapline.store import raw as rawstore
 
-    public = getattr(pipeline, "ingest_raw", None)
-    if public is not None:
-        summary = public(store, raws, settings=settings, on_note=note)
-        return int(getattr(summary, "new", 0))
-    stages = pipeline._Stages(settings, note)
-    stages.load()
-    trust = pipeline._trust_for(list(settings.get("trust") or []))
-    size = int(settings.get("batch_size") or 2000)
-    run = pipeline._Run(store, None, trust, settings, 500, size, stages, note)
+    con = store.con
+    backlog: list[RawMessage] = []
     if resume:  # a crash between archiving and parsing left raw rows without messages rows
-        run.resume()
-    fresh = run.archive([(raw.id, raw) for raw in raws])
-    run.submit(fresh)
-    run.flush_parsed()
+        pending = rawstore.pending_ids(con)
+        backlog = [
+            RawMessage(r.data, r.source, r.envelope) for r in rawstore.iter_raw(con, pending)
+        ]
+        if backlog:
+            note(f"resuming: {len(backlog)} archived trap messages were never parsed")
+    unique = {raw.id: raw for raw in raws}
+    known = rawstore.existing_ids(con, list(unique))
+    fresh = [raw for mid, raw in unique.items() if mid not in known]
+    rawstore.write_raw(con, [rawstore.RawRow(r.id, r.data, r.source, r.envelope) for r in fresh])
+    if fresh or backlog:
+        _parse_and_write(store, fresh + backlog, settings, note)
     return len(fresh)
+
+
+def _parse_and_write(
+    store: Store, raws: list[RawMessage], settings: dict[str, Any], note: NoteFn
+) -> None:
+    from trapline.ingest.parse import parse_many
+    from trapline.ingest.received import TrustBoundary
+    from trapline.model import Message, Quarantined
+    from trapline.store.writer import tables_for, write_batch
+
+    trust = TrustBoundary.from_specs(list(settings.get("trust") or []))
+    records: list[Message | Quarantined] = []
+    try:
+        records = list(parse_many(raws, trust=trust))
+    except Exception:  # a parser bug must not lose the batch: retry one by one, quarantine failures
+        for raw in raws:
+            try:
+                records.extend(parse_many([raw], trust=trust))
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"[:500]
+                records.append(
+                    Quarantined(raw.id, len(raw.data), raw.source, "internal-error", detail)
+                )
+    batch = tables_for(records)
+    bad = {q.id for q in write_batch(store.con, batch)}
+    run_stages(store, [i for i in batch.message_ids if i not in bad], settings, note)
+
+
+_SWITCHED_OFF: set[str] = set()  # stages that said NotConfigured, noted once per process
+
+
+def run_stages(
+    store: Store, message_ids: list[str], settings: dict[str, Any], note: NoteFn
+) -> None:
+    """``post_ingest_stages`` over freshly stored messages; a failing stage is noted, not fatal
+    (the messages are stored and the stage can be re-run over them later)."""
+    if not message_ids:
+        return
+    for spec in settings.get("post_ingest_stages") or []:
+        module, _, name = str(spec).partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), name)
+            fn(store, message_ids, settings)
+        except NotConfigured as exc:
+            if spec not in _SWITCHED_OFF:
+                _SWITCHED_OFF.add(spec)
+                note(f"{spec} switched off: {exc}")
+        except Exception as exc:
+            note(
+                f"post-ingest stage {spec} failed ({type(exc).__name__}: {exc}); messages are stored"
+            )
 
 
 def drain(
