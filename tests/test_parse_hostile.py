@@ -16,6 +16,7 @@ import pytest
 from conftest import TESTS_DATA
 from conftest import testdata as fixture_bytes  # aliased: pytest would collect "testdata"
 from trapline.ingest.parse import DEFAULT_LIMITS, parse
+from trapline.ingest.stdlib_mime import stdlib_fields
 from trapline.model import Message, Quarantined, RawMessage, message_id_of
 
 LIMITS = DEFAULT_LIMITS
@@ -178,3 +179,13 @@ def test_not_mail_is_quarantined_with_a_reason(data: bytes, reason: str) -> None
 )
 def test_odd_but_mail_shaped_input_yields_a_message(make: Callable[[], bytes]) -> None:
     _message(make())
+
+
+@pytest.mark.parametrize("name", sorted(build.BUILDERS))
+def test_fallback_parser_is_bounded_too(name: str) -> None:
+    # The stdlib path must hold the same caps when it is the one reading the attack.
+    fields = stdlib_fields(build.BUILDERS[name]())
+    assert len(fields.headers) <= LIMITS.max_headers
+    assert all(len(v) <= LIMITS.max_header_value for _, v in fields.headers)
+    assert len(fields.to) <= LIMITS.max_recipients
+    assert len(fields.attachments) <= LIMITS.max_attachments
