@@ -442,3 +442,16 @@ def test_drained_events_land_in_their_tables_exactly_once(
             ["victim@gmail.com", f"one@{TRAP}", f"two@{TRAP}"],
             1,
         )
+
+
+def test_long_commands_from_bots_are_accepted_up_to_the_trap_limit(
+    trap_server: Callable[..., Trap],
+) -> None:
+    trap = trap_server()
+    sender = "x" * 900 + "@bulk.example"  # far over RFC 5321's 256-octet path, well under 2048
+    with smtplib.SMTP("127.0.0.1", trap.port, timeout=10) as client:
+        client.ehlo("bot")
+        assert client.mail(sender)[0] == 250
+        code, text = client.rcpt("y" * 3000 + f"@{TRAP}")
+        assert code == 500 and b"limit 2048 bytes" in text
+    assert trap.wait_records("limit")[0].fields["kind"] == "command-length"

@@ -20,6 +20,7 @@ line length            ``500 5.5.6 Line too long (limit N bytes)``              
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -81,6 +82,9 @@ class TrapSMTP(SMTP):
         kwargs.setdefault("timeout", self.command_timeout)
         kwargs.setdefault("ident", "ESMTP")
         super().__init__(handler, **kwargs)
+        # aiosmtpd keeps per-verb command limits in a class-level dict whose default is SMTP's
+        # 512 and which EHLO increments; give each session its own, defaulting to ours.
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self.trace = SessionTrace("", "", 0, 0.0, utcnow())
         self._in_data = False
         self._admitted = False
