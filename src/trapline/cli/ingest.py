@@ -28,6 +28,9 @@ from trapline.pipeline import IngestSummary, ingest
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _out = Console(highlight=False, soft_wrap=True)
+# Piped output has no width; rich would assume 80 columns and fold every hop table row.
+if not _out.is_terminal:
+    _out = Console(highlight=False, soft_wrap=True, width=200)
 
 
 @contextmanager
@@ -206,19 +209,20 @@ def show_cmd(app: AppContext, message_id: str, as_json: bool, raw: bool) -> None
 
 def render_message(view: dict[str, Any]) -> None:
     out = _out
-    out.print(f"id          {view['id']}", markup=False)
-    for key in ("status", "source", "size", "received_at", "received_at_source", "subject"):
+    w = 20
+    for key in ("id", "status", "source", "size", "received_at", "received_at_source", "subject"):
         if key in view:
-            out.print(f"{key:<12}{view[key]}", markup=False)
+            out.print(f"{key:<{w}}{view[key]}", markup=False)
     if view["status"] != "parsed":
-        out.print(f"quarantine  {to_json(view.get('quarantine'))}", markup=False)
+        out.print(f"{'quarantine':<{w}}{to_json(view.get('quarantine'))}", markup=False)
         return
     sender = view["from"]
-    out.print(f"{'from':<12}{sender['name'] or ''} <{sender['addr'] or ''}>", markup=False)
-    out.print(f"{'origin_ip':<12}{view['origin_ip']}  (hop {view['origin_hop']})", markup=False)
+    out.print(f"{'from':<{w}}{sender['name'] or ''} <{sender['addr'] or ''}>", markup=False)
+    out.print(f"{'origin_ip':<{w}}{view['origin_ip']}  (hop {view['origin_hop']})", markup=False)
     table = Table(title="Received hops (0 = top)", title_justify="left", show_edge=False)
     for col in ("", "#", "from_ip", "from_rdns", "from_helo", "by_host", "timestamp", "trusted"):
-        table.add_column(col)
+        # Fold rather than truncate: an IPv6 address or a forged HELO cut to "…" is useless.
+        table.add_column(col, overflow="fold")
     for hop in view["hops"]:
         table.add_row(
             "origin →" if hop["origin"] else "",
@@ -231,17 +235,15 @@ def render_message(view: dict[str, Any]) -> None:
         )
     out.print(table)
     for url in view["urls"][:50]:
-        out.print(
-            f"url         {url['url']}" + ("  (obfuscated)" if url["obfuscated"] else ""),
-            markup=False,
-        )
+        flag = "  (obfuscated)" if url["obfuscated"] else ""
+        out.print(f"{'url':<{w}}{url['url']}{flag}", markup=False)
+    if len(view["urls"]) > 50:
+        out.print(f"{'':<{w}}… {len(view['urls']) - 50} more (--json has all)", markup=False)
     for att in view["attachments"]:
-        out.print(
-            f"attachment  {att['filename']} {att['content_type']} {att['size']} B {att['sha256']}",
-            markup=False,
-        )
+        text = f"{att['filename']} {att['content_type']} {att['size']} B {att['sha256']}"
+        out.print(f"{'attachment':<{w}}{text}", markup=False)
     if view["defects"]:
-        out.print(f"defects     {', '.join(view['defects'])}", markup=False)
+        out.print(f"{'defects':<{w}}{', '.join(view['defects'])}", markup=False)
 
 
 @click.command("query")
