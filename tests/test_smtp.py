@@ -455,3 +455,20 @@ def test_long_commands_from_bots_are_accepted_up_to_the_trap_limit(
         code, text = client.rcpt("y" * 3000 + f"@{TRAP}")
         assert code == 500 and b"limit 2048 bytes" in text
     assert trap.wait_records("limit")[0].fields["kind"] == "command-length"
+
+
+def test_undecodable_client_bytes_cannot_break_the_spool_or_the_drain(tmp_path: Path) -> None:
+    from trapline.store.duckdb import open_store
+    from trapline.traps.drain import drain
+
+    bad = b"bot\xff\xfe.example".decode("utf-8", "surrogateescape")  # what surrogateescape yields
+    spool = Spool(tmp_path / "spool")
+    spool.write_now(
+        [SpoolRecord("relay", {"id": "r1", "mail_from": bad, "rcpt_to": "a@b.example"})]
+    )
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "trap_domains": [TRAP]})
+    with open_store(tmp_path / "data") as store:
+        drain(spool, store, settings)
+        assert store.con.execute("SELECT mail_from FROM relay_attempts").fetchone() == (
+            "bot??.example",
+        )

@@ -107,12 +107,21 @@ def _naive_utc(value: Any) -> datetime | None:
     return when
 
 
+def _clean(value: Any) -> Any:
+    """Strings Arrow accepts: lone surrogates (bytes a client sent that are not UTF-8) → "?"."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
 def event_table(kind: str, records: Sequence[SpoolRecord]) -> pa.Table:
     """Pure: spool records of one kind as an Arrow table in the store's column order."""
     _, columns = TABLES[kind]
     arrays = []
     for name, typ in columns:
-        values = [r.fields.get(name) for r in records]
+        values = [_clean(r.fields.get(name)) for r in records]
         if typ == _TS:
             values = [_naive_utc(v) for v in values]
         arrays.append(pa.array(values, typ))

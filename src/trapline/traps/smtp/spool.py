@@ -58,7 +58,8 @@ class _Pending:
 
 
 def encode_record(record: SpoolRecord) -> bytes:
-    body = json.dumps(record.fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # ASCII JSON: lone surrogates (undecodable bytes from a client) are escaped, never fatal.
+    body = json.dumps(record.fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     head = b"%s %s %d %d\n" % (MAGIC, record.kind.encode(), len(body), len(record.data))
     return head + body + record.data + b"\n"
 
@@ -179,9 +180,10 @@ class Spool:
             return
         try:
             path = self._write_segment([p.record for p in batch])
-        except OSError as exc:
+        except Exception as exc:  # never let the committer die: fail this batch (451), go on
             log.error("spool write failed: %s", exc)
-            err = SpoolError(f"spool write failed ({exc.strerror}); check space in {self.root}")
+            reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            err = SpoolError(f"spool write failed ({reason}); check space in {self.root}")
             for p in batch:
                 if p.future is not None:
                     p.future.set_exception(err)
