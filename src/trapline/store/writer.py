@@ -179,92 +179,68 @@ def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _columns(name: str, rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Row tuples (in schema order) to column lists: one transpose instead of an append per cell."""
+    names = SCHEMAS[name].names
+    if not rows:
+        return {n: [] for n in names}
+    return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
+
+
 def tables_for(records: Iterable[Message | Quarantined], now: datetime | None = None) -> Batch:
     """Arrow tables for parsed ``records`` (pure; runs in the parse workers)."""
     when = now or utcnow()
-    m: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["messages"]}
-    rc: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["recipients"]}
-    hp: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["hops"]}
-    ur: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["urls"]}
-    at: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["attachments"]}
-    qr: dict[str, list[Any]] = {f.name: [] for f in SCHEMAS["quarantine"]}
+    msgs: list[tuple[Any, ...]] = []
+    rcpts: list[tuple[Any, ...]] = []
+    hops: list[tuple[Any, ...]] = []
+    urls: list[tuple[Any, ...]] = []
+    atts: list[tuple[Any, ...]] = []
+    quar: list[tuple[Any, ...]] = []
     message_ids: list[str] = []
     quarantined_ids: list[str] = []
     for rec in records:
         if isinstance(rec, Quarantined):
             quarantined_ids.append(rec.id)
-            q_row: tuple[tuple[str, Any], ...] = (
-                ("id", rec.id),
-                ("source", rec.source),
-                ("reason", rec.reason),
-                ("detail", rec.detail),
-                ("size", rec.size),
-                ("logged_at", when),
-            )
-            for key, val in q_row:
-                qr[key].append(val)
+            quar.append((rec.id, rec.source, rec.reason, rec.detail, rec.size, when))
             continue
         mid = rec.id
         message_ids.append(mid)
-        row: tuple[tuple[str, Any], ...] = (
-            ("id", mid),
-            ("source", rec.source),
-            ("size", rec.size),
-            ("received_at", rec.received_at),
-            ("received_at_source", rec.received_at_source),
-            ("date", rec.date),
-            ("date_flags", tuple(rec.date_flags)),
-            ("message_id", rec.message_id),
-            ("subject", rec.subject),
-            ("from_name", rec.from_.name),
-            ("from_addr", rec.from_.addr),
-            ("from_domain", rec.from_.domain),
-            ("origin_ip", rec.origin_ip),
-            ("origin_hop", rec.origin_hop),
-            ("body_text", rec.text),
-            ("n_hops", len(rec.hops)),
-            ("n_urls", len(rec.urls)),
-            ("n_attachments", len(rec.attachments)),
-            ("defects", tuple(rec.defects)),
-            ("origin_asn", rec.origin_asn),
-            ("origin_prefix", rec.origin_prefix),
-            ("routing_snapshot", rec.routing_snapshot),
-            ("campaign_id", None),
-            ("trap_visit_id", None),
-            ("ingested_at", when),
-        )
-        for key, value in row:
-            m[key].append(value)
+        # Same order as SCHEMAS["messages"]; campaign_id and trap_visit_id are later stages'.
+        msgs.append(
+            (
+                mid, rec.source, rec.size, rec.received_at, rec.received_at_source, rec.date,
+                tuple(rec.date_flags), rec.message_id, rec.subject, rec.from_.name,
+                rec.from_.addr, rec.from_.domain, rec.origin_ip, rec.origin_hop, rec.text,
+                len(rec.hops), len(rec.urls), len(rec.attachments), tuple(rec.defects),
+                rec.origin_asn, rec.origin_prefix, rec.routing_snapshot, None, None, when,
+            )
+        )  # fmt: skip
         for kind, addrs in (("to", rec.to), ("cc", rec.cc)):
-            for a in addrs:
-                _append(rc, mid, kind, a.name, a.addr, a.domain, None)
+            rcpts.extend((mid, kind, a.name, a.addr, a.domain, None) for a in addrs)
         if rec.envelope is not None:
             for addr in rec.envelope.rcpt_to:
                 domain = addr.rpartition("@")[2].lower() or None
-                _append(rc, mid, "rcpt", None, addr, domain, None)
-        for h in rec.hops:
-            _append(
-                hp, mid, h.index, h.from_helo, h.from_rdns, h.from_ip, h.by_host, h.protocol,
+                rcpts.append((mid, "rcpt", None, addr, domain, None))
+        hops.extend(
+            (
+                mid, h.index, h.from_helo, h.from_rdns, h.from_ip, h.by_host, h.protocol,
                 h.smtp_id, h.for_addr, h.timestamp, h.trusted, h.raw,
-            )  # fmt: skip
-        for u in rec.urls:
-            _append(ur, mid, u.url, u.host, u.registered_domain, u.source, u.obfuscated)
-        for att in rec.attachments:
-            _append(at, mid, att.filename, att.content_type, att.size, att.sha256)
+            )
+            for h in rec.hops
+        )  # fmt: skip
+        urls.extend(
+            (mid, u.url, u.host, u.registered_domain, u.source, u.obfuscated) for u in rec.urls
+        )
+        atts.extend((mid, a.filename, a.content_type, a.size, a.sha256) for a in rec.attachments)
     tables = {
-        "messages": _table("messages", m),
-        "recipients": _table("recipients", rc),
-        "hops": _table("hops", hp),
-        "urls": _table("urls", ur),
-        "attachments": _table("attachments", at),
-        "quarantine": _table("quarantine", qr),
+        "messages": _table("messages", _columns("messages", msgs)),
+        "recipients": _table("recipients", _columns("recipients", rcpts)),
+        "hops": _table("hops", _columns("hops", hops)),
+        "urls": _table("urls", _columns("urls", urls)),
+        "attachments": _table("attachments", _columns("attachments", atts)),
+        "quarantine": _table("quarantine", _columns("quarantine", quar)),
     }
     return Batch(tables, message_ids, quarantined_ids)
-
-
-def _append(cols: dict[str, list[Any]], *values: Any) -> None:
-    for lst, val in zip(cols.values(), values, strict=True):
-        lst.append(val)
 
 
 def problem_table(problems: Sequence[SourceProblem], now: datetime | None = None) -> pa.Table:
