@@ -472,3 +472,23 @@ def test_undecodable_client_bytes_cannot_break_the_spool_or_the_drain(tmp_path: 
         assert store.con.execute("SELECT mail_from FROM relay_attempts").fetchone() == (
             "bot??.example",
         )
+
+
+def test_a_poison_segment_is_set_aside_and_does_not_block_the_drain(tmp_path: Path) -> None:
+    from trapline.store.duckdb import open_store
+    from trapline.traps.drain import drain
+
+    spool = Spool(tmp_path / "spool")
+    spool.write_now([SpoolRecord("relay", {"id": "ok-1", "rcpt_to": "a@b.example"})])
+    poison = spool.write_now([SpoolRecord("limit", {"id": "bad", "hit_at": "not a time"})])
+    spool.write_now([SpoolRecord("relay", {"id": "ok-2", "rcpt_to": "c@d.example"})])
+    (spool.root / "new" / "garbage.seg").write_bytes(b"this is not a spool segment")
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "trap_domains": [TRAP]})
+    with open_store(tmp_path / "data") as store:
+        result = drain(spool, store, settings)
+        assert store.con.execute("SELECT id FROM relay_attempts ORDER BY id").fetchall() == [
+            ("ok-1",),
+            ("ok-2",),
+        ]
+    assert result.bad_segments == 2 and not spool.pending_segments()
+    assert poison is not None and (spool.root / "bad" / poison.name).exists()

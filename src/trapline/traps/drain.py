@@ -284,10 +284,9 @@ def drain(
         ingest_raws(store, [], settings, note, resume=True)
     pending = spool.pending_segments()
     while pending:
-        group: list[Path] = []
-        records: list[SpoolRecord] = []
-        messages: list[RawMessage] = []
-        while pending and len(records) < max_records:
+        group: list[tuple[Path, list[SpoolRecord]]] = []
+        n_records = 0
+        while pending and n_records < max_records:
             path = pending.pop(0)
             try:
                 recs = spool.read(path)
@@ -296,15 +295,44 @@ def drain(
                 spool.quarantine(path)
                 result.bad_segments += 1
                 continue
-            group.append(path)
-            records.extend(recs)
-            messages.extend(raw_message(r, path.name) for r in recs if r.kind == "message")
-        for kind, n in write_events(store, records).items():
-            result.events[kind] = result.events.get(kind, 0) + n
-        if messages:
-            result.new_messages += ingest_raws(store, messages, settings, note)
-            result.messages += len(messages)
-        for path in group:
-            spool.mark_done(path)
-        result.segments += len(group)
+            group.append((path, recs))
+            n_records += len(recs)
+        try:
+            _apply(spool, store, settings, group, result, note)
+        except Exception as exc:
+            if len(group) == 1:  # a poison segment must not block everything behind it
+                note(f"spool segment {group[0][0].name} cannot be stored ({exc}); moved to bad/")
+                spool.quarantine(group[0][0])
+                result.bad_segments += 1
+                continue
+            for one in group:  # find the culprit; the others go through (replays are no-ops)
+                try:
+                    _apply(spool, store, settings, [one], result, note)
+                except Exception as inner:
+                    note(f"spool segment {one[0].name} cannot be stored ({inner}); moved to bad/")
+                    spool.quarantine(one[0])
+                    result.bad_segments += 1
     return result
+
+
+def _apply(
+    spool: Spool,
+    store: Store,
+    settings: dict[str, Any],
+    group: list[tuple[Path, list[SpoolRecord]]],
+    result: DrainResult,
+    note: NoteFn,
+) -> None:
+    """Store one group of segments (events, then messages), then move them to done/."""
+    records = [r for _, recs in group for r in recs]
+    messages = [
+        raw_message(r, path.name) for path, recs in group for r in recs if r.kind == "message"
+    ]
+    for kind, n in write_events(store, records).items():
+        result.events[kind] = result.events.get(kind, 0) + n
+    if messages:
+        result.new_messages += ingest_raws(store, messages, settings, note)
+        result.messages += len(messages)
+    for path, _ in group:
+        spool.mark_done(path)
+    result.segments += len(group)
