@@ -189,3 +189,14 @@ def test_fallback_parser_is_bounded_too(name: str) -> None:
     assert all(len(v) <= LIMITS.max_header_value for _, v in fields.headers)
     assert len(fields.to) <= LIMITS.max_recipients
     assert len(fields.attachments) <= LIMITS.max_attachments
+
+
+def test_deeply_nested_html_is_read_without_the_dom() -> None:
+    # lexbor's tree builder is quadratic in open-element depth; 100k unclosed divs would take
+    # minutes. The regex reading keeps the text and the links.
+    html = "<div>" * 100_000 + "Buy <a href='http://shop.example.com/?a=1&amp;b=2'>now</a>"
+    data = b"Subject: deep\nContent-Type: text/html\n\n" + html.encode()
+    msg = _message(data)
+    assert "html-too-deep" in msg.defects
+    assert msg.text == "Buy now"
+    assert [(u.url, u.source) for u in msg.urls] == [("http://shop.example.com/?a=1&b=2", "href")]

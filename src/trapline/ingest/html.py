@@ -7,6 +7,7 @@ before parsing so a multi-megabyte body cannot dominate a batch.
 
 from __future__ import annotations
 
+import html as htmllib
 import re
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ from selectolax.lexbor import LexborHTMLParser
 
 MAX_HTML_CHARS = 1_000_000  # rendered at most; the stored html is capped separately
 MAX_LINKS = 1000
+# lexbor's tree builder is quadratic in the depth of unclosed elements ("<div>" * 50,000 takes
+# seconds); past this many estimated open elements a regex reading stands in for the DOM.
+MAX_OPEN_ELEMENTS = 4000
 
 # Block-level boundaries become line breaks, otherwise "<p>a</p><p>b</p>" renders as "ab".
 _BLOCK = re.compile(
@@ -28,6 +32,14 @@ _INVISIBLE = ["script", "style", "noscript", "title", "head", "template"]
 # Attributes that carry URLs a reader's client would fetch or follow.
 _LINK_SELECTOR = "[href],[src],[action],[background]"
 _ATTRS = (("href", "href"), ("src", "src"), ("action", "other"), ("background", "other"))
+_SOURCE = {"href": "href", "src": "src", "action": "other", "background": "other"}
+_LINK_ATTR = re.compile(
+    r"""\b(href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
+)
+_HIDDEN_BLOCKS = re.compile(
+    r"<(script|style|noscript|title|head|template)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL
+)
+_TAG = re.compile(r"<[^>]*>")
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,13 +48,36 @@ class RenderedHtml:
 
     text: str
     links: tuple[tuple[str, str], ...]
-    truncated: bool = False
+    truncated: bool = False  # cut at the size cap before rendering
+    shallow: bool = False  # too deeply nested for the DOM: read with regexes instead
 
 
 def normalise_text(text: str) -> str:
     """Collapse runs of spaces and blank lines left by markup."""
     text = _EDGE_SPACES.sub("\n", _SPACES.sub(" ", text))
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def _too_deep(html: str) -> bool:
+    # Open tags minus close tags bounds the open-element stack (void tags only overcount).
+    closes = html.count("</")
+    return html.count("<") - 2 * closes > MAX_OPEN_ELEMENTS
+
+
+def _render_shallow(html: str, *, max_links: int, text: bool) -> RenderedHtml:
+    """A regex reading of HTML too deeply nested for the DOM builder: linear, never raises."""
+    links: list[tuple[str, str]] = []
+    for match in _LINK_ATTR.finditer(html):
+        if len(links) >= max_links:
+            break
+        value = next(v for v in match.groups()[1:] if v is not None).strip()
+        if value:
+            links.append((_SOURCE[match.group(1).lower()], htmllib.unescape(value)))
+    rendered = ""
+    if text:
+        body = _TAG.sub("", _BLOCK.sub("\n<", _HIDDEN_BLOCKS.sub("", html)))
+        rendered = normalise_text(htmllib.unescape(body))
+    return RenderedHtml(text=rendered, links=tuple(links), shallow=True)
 
 
 def render(
@@ -62,6 +97,9 @@ def render(
         html = html[:max_chars]
     if "\x00" in html:
         html = html.replace("\x00", "")
+    if _too_deep(html):
+        shallow = _render_shallow(html, max_links=max_links, text=text)
+        return RenderedHtml(shallow.text, shallow.links, truncated=truncated, shallow=True)
     try:
         tree = LexborHTMLParser(_BLOCK.sub("\n<", html) if text else html)
         links: list[tuple[str, str]] = []

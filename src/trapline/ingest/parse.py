@@ -24,7 +24,7 @@ Defect codes (stable; analysis filters on them):
   ``date_flags``: ``missing``, ``unparseable``, ``far-future``, ``before-1990``, ``skewed``)
 - caps hit (see ``ParseLimits``): ``too-many-headers``, ``header-value-truncated``,
   ``too-many-recipients``, ``too-many-attachments``, ``too-many-parts``, ``too-many-urls``,
-  ``html-truncated``, ``text-truncated``
+  ``html-truncated``, ``html-too-deep`` (read with regexes, not a DOM), ``text-truncated``
 - ``received-parse-failed``: the Received-chain parser failed; hops are empty
 """
 
@@ -185,6 +185,8 @@ def _assemble(
         links, rendered_text = rendered.links, rendered.text
         if rendered.truncated:
             defects.append("html-truncated")
+        if rendered.shallow:
+            defects.append("html-too-deep")
         if need_text:
             text = rendered_text
     if len(text) > limits.max_body_chars:
