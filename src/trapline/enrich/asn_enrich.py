@@ -112,6 +112,30 @@ def _subjects(store: Store, scope: str) -> str:
     return " UNION ALL ".join(parts)
 
 
+CHUNK = 200_000  # addresses per lookup batch: bounded memory on large stores
+
+
+def _answers(routing: Routing, part: pa.Table, mode: str, now: datetime) -> pa.Table:
+    """Routing answers for one slice of (subject, subject_id, message_id, ip, seen_at) rows."""
+    ips = [str(x) for x in part.column(3).to_pylist()]
+    times = part.column(4).to_pylist()
+    snap, route, family = routing.lookup_many(ips, day_numbers(times), mode)
+    asns, prefixes, snaps = routing.describe(snap, route, family)
+    return pa.table(
+        {
+            "subject": part.column(0).cast(pa.string()),
+            "subject_id": part.column(1).cast(pa.string()),
+            "message_id": part.column(2).cast(pa.string()),
+            "ip": pa.array(ips, pa.string()),
+            "seen_at": pa.array(times, pa.timestamp("us")),
+            "asn": pa.array(asns, pa.int64()),
+            "prefix": pa.array(prefixes, pa.string()),
+            "snapshot_id": pa.array(snaps, pa.string()),
+            "enriched_at": pa.array([now] * len(ips), pa.timestamp("us")),
+        }
+    )
+
+
 def enrich(
     store: Store,
     settings: dict[str, Any],
@@ -120,7 +144,11 @@ def enrich(
     *,
     feeds_only: bool = False,
 ) -> EnrichResult:
-    """(Re)map addresses: those of ``message_ids`` only, feed indicators only, or everything."""
+    """(Re)map addresses: those of ``message_ids`` only, feed indicators only, or everything.
+
+    One transaction: old answers for the scope are removed, then new ones written in chunks of
+    ``CHUNK`` addresses, so a store of millions never holds all its answers in memory at once.
+    """
     routing = routing or load_routing(store)
     if not routing.snapshots:
         raise NotConfigured("no routing snapshot imported; run `trapline routing import FILE`")
@@ -129,63 +157,64 @@ def enrich(
     scoped = scope == "messages"
     if scoped:
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
-    rows = con.execute(_subjects(store, scope)).fetchall()
-    subject = [r[0] for r in rows]
-    ips = [str(r[3]) for r in rows]
-    snap, route, family = routing.lookup_many(
-        ips, day_numbers([r[4] for r in rows]), settings.get("routing_choice", "nearest")
-    )
-    asns, prefixes, snaps = routing.describe(snap, route, family)
+    subjects: pa.Table = con.execute(_subjects(store, scope)).to_arrow_table()
+    mode = settings.get("routing_choice", "nearest")
     now = datetime.now(UTC).replace(tzinfo=None)
-    answers = pa.table(
-        {
-            "subject": pa.array(subject, pa.string()),
-            "subject_id": pa.array([r[1] for r in rows], pa.string()),
-            "message_id": pa.array([r[2] for r in rows], pa.string()),
-            "ip": pa.array(ips, pa.string()),
-            "seen_at": pa.array([r[4] for r in rows], pa.timestamp("us")),
-            "asn": pa.array(asns, pa.int64()),
-            "prefix": pa.array(prefixes, pa.string()),
-            "snapshot_id": pa.array(snaps, pa.string()),
-            "enriched_at": pa.array([now] * len(rows), pa.timestamp("us")),
-        }
-    )
-    con.register("new_answers", answers)
+    by_subject: dict[str, tuple[int, int]] = {}
     con.execute("BEGIN TRANSACTION")
     try:
-        if scoped:
+        if scope == "messages":
             con.execute(
-                "DELETE FROM ip_routing WHERE message_id IN (SELECT id FROM enrich_ids) "
-                "AND subject IN ('origin', 'hop', 'url')"
+                "DELETE FROM ip_routing WHERE subject IN ('origin', 'hop', 'url') "
+                "AND message_id IN (SELECT id FROM enrich_ids)"
             )
-        elif scope == "feeds":
-            con.execute("DELETE FROM ip_routing WHERE subject = 'feed'")
         else:
-            con.execute("DELETE FROM ip_routing")
-        con.execute("INSERT INTO ip_routing SELECT * FROM new_answers")
-        con.execute(
-            f"""UPDATE messages SET
-                   origin_asn = CASE WHEN a.asn <= {INT32_MAX} THEN a.asn END,
-                   origin_prefix = a.prefix, routing_snapshot = a.snapshot_id
-               FROM new_answers a
-               WHERE a.subject = 'origin' AND a.subject_id = messages.id"""
-        )
+            con.execute(
+                "DELETE FROM ip_routing" + (" WHERE subject = 'feed'" if scope == "feeds" else "")
+            )
+            con.execute(
+                "UPDATE feed_indicators SET asn = NULL, prefix = NULL, snapshot_id = NULL "
+                "WHERE indicator_type <> 'asn'"
+            )
+        if scope != "feeds":
+            # An origin no snapshot covers any more must not keep an old answer.
+            only = " WHERE id IN (SELECT id FROM enrich_ids)" if scoped else ""
+            con.execute(
+                "UPDATE messages SET origin_asn = NULL, origin_prefix = NULL, "
+                "routing_snapshot = NULL" + only
+            )
+        for offset in range(0, subjects.num_rows, CHUNK):
+            answers = _answers(routing, subjects.slice(offset, CHUNK), mode, now)
+            con.register("new_answers", answers)
+            try:
+                con.execute("INSERT INTO ip_routing SELECT * FROM new_answers")
+                con.execute(
+                    f"""UPDATE messages SET
+                           origin_asn = CASE WHEN a.asn <= {INT32_MAX} THEN a.asn END,
+                           origin_prefix = a.prefix, routing_snapshot = a.snapshot_id
+                       FROM new_answers a
+                       WHERE a.subject = 'origin' AND a.subject_id = messages.id"""
+                )
+                if scope != "messages":
+                    _update_feed_indicators(store)
+            finally:
+                con.unregister("new_answers")
+            for sub, asn in zip(
+                answers.column(0).to_pylist(), answers.column(5).to_pylist(), strict=True
+            ):
+                n, m = by_subject.get(sub, (0, 0))
+                by_subject[sub] = (n + 1, m + (asn is not None))
         if scope != "messages":
-            _update_feed_indicators(store)
+            _update_asn_indicators(store)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
-        con.unregister("new_answers")
         if scoped:
             con.unregister("enrich_ids")
-    by_subject: dict[str, tuple[int, int]] = {}
-    for s, a in zip(subject, asns, strict=True):
-        n, m = by_subject.get(s, (0, 0))
-        by_subject[s] = (n + 1, m + (a is not None))
     mapped = sum(m for _, m in by_subject.values())
-    return EnrichResult(len(rows), mapped, by_subject, len(routing.snapshots))
+    return EnrichResult(subjects.num_rows, mapped, by_subject, len(routing.snapshots))
 
 
 def _update_feed_indicators(store: Store) -> None:
@@ -195,6 +224,9 @@ def _update_feed_indicators(store: Store) -> None:
            FROM new_answers a
            WHERE a.subject = 'feed' AND a.subject_id = feed_indicators.kind || '|' || feed_indicators.indicator"""
     )
+
+
+def _update_asn_indicators(store: Store) -> None:
     store.con.execute(
         "UPDATE feed_indicators SET asn = CAST(substr(indicator, 3) AS BIGINT) "
         "WHERE indicator_type = 'asn'"
