@@ -5,10 +5,12 @@ test and a SIGKILL in the middle of it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -257,3 +259,62 @@ def test_serve_shuts_down_cleanly_on_signals(tmp_path: Path, signame: str) -> No
     assert "1 messages drained" in log
     locked = _cli(tmp_path / "data", "visits", "--json")
     assert locked.returncode == 0  # the store is free again after shutdown
+
+
+EXTRA_SERVICE = """
+import asyncio
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from trapline.serve.runner import Running, register_http_routes, register_service
+
+async def start(ctx, host, port):
+    async def echo(reader, writer):
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(echo, host, port)
+    bound = server.sockets[0].getsockname()
+    async def stop():
+        server.close()
+        await server.wait_closed()
+    return Running("echo", bound[0], bound[1], stop)
+
+async def ping(request):
+    return PlainTextResponse("pong")
+
+register_service("echo", start, "echo_listen")
+register_http_routes([Route("/api/ping", ping)])
+"""
+
+
+def test_other_areas_plug_services_and_routes_into_serve(tmp_path: Path) -> None:
+    (tmp_path / "extra_service.py").write_text(EXTRA_SERVICE)
+    pythonpath = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+    proc = TrapProcess(
+        tmp_path / "data",
+        {"serve_modules": "extra_service", "echo_listen": "127.0.0.1:0"},
+        extra_env={"PYTHONPATH": pythonpath},
+    ).start()
+    try:
+        assert proc.proc is not None and proc.proc.stdout is not None
+        line = proc.proc.stdout.readline()
+        port = int(re.match(r"echo listening on 127\.0\.0\.1:(\d+)", line)[1])  # type: ignore[index]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"hello\n")
+            assert sock.recv(100) == b"hello\n"
+        assert httpx.get(f"http://127.0.0.1:{proc.http_port}/api/ping").text == "pong"
+    finally:
+        proc.stop(signal.SIGTERM)
+
+
+def test_services_can_be_switched_off(tmp_path: Path) -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from trapline.cli.main import cli; cli()", "serve", "--smtp", "127.0.0.1:0", "--http", "off"],
+        env=serve_env(tmp_path / "data"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert run.stdout is not None
+    first = run.stdout.readline()
+    assert first.startswith("smtp listening on 127.0.0.1:")
+    run.send_signal(signal.SIGTERM)
+    rest, _ = run.communicate(timeout=60)
+    assert "http listening" not in rest and run.returncode == 0

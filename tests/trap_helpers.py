@@ -59,6 +59,7 @@ class TrapProcess:
 
     data_dir: Path
     settings: dict[str, object]
+    extra_env: dict[str, str] | None = None
     proc: subprocess.Popen[str] | None = None
     smtp_port: int = 0
     http_port: int = 0
@@ -71,7 +72,7 @@ class TrapProcess:
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd,
-            env=serve_env(self.data_dir, **self.settings),
+            env={**serve_env(self.data_dir, **self.settings), **(self.extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

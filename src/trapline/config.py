@@ -75,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "http_site_name": "Riverside Community Garden",  # shown by the default honeypot pages
     "smtp_tls_cert": "",  # PEM certificate: offer STARTTLS (bots that use it are fingerprinted)
     "smtp_tls_key": "",  # PEM private key for smtp_tls_cert (if not inside the cert file)
+    "serve_modules": [],  # extra modules that register_service() for `trapline serve`
 }
 
 

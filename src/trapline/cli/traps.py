@@ -53,13 +53,9 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings: dict[str, Any] = dict(app.settings)
-    services = []
-    for name, value, key in (("smtp", smtp, "smtp_listen"), ("http", http, "http_listen")):
-        if value is not None and value.lower() == "off":
-            continue
+    for value, key in ((smtp, "smtp_listen"), (http, "http_listen")):
         if value is not None:
-            settings[key] = value
-        services.append(name)
+            settings[key] = value  # "off" switches the service off
     if trap_domains:
         settings["trap_domains"] = [d.lower().rstrip(".") for d in trap_domains]
 
@@ -74,7 +70,7 @@ def serve(
         if not app.quiet:
             click.echo(text, err=True)
 
-    total = asyncio.run(run(settings, services=services, on_ready=ready, on_note=note))
+    total = asyncio.run(run(settings, on_ready=ready, on_note=note))
     click.echo(
         f"stopped; {total.messages} messages drained into the store ({total.new_messages} new)"
     )

@@ -5,15 +5,18 @@ drain worker thread moves the spool into the store. Start-up first drains whatev
 run left in the spool (crash recovery), then starts each service and reports one line per
 listening service. SIGINT/SIGTERM stop listening, flush the spool, drain it and close the store.
 
-Adding a service (DNSBL, API, dashboard): write ``async def start(ctx, host, port) -> Running``
-and ``register_service("name", start, "name_listen")``; HTTP-based services can instead append
-Starlette routes to ``ctx.http_routes`` before the ``http`` service starts.
+Adding a service (DNSBL, API, dashboard): in your module write ``async def start(ctx, host,
+port) -> Running`` and call ``register_service("name", start, "name_listen")`` at import time,
+then list the module in settings ``serve_modules``; ``serve`` starts every registered service
+whose listen setting is not ``off``. HTTP-based services can instead append Starlette routes to
+``register_http_routes`` to be mounted on the honeypot's port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import socket
@@ -62,8 +65,18 @@ ServiceStart = Callable[[ServeContext, str, int], Awaitable[Running]]
 SERVICES: dict[str, tuple[ServiceStart, str]] = {}
 
 
+# Extra Starlette routes mounted on the http service's port (API, dashboard), in order.
+HTTP_ROUTES: list[BaseRoute] = []
+
+
 def register_service(name: str, start: ServiceStart, listen_key: str) -> None:
+    """Make ``trapline serve`` start ``start(ctx, host, port)`` on ``settings[listen_key]``."""
     SERVICES[name] = (start, listen_key)
+
+
+def register_http_routes(routes: Iterable[BaseRoute]) -> None:
+    """Mount ``routes`` on the honeypot's HTTP port (call at import time of a serve module)."""
+    HTTP_ROUTES.extend(routes)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -186,7 +199,7 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
         sensor_visits=sensors.visits,
     )
     ctx.extras["site"] = site
-    app = create_app(site, ctx.http_routes)
+    app = create_app(site, [*ctx.http_routes, *HTTP_ROUTES])
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -228,13 +241,30 @@ def spool_dir(settings: dict[str, Any]) -> Path:
 async def serve(
     settings: dict[str, Any],
     *,
-    services: Iterable[str] = ("smtp", "http"),
+    services: Iterable[str] | None = None,
     on_ready: Callable[[Running], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     stop_event: asyncio.Event | None = None,
 ) -> DrainResult:
-    """Run the named services until SIGINT/SIGTERM (or ``stop_event``); returns drain totals."""
+    """Run services until SIGINT/SIGTERM (or ``stop_event``); returns drain totals.
+
+    ``services`` None = every registered service (see ``serve_modules``) whose listen setting is
+    not ``off``."""
     note = on_note or (lambda text: log.info("%s", text))
+    for module in settings.get("serve_modules") or []:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as exc:
+            raise UsageError(
+                f"serve_modules: cannot import {module!r} ({exc}); fix or remove it"
+            ) from exc
+    if services is None:
+        services = [
+            name
+            for name, (_, key) in SERVICES.items()
+            if str(settings.get(key, "")).lower() not in ("off", "")
+        ]
+    services = list(services)
     unknown = [n for n in services if n not in SERVICES]
     if unknown:
         raise UsageError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
