@@ -24,12 +24,30 @@ REAL = [
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple | list):
+        return [s for item in value for s in _strings(item)]
+    if hasattr(value, "__slots__"):
+        return [s for name in value.__slots__ for s in _strings(getattr(value, name))]
+    return []
+
+
+def _assert_storable(msg: Message) -> None:
+    """Every string is valid UTF-8 without NULs: what Arrow and DuckDB text columns need."""
+    for text in _strings(msg):
+        text.encode("utf-8")  # raises on lone surrogates
+        assert "\x00" not in text
+
+
 def _check(data: bytes) -> Message | Quarantined:
     result = parse(RawMessage(data, "prop"), now=NOW)
     assert isinstance(result, Message | Quarantined)
     assert result.id == hashlib.sha256(data).hexdigest()
     assert result.size == len(data)
     if isinstance(result, Message):
+        _assert_storable(result)
         assert len(result.headers) <= DEFAULT_LIMITS.max_headers
         assert len(result.urls) <= DEFAULT_LIMITS.max_urls
         assert "\x00" not in result.text
