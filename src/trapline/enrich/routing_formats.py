@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bz2
 import csv
-import gzip
 import io
 import json
 import lzma
@@ -23,9 +22,11 @@ import socket
 import struct
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from trapline.errors import RoutingDataError
 
@@ -54,30 +55,63 @@ class ParsedTable:
 # --- bytes in --------------------------------------------------------------------------------
 
 
-def read_bytes(path: Path) -> tuple[bytes, list[str]]:
-    """The decompressed bytes of ``path`` and notes; a truncated stream yields what it holds."""
+def _decompressor(head: bytes) -> Any:
+    """A decompressor for the stream starting with ``head``, or None for plain bytes."""
+    if head[:3] == b"BZh":
+        return bz2.BZ2Decompressor()
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMADecompressor()
+    if head[:2] == b"\x1f\x8b":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return None
+
+
+def iter_chunks(path: Path, notes: list[str], size: int = 1 << 20) -> Iterator[bytes]:
+    """Decompressed bytes of ``path`` in chunks (.gz, .bz2, .xz or plain; multi-stream too).
+
+    A stream that ends early (a truncated download, or the 1 MiB RIB sample) yields what it holds
+    and appends a note instead of raising.
+    """
     try:
-        raw = Path(path).read_bytes()
+        fh = Path(path).open("rb")  # noqa: SIM115 (a generator: closed by the with below)
     except OSError as exc:
         raise RoutingDataError(f"cannot read {path}: {exc.strerror}; check the path") from exc
+    with fh:
+        block = fh.read(size)
+        dec = _decompressor(block)
+        if dec is None:
+            while block:
+                yield block
+                block = fh.read(size)
+            return
+        total = 0
+        try:
+            while block:
+                out = dec.decompress(block)
+                total += len(out)
+                yield out
+                while dec.eof and dec.unused_data:  # the next stream of a multi-stream file
+                    rest, dec = dec.unused_data, _decompressor(dec.unused_data)
+                    if dec is None:
+                        break
+                    out = dec.decompress(rest)
+                    total += len(out)
+                    yield out
+                block = fh.read(size)
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
+            raise RoutingDataError(
+                f"{path}: corrupt compressed data ({exc}); re-download it"
+            ) from exc
+        if dec is not None and not dec.eof:
+            notes.append(
+                f"compressed stream ends early (truncated file): read {total:,} bytes before the cut"
+            )
+
+
+def read_bytes(path: Path) -> tuple[bytes, list[str]]:
+    """The decompressed bytes of ``path`` and notes; a truncated stream yields what it holds."""
     notes: list[str] = []
-    if raw[:3] == b"BZh":
-        dec: bz2.BZ2Decompressor | lzma.LZMADecompressor | zlib._Decompress = bz2.BZ2Decompressor()
-    elif raw[:6] == b"\xfd7zXZ\x00":
-        dec = lzma.LZMADecompressor()
-    elif raw[:2] == b"\x1f\x8b":
-        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    else:
-        return raw, notes
-    try:
-        data = dec.decompress(raw)
-    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
-        raise RoutingDataError(f"{path}: corrupt compressed data ({exc}); re-download it") from exc
-    if not getattr(dec, "eof", True):
-        notes.append(
-            f"compressed stream ends early (truncated file): read {len(data):,} bytes before the cut"
-        )
-    return data, notes
+    return b"".join(iter_chunks(path, notes)), notes
 
 
 def _ip_to_int(text: str) -> tuple[int, int]:
@@ -324,25 +358,48 @@ def _peer_index(body: bytes, stats: _MrtStats) -> None:
     stats.peers = count
 
 
+class _Stream:
+    """Exact-size reads over decompressed chunks, so a RIB of gigabytes is never held whole."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.buf = bytearray()
+        self.offset = 0  # bytes consumed so far
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        self.offset += len(out)
+        return out
+
+
 def read_mrt(path: Path) -> ParsedTable:
-    """An MRT RIB dump (TABLE_DUMP or TABLE_DUMP_V2), possibly cut short."""
-    data, notes = read_bytes(path)
+    """An MRT RIB dump (TABLE_DUMP or TABLE_DUMP_V2), read as a stream, possibly cut short."""
+    notes: list[str] = []
+    stream = _Stream(iter_chunks(path, notes))
     stats = _MrtStats()
     routes: list[Route] = []
-    offset, n = 0, len(data)
-    while offset < n:
-        if offset + 12 > n:
-            notes.append(f"last MRT header cut at byte {offset:,} (truncated file); stopped there")
+    while True:
+        start = stream.offset
+        header = stream.read(12)
+        if not header:
             break
-        _ts, kind, sub, length = struct.unpack_from(">IHHI", data, offset)
-        body = data[offset + 12 : offset + 12 + length]
+        if len(header) < 12:
+            notes.append(f"last MRT header cut at byte {start:,} (truncated file); stopped there")
+            break
+        _ts, kind, sub, length = struct.unpack(">IHHI", header)
+        body = stream.read(length)
         if len(body) < length:
             notes.append(
-                f"MRT record {stats.records + 1:,} cut at byte {offset:,} (truncated file); "
+                f"MRT record {stats.records + 1:,} cut at byte {start:,} (truncated file); "
                 "parsed everything before it"
             )
             break
-        offset += 12 + length
         stats.records += 1
         try:
             route: Route | None = None
@@ -418,10 +475,3 @@ def read_table(path: Path, fmt: str | None = None) -> ParsedTable:
     if fmt == "ip-range-csv":
         return read_ip_range_csv(path)
     raise RoutingDataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Text handle for plain or gzipped files (used by feeds and names)."""
-    if str(path).endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
-    return io.TextIOWrapper(Path(path).open("rb"), encoding="utf-8")
