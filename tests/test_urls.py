@@ -131,3 +131,12 @@ def test_hostile_text_is_bounded(text: str) -> None:
     urls = extract_urls(text, None)
     assert len(urls) <= 2
     assert all(len(u.url) <= 2048 for u in urls)
+
+
+def test_internationalised_hosts_are_stored_as_a_labels() -> None:
+    unicode_form, ascii_form = extract_urls(
+        "http://пример.рф/путь and http://xn--e1afmkfd.xn--p1ai/", None
+    )
+    assert unicode_form.url == "http://пример.рф/путь"  # kept as written
+    assert unicode_form.host == ascii_form.host == "xn--e1afmkfd.xn--p1ai"
+    assert unicode_form.registered_domain == ascii_form.registered_domain == "xn--e1afmkfd.xn--p1ai"

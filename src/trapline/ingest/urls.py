@@ -109,6 +109,12 @@ def host_of(url: str) -> str | None:
     else:
         host = authority.split(":", 1)[0]
     host = host.strip().rstrip(".").lower()
+    if not host.isascii():
+        # One spelling per domain: IDNA (RFC 5891) A-labels, as DNS and blocklists use them.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except (UnicodeError, ValueError):
+            pass
     if not host or len(host) > 253 or not _HOST_OK.fullmatch(host):
         return None
     return host
