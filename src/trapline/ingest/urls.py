@@ -8,6 +8,7 @@ and forwarded phish; they are kept exactly as written so evidence is not altered
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -111,10 +112,8 @@ def host_of(url: str) -> str | None:
     host = host.strip().rstrip(".").lower()
     if not host.isascii():
         # One spelling per domain: IDNA (RFC 5891) A-labels, as DNS and blocklists use them.
-        try:
+        with contextlib.suppress(UnicodeError, ValueError):
             host = host.encode("idna").decode("ascii")
-        except (UnicodeError, ValueError):
-            pass
     if not host or len(host) > 253 or not _HOST_OK.fullmatch(host):
         return None
     return host
