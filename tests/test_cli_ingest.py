@@ -194,3 +194,22 @@ def test_real_cli_subprocess_quiet_ingest_and_stats(tmp_path: Path) -> None:
     assert ing.stderr.decode().startswith("10 read, 10 new")
     out = subprocess.run([*cmd, "stats", "--json"], env=env, capture_output=True, timeout=60)
     assert json.loads(out.stdout)["seen"] == 10
+
+
+def test_trust_option_moves_the_origin_down_the_chain(store_dir: Path, tmp_path: Path) -> None:
+    sql = (
+        "select id, origin_ip, origin_hop, source from messages where origin_hop is not null "
+        "and n_hops > origin_hop + 1 and origin_ip like '%.%' order by id limit 1"
+    )
+    row = json.loads(_run(store_dir, "query", sql, "--json").stdout)[0]
+    # Re-ingest that one message, trusting its origin: the walk must go past it.
+    result = _run(
+        tmp_path, "--quiet", "ingest", row["source"], "--trust", row["origin_ip"],
+        "--workers", "1", "--batch-size", "7",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    view = json.loads(_run(tmp_path, "show", row["id"], "--json").stdout)
+    assert view["origin_ip"] != row["origin_ip"]
+    assert view["origin_hop"] is None or view["origin_hop"] > row["origin_hop"]
+    trusted = [h for h in view["hops"] if h["from_ip"] == row["origin_ip"]]
+    assert trusted and all(h["trusted"] for h in trusted)
