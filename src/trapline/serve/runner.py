@@ -132,7 +132,8 @@ class DrainWorker(threading.Thread):
     def stop(self) -> None:
         self._stopping = True
         self.wake()
-        self.join()
+        if self.is_alive():
+            self.join()
         self.drain_once()
 
 
@@ -287,7 +288,6 @@ async def serve(
         worker = DrainWorker(spool, store, settings)
         spool.on_commit = worker.wake
         spool.start()
-        worker.start()
         ctx = ServeContext(settings, spool, store, secret)
         for name in services:
             start, key = SERVICES[name]
@@ -301,6 +301,8 @@ async def serve(
             running.append(svc)
             if on_ready is not None:
                 on_ready(svc)
+        # Services set up their store cursors above; only now does the writer thread start.
+        worker.start()
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
