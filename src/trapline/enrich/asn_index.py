@@ -25,7 +25,7 @@ import numpy as np
 
 from trapline.enrich.routing_formats import Route
 
-V4_FILES = ("v4_bounds", "v4_owner", "v4_direct", "v4_start", "v4_len", "v4_asn")
+V4_FILES = ("v4_bounds", "v4_owner", "v4_direct", "v4_start", "v4_end", "v4_len", "v4_asn")
 DIRECT_BITS = 20  # v4_direct has one entry per /20 block
 V6_FILES = (
     "v6_bounds_hi",
@@ -48,6 +48,7 @@ class Index:
     v4_owner: np.ndarray  # int32
     v4_direct: np.ndarray  # int32 per /20: its owner when one interval covers it, else -2
     v4_start: np.ndarray  # uint32 per route
+    v4_end: np.ndarray  # uint32 per route (last address; needed for non-CIDR ranges)
     v4_len: np.ndarray  # int16 per route (-1 = non-CIDR range)
     v4_asn: np.ndarray  # uint32 per route
     v6_bounds_hi: np.ndarray  # uint64
@@ -115,6 +116,7 @@ def build(routes: Iterable[Route]) -> Index:
         v4_owner=owner4,
         v4_direct=_direct_table(bounds4, owner4),
         v4_start=np.asarray([r.start for r in v4], dtype=np.uint32),
+        v4_end=np.asarray([r.end for r in v4], dtype=np.uint32),
         v4_len=np.asarray([r.length for r in v4], dtype=np.int16),
         v4_asn=np.asarray([r.asn for r in v4], dtype=np.uint32),
         v6_bounds_hi=np.asarray([b >> 64 for b in b6], dtype=np.uint64),
@@ -246,17 +248,10 @@ def route_prefix(index: Index, family: int, route: int) -> str:
         start, length = int(index.v4_start[route]), int(index.v4_len[route])
         if length >= 0:
             return f"{ipaddress.IPv4Address(start)}/{length}"
-        end = _range_end_v4(index, route)
+        end = int(index.v4_end[route])
         return f"{ipaddress.IPv4Address(start)}-{ipaddress.IPv4Address(end)}"
     start = (int(index.v6_start_hi[route]) << 64) | int(index.v6_start_lo[route])
     return f"{ipaddress.IPv6Address(start)}/{int(index.v6_len[route])}"
-
-
-def _range_end_v4(index: Index, route: int) -> int:
-    """End of a non-CIDR range: the last bound it owns, minus one (ranges come from CSV files)."""
-    owned = np.nonzero(np.asarray(index.v4_owner) == route)[0]
-    last = int(owned[-1]) + 1
-    return int(index.v4_bounds[last]) - 1 if last < len(index.v4_bounds) else 0xFFFFFFFF
 
 
 def announced_v4(index: Index) -> tuple[np.ndarray, np.ndarray]:
