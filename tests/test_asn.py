@@ -371,3 +371,18 @@ def _message(store: Store, mid: str, ip: str, at: datetime) -> None:
         "INSERT INTO messages (id, size, received_at, origin_ip, ingested_at) VALUES (?, 1, ?, ?, now())",
         [mid, at, ip],
     )
+
+
+def test_undated_names_lose_to_dated_ones(tmp_path: Path) -> None:
+    undated, dated = tmp_path / "names_undated.json", tmp_path / "names.json"
+    undated.write_text('{"26780": "LATER-HOLDER"}')
+    dated.write_text('{"AS26780": "MCCOLO"}')
+    with open_store(tmp_path / "d") as store:
+        asn.import_asnames(store, undated)
+        assert asn.as_names(store, [26780], [date(2008, 5, 1)]) == {
+            (26780, date(2008, 5, 1)): "LATER-HOLDER"
+        }
+        asn.import_asnames(store, dated, as_of=date(2008, 5, 1))
+        assert asn.as_names(store, [26780], [date(2020, 1, 1)]) == {
+            (26780, date(2020, 1, 1)): "MCCOLO"
+        }

@@ -163,7 +163,10 @@ def test_indicator_csv_merges_duplicates(tmp_path: Path) -> None:
     assert rows["cc 208.72.169.0/24"][3:] == (26780, "208.72.168.0/21")
     assert rows["harvester AS26780"][3] == 26780
     assert rows["landing pharma-example.invalid"][3] is None  # a domain names no network offline
-    assert rows["landing http://208.66.195.7/pills/"][3:] == (26780, "208.66.192.0/22")  # literal host
+    assert rows["landing http://208.66.195.7/pills/"][3:] == (
+        26780,
+        "208.66.192.0/22",
+    )  # literal host
     assert result.mapped == 3
 
 
@@ -224,3 +227,11 @@ def test_kind_and_date_from_names() -> None:
     assert date_from_path(Path("/x/monthly/2019-06/drop.txt")) == date(2019, 6, 1)
     assert date_from_path(Path("/x/2019-06-17/drop.txt")) == date(2019, 6, 17)
     assert date_from_path(Path("/x/drop.txt")) is None
+
+
+def test_folder_of_indicator_files(tmp_path: Path) -> None:
+    for name in ("indicators.csv", "indicators.stix.json", "SOURCE.md"):
+        shutil.copy(TESTS_DATA / "routing" / name, tmp_path / name)
+    sightings, files, _ = read_feed(tmp_path)
+    assert files == 2  # SOURCE.md is no feed
+    assert len(sightings) == 6 + 3

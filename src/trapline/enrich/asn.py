@@ -279,7 +279,8 @@ def as_names(
         if day is None:
             out[(asn, day)] = options[-1][1]
             continue
-        out[(asn, day)] = min(options, key=lambda o: abs(((o[0] or day) - day).days))[1]
+        # An undated name only wins when no dated one exists.
+        out[(asn, day)] = min(options, key=lambda o: abs((o[0] - day).days) if o[0] else 10**7)[1]
     return out
 
 

@@ -304,6 +304,8 @@ def _files(path: Path, kind: str | None) -> Iterator[tuple[Path, str | None]]:
         guessed = kind_from_name(file)
         if guessed and (kind is None or kind == guessed):
             yield file, guessed
+        elif not guessed and file.name.lower().endswith((".csv", ".stix.json")):
+            yield file, kind  # indicator files: kinds per row (CSV) or per object (STIX)
 
 
 def read_feed(
