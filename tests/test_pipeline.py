@@ -286,3 +286,33 @@ def test_sigint_and_sigkill_mid_run_lose_nothing_and_resume(tmp_path: Path) -> N
     final = _counts(data_dir)
     assert final == expected
     assert final["seen"] == final["messages"] + final["quarantined"]
+
+
+def worker_killer_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """Kills one parse worker after the first batch, as the OOM killer would."""
+    if not settings.get("_killed"):
+        settings["_killed"] = True
+        me = os.getpid()
+        kids = [
+            int(pid)
+            for task in os.listdir(f"/proc/{me}/task")
+            for pid in Path(f"/proc/{me}/task/{task}/children").read_text().split()
+        ]
+        os.kill(kids[0], signal.SIGKILL)
+    return ""
+
+
+def test_a_dead_worker_stops_the_run_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
+    from trapline.errors import IngestError
+
+    corpus = _copy("spam_2", 400, tmp_path / "mail")
+    settings = _settings(tmp_path, post_ingest_stages=["test_pipeline:worker_killer_stage"])
+    with pytest.raises(IngestError, match="run the same ingest again"):
+        ingest([corpus], settings=settings, workers=2, batch_size=50)
+    partial = _counts(tmp_path / "store")
+    assert partial["messages"] + partial["quarantined"] < 400
+    again = ingest([corpus], settings=_settings(tmp_path), workers=2, batch_size=50)
+    assert again.resumed + again.new == 400 - partial["messages"] - partial["quarantined"]
+    final = _counts(tmp_path / "store")
+    assert final["seen"] == 400 == final["messages"] + final["quarantined"]
+    assert final["pending"] == 0

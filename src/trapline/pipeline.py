@@ -204,12 +204,8 @@ class _Run:
                 part = self.in_flight.pop(fut)
                 try:
                     batch = fut.result()
-                except BrokenProcessPool as exc:
-                    raise IngestError(
-                        "a parse worker died (out of memory, or a crash in a parser library); "
-                        "every message read so far is archived: run the same ingest again with "
-                        "--workers 1 to resume and find the message that causes it"
-                    ) from exc
+                except BrokenProcessPool:
+                    raise
                 except Exception as exc:  # a bug in a stage: keep the run, quarantine with detail
                     batch = self._fallback(part, exc)
                 self._collect(batch)
@@ -376,6 +372,12 @@ def ingest(
     except KeyboardInterrupt:
         interrupted = True
         raise
+    except BrokenProcessPool as exc:
+        raise IngestError(
+            "a parse worker died (out of memory, or a crash in a parser library); every "
+            "message read so far is archived: run the same ingest again to resume (with "
+            "--workers 1 to find the message that causes it)"
+        ) from exc
     finally:
         if pool is not None:
             # Workers ignore SIGINT: queued chunks are cancelled and the few already handed out
