@@ -157,7 +157,7 @@ def enrich(
     scoped = scope == "messages"
     if scoped:
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
-    subjects: pa.Table = con.execute(_subjects(store, scope)).to_arrow_table()
+    subjects: pa.Table = con.sql(_subjects(store, scope)).to_arrow_table()
     mode = settings.get("routing_choice", "nearest")
     now = datetime.now(UTC).replace(tzinfo=None)
     by_subject: dict[str, tuple[int, int]] = {}
