@@ -200,3 +200,13 @@ def test_deeply_nested_html_is_read_without_the_dom() -> None:
     assert "html-too-deep" in msg.defects
     assert msg.text == "Buy now"
     assert [(u.url, u.source) for u in msg.urls] == [("http://shop.example.com/?a=1&b=2", "href")]
+
+
+@pytest.mark.parametrize("levels", [1000, 5000])
+def test_multipart_nesting_beyond_the_stdlib_recursion_limit(levels: int) -> None:
+    # The feed parser recurses per level (and tests each line against every open boundary):
+    # past the fast parser's cap only the headers are read, and the record says so.
+    msg = _message(build.nested_multipart(levels))
+    assert msg.subject == "deep"
+    assert msg.from_.addr == "deep@example.org"
+    assert "too-deep" in msg.defects

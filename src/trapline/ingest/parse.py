@@ -23,7 +23,8 @@ Defect codes (stable; analysis filters on them):
 - fields: ``no-from``, ``bad-from``, ``address-unparseable``, ``no-date`` (see also
   ``date_flags``: ``missing``, ``unparseable``, ``far-future``, ``before-1990``, ``skewed``)
 - caps hit (see ``ParseLimits``): ``too-many-headers``, ``header-value-truncated``,
-  ``too-many-recipients``, ``too-many-attachments``, ``too-many-parts``, ``too-many-urls``,
+  ``too-many-recipients``, ``too-many-attachments``, ``too-many-parts``, ``too-deep``,
+  ``too-many-urls``,
   ``html-truncated``, ``html-too-deep`` (read with regexes, not a DOM), ``text-truncated``
 - ``received-parse-failed``: the Received-chain parser failed; hops are empty
 """
@@ -268,8 +269,15 @@ def _parse_one(
         except Exception as exc:  # fall through to the stdlib path below
             mail = exc
     reason = type(mail).__name__
+    # Past the fast parser's depth or size caps the stdlib's feed parser is slow (it tests
+    # every line against every open boundary): on a large payload read the headers only.
+    capped = (
+        isinstance(mail, fmp.MimeStructureError)
+        and ("depth" in str(mail) or "exceed" in str(mail))
+        and len(prep.payload) > limits.max_deep_fallback_bytes
+    )
     try:
-        fields = stdlib_fields(prep.payload, limits)
+        fields = stdlib_fields(prep.payload, limits, bodies=not capped)
         fields.defects.insert(0, "fallback-parser")
         return _assemble(raw, fields, prep.defects, trust, now, limits)
     except Exception as exc:  # the stdlib failed too

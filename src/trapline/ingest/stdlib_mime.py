@@ -8,10 +8,13 @@ header parser is quadratic on hostile address lists (a 16k-recipient ``To:`` tak
 from __future__ import annotations
 
 import binascii
+import contextlib
 import email
 import email.message
+import email.parser
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.policy import compat32
@@ -38,6 +41,9 @@ class ParseLimits:
     max_urls: int = 500
     max_attachments: int = 200
     max_parts: int = 1000  # MIME leaves walked by the fallback parser
+    max_depth: int = 300  # MIME nesting walked by the fallback parser (the fast one stops at 256)
+    # Beyond the fast parser's caps, the stdlib reads bodies only of payloads up to this size.
+    max_deep_fallback_bytes: int = 256 * 1024
     max_body_chars: int = 2_000_000  # text and html kept on the record
     max_html_render: int = 1_000_000  # html chars rendered to text and scanned for links
 
@@ -191,11 +197,49 @@ def _add_leaf(part: email.message.Message, out: Fields, limits: ParseLimits) -> 
     )
 
 
-def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Fields:
+def _leaves(
+    msg: email.message.Message, max_depth: int, defects: list[str]
+) -> Iterator[email.message.Message]:
+    """MIME leaves depth first, like ``Message.walk`` but iterative and depth-capped.
+
+    ``walk`` recurses once per level, so a few hundred nested multiparts (the fast parser
+    stops at 256 and hands them here) would hit Python's recursion limit.
+    """
+    stack: list[tuple[email.message.Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if not part.is_multipart():
+            yield part
+            continue
+        if depth >= max_depth:
+            if "too-deep" not in defects:
+                defects.append("too-deep")
+            continue
+        children = part.get_payload()
+        if isinstance(children, list):
+            stack.extend(
+                (child, depth + 1)
+                for child in reversed(children)
+                if isinstance(child, email.message.Message)
+            )
+
+
+def stdlib_fields(
+    payload: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, bodies: bool = True
+) -> Fields:
     """Extract ``Fields`` with the stdlib parser; raises only on stdlib bugs (caller catches)."""
-    msg = email.message_from_bytes(payload, policy=compat32)
     out = Fields()
     defects = out.defects
+    msg: email.message.Message | None = None
+    if bodies:
+        # The feed parser recurses once per multipart level and gives up near 300 levels.
+        with contextlib.suppress(RecursionError):
+            msg = email.message_from_bytes(payload, policy=compat32)
+    if msg is None:
+        # Too deep for a body walk: the headers still parse, the bodies are lost (and said to be).
+        msg = email.parser.BytesHeaderParser(policy=compat32).parsebytes(payload)
+        defects.append("too-deep")
+        bodies = False
     by_name: dict[str, list[str]] = {}
     for index, (name, value) in enumerate(msg.raw_items()):
         if index >= limits.max_headers:
@@ -236,12 +280,9 @@ def stdlib_fields(payload: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Field
         }.get(type(issue).__name__)
         if code and code not in defects:
             defects.append(code)
-    leaves = 0
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        leaves += 1
-        if leaves > limits.max_parts:
+    leaves = _leaves(msg, limits.max_depth, defects) if bodies else iter(())
+    for count, part in enumerate(leaves, start=1):
+        if count > limits.max_parts:
             defects.append("too-many-parts")
             break
         try:

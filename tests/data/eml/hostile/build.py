@@ -49,10 +49,10 @@ def nested_rfc822_50() -> bytes:
     return inner
 
 
-def nested_multipart_300() -> bytes:
-    """300 levels of ``multipart/mixed``: beyond the fast parser's depth cap of 256."""
+def nested_multipart(levels: int) -> bytes:
+    """``levels`` of ``multipart/mixed`` around one text part."""
     body = b"Content-Type: text/plain\n\ninnermost text\n"
-    for level in range(300):
+    for level in range(levels):
         boundary = b"b%d" % level
         body = (
             b'Content-Type: multipart/mixed; boundary="'
@@ -66,6 +66,11 @@ def nested_multipart_300() -> bytes:
             + b"--\n"
         )
     return b"From: deep@example.org\nSubject: deep\nMIME-Version: 1.0\n" + body
+
+
+def nested_multipart_300() -> bytes:
+    """300 levels of ``multipart/mixed``: beyond the fast parser's depth cap of 256."""
+    return nested_multipart(300)
 
 
 def zip_bomb_bytes() -> bytes:
