@@ -19,20 +19,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from trapline.config import DEFAULTS
-from trapline.errors import IngestError, NotConfigured, UsageError
+from trapline.errors import IngestError, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.stages import NoteFn, PostIngestStages
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
 from trapline.store.writer import Batch, merge, tables_for, write_batch, write_problems
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
-NoteFn = Callable[[str], None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,57 +93,6 @@ def _warm() -> int:
     return os.getpid()
 
 
-# --- stages after each batch ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Stages:
-    """``post_ingest_stages`` from settings, switched off one by one when they say so."""
-
-    settings: dict[str, Any]
-    note: NoteFn
-    active: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
-    last: dict[str, str] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-
-    def load(self) -> None:
-        for spec in self.settings.get("post_ingest_stages") or []:
-            module, _, name = str(spec).partition(":")
-            try:
-                fn = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError, ValueError) as exc:
-                # Skipped, not fatal: the messages are still stored, and the stage can be
-                # re-run over them later. Said once, so nothing is silently missing.
-                self.note(
-                    f"post-ingest stage {spec!r} skipped: cannot load it ({exc}); write it as "
-                    "'package.module:function' or remove it from post_ingest_stages"
-                )
-                continue
-            self.active.append((str(spec), fn))
-
-    def run(self, store: Store, message_ids: list[str]) -> None:
-        if not message_ids:
-            return
-        for spec, fn in list(self.active):
-            try:
-                result = fn(store, message_ids, self.settings)
-            except NotConfigured as exc:
-                self.note(f"{spec} switched off: {exc}")
-                self.active.remove((spec, fn))
-                continue
-            self.calls[spec] = self.calls.get(spec, 0) + 1
-            if result:
-                self.last[spec] = str(result)
-
-    def summaries(self) -> tuple[str, ...]:
-        """Each stage's latest one-line summary (a stage reports per batch, not per run)."""
-        out = []
-        for spec, text in self.last.items():
-            n = self.calls.get(spec, 1)
-            out.append(f"{spec}: {text}" + (f" (last of {n} batches)" if n > 1 else ""))
-        return tuple(out)
-
-
 # --- the main loop -------------------------------------------------------------------------------
 
 
@@ -163,7 +112,7 @@ class _Run:
 
     def __init__(
         self, store: Store, pool: ProcessPoolExecutor | None, trust: Any, settings: dict[str, Any],
-        chunk: int, batch_size: int, stages: _Stages, note: NoteFn, reader: Any,
+        chunk: int, batch_size: int, stages: PostIngestStages, note: NoteFn, reader: Any,
         on_progress: ProgressFn | None,
     ) -> None:  # fmt: skip
         self.store = store
@@ -349,7 +298,7 @@ def ingest(
     # Several chunks per batch keep both workers busy while the main process archives the next.
     chunk = max(25, min(500, size // (2 * n_workers)))
     reader = SourceReader([str(p) for p in paths], stdin=stdin)
-    stages = _Stages(settings, note)
+    stages = PostIngestStages(settings, note)
     stages.load()
     pool = _start_pool(n_workers, trust_obj)
     store: Store | None = None

@@ -1,0 +1,67 @@
+"""Post-ingest stages: ``post_ingest_stages`` in settings, run after every stored batch.
+
+Scrapy-style ordered components (STYLE lesson 3): each stage is ``"package.module:function"``,
+called as ``fn(store, message_ids, settings)`` once the batch's rows are committed, and returns a
+one-line summary. A stage without its inputs (no routing snapshot, no site secret) raises
+``NotConfigured`` and is switched off for the rest of the run, said once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trapline.errors import NotConfigured
+from trapline.store.duckdb import Store
+
+NoteFn = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class PostIngestStages:
+    """``post_ingest_stages`` from settings, switched off one by one when they say so."""
+
+    settings: dict[str, Any]
+    note: NoteFn
+    active: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    last: dict[str, str] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def load(self) -> None:
+        for spec in self.settings.get("post_ingest_stages") or []:
+            module, _, name = str(spec).partition(":")
+            try:
+                fn = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError) as exc:
+                # Skipped, not fatal: the messages are still stored, and the stage can be
+                # re-run over them later. Said once, so nothing is silently missing.
+                self.note(
+                    f"post-ingest stage {spec!r} skipped: cannot load it ({exc}); write it as "
+                    "'package.module:function' or remove it from post_ingest_stages"
+                )
+                continue
+            self.active.append((str(spec), fn))
+
+    def run(self, store: Store, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+        for spec, fn in list(self.active):
+            try:
+                result = fn(store, message_ids, self.settings)
+            except NotConfigured as exc:
+                self.note(f"{spec} switched off: {exc}")
+                self.active.remove((spec, fn))
+                continue
+            self.calls[spec] = self.calls.get(spec, 0) + 1
+            if result:
+                self.last[spec] = str(result)
+
+    def summaries(self) -> tuple[str, ...]:
+        """Each stage's latest one-line summary (a stage reports per batch, not per run)."""
+        out = []
+        for spec, text in self.last.items():
+            n = self.calls.get(spec, 1)
+            out.append(f"{spec}: {text}" + (f" (last of {n} batches)" if n > 1 else ""))
+        return tuple(out)
