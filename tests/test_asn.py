@@ -386,3 +386,35 @@ def test_undated_names_lose_to_dated_ones(tmp_path: Path) -> None:
         assert asn.as_names(store, [26780], [date(2020, 1, 1)]) == {
             (26780, date(2020, 1, 1)): "MCCOLO"
         }
+
+
+def test_pure_stage_agrees_with_the_store(corpus_store: Path) -> None:
+    """enrich_batch (no I/O, for process pools and Spark) gives what the ingest stage stored."""
+    from trapline.ingest.parse import parse_many
+    from trapline.model import Message, RawMessage
+
+    files = sorted(
+        p for p in shared("mail", "spamassassin-2002", "spam_2").iterdir() if p.is_file()
+    )[:300]
+    parsed = [
+        m
+        for m in parse_many([RawMessage(p.read_bytes(), str(p)) for p in files])
+        if isinstance(m, Message)
+    ]
+    with open_store(corpus_store, read_only=True) as store:
+        routing = asn.load_routing(store)
+        stored = dict(
+            (r[0], (r[1], r[2], r[3]))
+            for r in store.con.execute(
+                "SELECT id, origin_asn, origin_prefix, routing_snapshot FROM messages "
+                "WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                [[m.id for m in parsed]],
+            ).fetchall()
+        )
+    enriched = asn.enrich_batch(parsed, routing)
+    assert [m.id for m in enriched] == [m.id for m in parsed]
+    with_origin = [m for m in enriched if m.origin_ip]
+    assert len(with_origin) > 200 and sum(m.origin_asn is not None for m in with_origin) > 200
+    assert {m.id: (m.origin_asn, m.origin_prefix, m.routing_snapshot) for m in with_origin} == {
+        m.id: stored[m.id] for m in with_origin
+    }

@@ -13,7 +13,7 @@ re-exported here as ``enrich_stage`` (the settings name ``trapline.enrich.asn:en
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from trapline.enrich.snapshots import (
     list_snapshots,
 )
 from trapline.errors import NotFound, RoutingDataError, UsageError
+from trapline.model import Message
 from trapline.store.duckdb import Store
 
 CHOICES = ("nearest", "latest-before")
@@ -310,6 +311,26 @@ def lookup(
     ]
 
 
+def enrich_batch(
+    messages: Sequence[Message], routing: Routing, mode: str = "nearest"
+) -> list[Message]:
+    """Pure stage (ARCHITECTURE rule 1): the messages with ``origin_asn``, ``origin_prefix`` and
+    ``routing_snapshot`` filled, each as of its own ``received_at``. No I/O: ``routing`` is
+    read-only context, so the same call runs in a process pool or a Spark partition."""
+    pending = [i for i, m in enumerate(messages) if m.origin_ip]
+    ips = [messages[i].origin_ip or "" for i in pending]
+    snap, route, family = routing.lookup_many(
+        ips, day_numbers([messages[i].received_at for i in pending]), mode
+    )
+    asns, prefixes, snaps = routing.describe(snap, route, family)
+    out = list(messages)
+    for k, i in enumerate(pending):
+        out[i] = replace(
+            messages[i], origin_asn=asns[k], origin_prefix=prefixes[k], routing_snapshot=snaps[k]
+        )
+    return out
+
+
 def parse_asn(text: str) -> int:
     """'AS26780', 'as26780' or '26780' → 26780."""
     body = text.strip().upper().removeprefix("AS")
@@ -344,6 +365,7 @@ __all__ = [
     "Snapshot",
     "as_names",
     "day_numbers",
+    "enrich_batch",
     "enrich_stage",
     "import_any",
     "import_asnames",
