@@ -55,7 +55,7 @@ def _baseline(
 
 def _pyasn(table: Path, ips: list[str]) -> tuple[float, list[int | None]] | None:
     try:
-        import pyasn  # type: ignore[import-not-found]
+        import pyasn
     except ImportError:
         return None
     with tempfile.TemporaryDirectory() as tmp:
