@@ -179,6 +179,9 @@ def base_spam_from_bytes(data: bytes, source: str) -> BaseSpam:
         tree = LexborHTMLParser(text)
         hrefs = [n.attributes.get("href") or "" for n in tree.css("a[href]")]
         urls = tuple(dict.fromkeys([*urls, *(h for h in hrefs if h.startswith("http"))]))
+        # Invisible parts (CSS, scripts) are not what a reader sees; phishing kits share the
+        # brand's stylesheet, which would make different letters look alike.
+        tree.strip_tags(["style", "script", "head", "title", "noscript"])
         text = tree.text(separator=" ") if tree.body is not None else ""
     try:
         subject = str(make_header(decode_header(str(msg.get("Subject", "") or ""))))
