@@ -210,3 +210,44 @@ def test_multipart_nesting_beyond_the_stdlib_recursion_limit(levels: int) -> Non
     assert msg.subject == "deep"
     assert msg.from_.addr == "deep@example.org"
     assert "too-deep" in msg.defects
+
+
+def _deep_with_bad_base64(levels: int, lines: int, text_part: bool) -> bytes:
+    kind = b"text/plain" if text_part else b"application/octet-stream"
+    bad = b"Content-Type: " + kind + b"\nContent-Transfer-Encoding: base64\n\nQUJD!!!\n"
+    body = (
+        b'Content-Type: multipart/mixed; boundary="x"\n\n--x\nContent-Type: text/plain\n\n'
+        + b"hello text\n--x\n"
+        + bad
+        + b"QUJDRA==\n" * lines
+        + b"\n--x--\n"
+    )
+    inner = build.nested_multipart(0).split(b"MIME-Version: 1.0\n")[0]  # From + Subject
+    for level in range(levels):
+        boundary = b"b%d" % level
+        body = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + boundary
+            + b'"\n\n--'
+            + boundary
+            + b"\n"
+            + body
+            + b"\n--"
+            + boundary
+            + b"--\n"
+        )
+    return inner + body
+
+
+def test_large_deep_message_with_a_broken_attachment_skips_only_that_part() -> None:
+    # 250 levels (under the fast parser's cap) and ~1 MB with one undecodable base64 part: the
+    # stdlib's feed parser would test every line against 250 boundaries; lazy mode does not.
+    msg = _message(_deep_with_bad_base64(250, 100_000, text_part=False))
+    assert "lazy-parser" in msg.defects and "undecodable-attachment" in msg.defects
+    assert msg.text.strip() == "hello text"
+
+
+def test_large_deep_message_with_a_broken_text_part_keeps_its_headers() -> None:
+    msg = _message(_deep_with_bad_base64(250, 1_000_000, text_part=True))
+    assert "bodies-skipped" in msg.defects
+    assert msg.subject == "deep" and msg.from_.addr == "deep@example.org"

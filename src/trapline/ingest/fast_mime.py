@@ -171,7 +171,10 @@ def _salvage_after_close(payload: bytes, boundary: bytes, out: Fields, limits: P
 
 
 def fast_fields(
-    mail: fmp.PyMail, payload: bytes, header_end: int, limits: ParseLimits = DEFAULT_LIMITS
+    mail: fmp.PyMail | fmp.PyLazyMail,
+    payload: bytes,
+    header_end: int,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Fields:
     """Fill ``Fields`` from a ``fast_mail_parser`` result for ``payload``."""
     out = Fields()
@@ -227,7 +230,12 @@ def fast_fields(
     if len(attachments) > limits.max_attachments:
         defects.append("too-many-attachments")
     for part in attachments[: limits.max_attachments]:
-        content = part.content
+        try:
+            content = part.content  # lazy mode decodes here, and may fail for this part only
+        except fmp.ParseError:
+            if "undecodable-attachment" not in defects:
+                defects.append("undecodable-attachment")
+            continue
         out.attachments.append(
             Attachment(
                 filename=part.filename or None,

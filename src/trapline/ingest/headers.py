@@ -8,6 +8,7 @@ function here is total: bad input yields ``None`` or a defect, never an exceptio
 from __future__ import annotations
 
 import codecs
+import email.errors
 import email.header
 import email.utils
 import re
@@ -155,7 +156,8 @@ def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
         return value
     try:
         parts = email.header.decode_header(value)
-    except (ValueError, LookupError, AssertionError) as exc:  # HeaderParseError is a ValueError
+    except (email.errors.MessageError, ValueError, LookupError, AssertionError) as exc:
+        # HeaderParseError ("Base64 decoding error") is a MessageError, not a ValueError.
         if defects is not None:
             defects.append(f"bad-encoded-word:{type(exc).__name__}")
         return value

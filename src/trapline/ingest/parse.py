@@ -15,7 +15,9 @@ Quarantine reasons: ``empty``, ``binary`` (control bytes in the header block), `
 Defect codes (stable; analysis filters on them):
 
 - bytes: ``nul-bytes``, ``leading-blank-lines``, ``header-line-too-long`` (RFC 5322 §2.1.1)
-- structure: ``fallback-parser`` (the stdlib read it), ``missing-boundary``,
+- structure: ``fallback-parser`` (the stdlib read it), ``lazy-parser`` (a large message the
+  fast parser rejected, re-read part by part), ``bodies-skipped`` (a large message neither
+  fast mode could read: headers only), ``undecodable-attachment``, ``missing-boundary``,
   ``missing-header-separator``, ``parts-after-close-delimiter``, ``bad-part``,
   ``bad-base64``, ``transfer-decode-lossy``
 - text: ``bad-charset:<label>``, ``undeclared-8bit``, ``raw-8bit-header``,
@@ -249,35 +251,46 @@ def _parse_one(
     now: datetime,
     limits: ParseLimits,
 ) -> Message | Quarantined:
-    """One message from a fast-parser outcome, falling back to the stdlib on any failure.
+    """One message from a fast-parser outcome, falling back on any failure.
 
-    A fast parse that had to replace body bytes with U+FFFD is redone by the stdlib path too:
-    Python's codecs cover charsets the fast parser lacks (ISO-2022-JP), and its fallback to
-    UTF-8/cp1252 keeps unknown-charset text readable.
+    Small messages the fast parser rejects go to the stdlib; large ones to the fast parser's
+    lazy mode, then to a headers-only stdlib read. A small fast parse that had to replace body
+    bytes with U+FFFD is redone by the stdlib too: Python's codecs cover charsets the fast
+    parser lacks (ISO-2022-JP), and its UTF-8/cp1252 fallback keeps unknown charsets readable.
     """
-    lossy = isinstance(mail, fmp.PyMail) and (
-        any(w.kind == "charset-fallback" for w in mail.warnings)
-        # Some charsets (ISO-2022-JP) are decoded lossily without a warning; U+FFFD tells.
-        or any("\ufffd" in part for part in mail.text_plain)
-        or any("\ufffd" in part for part in mail.text_html)
-        or any(looks_misdecoded(part) for part in mail.text_html)
+    # The stdlib's feed parser tests every line against every open boundary: on a large
+    # payload nested near the fast parser's depth cap it would take seconds. Large payloads
+    # therefore never get a stdlib body walk.
+    small = len(prep.payload) <= limits.max_stdlib_bytes
+    lossy = (
+        small
+        and isinstance(mail, fmp.PyMail)
+        and (
+            any(w.kind == "charset-fallback" for w in mail.warnings)
+            # Some charsets (ISO-2022-JP) are decoded lossily without a warning; U+FFFD tells.
+            or any("\ufffd" in part for part in mail.text_plain)
+            or any("\ufffd" in part for part in mail.text_html)
+            or any(looks_misdecoded(part) for part in mail.text_html)
+        )
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
             fields = fast_fields(mail, prep.payload, prep.header_end, limits)
             return _assemble(raw, fields, prep.defects, trust, now, limits)
-        except Exception as exc:  # fall through to the stdlib path below
+        except Exception as exc:  # fall through to the other paths below
             mail = exc
     reason = type(mail).__name__
-    # Past the fast parser's depth or size caps the stdlib's feed parser is slow (it tests
-    # every line against every open boundary): on a large payload read the headers only.
-    capped = (
-        isinstance(mail, fmp.MimeStructureError)
-        and ("depth" in str(mail) or "exceed" in str(mail))
-        and len(prep.payload) > limits.max_deep_fallback_bytes
-    )
+    if not small:
+        # Lazy mode decodes attachments one by one, so one broken part costs only itself.
+        try:
+            lazy = fmp.parse_email(prep.payload, mode="lazy")
+            fields = fast_fields(lazy, prep.payload, prep.header_end, limits)
+            fields.defects.insert(0, "lazy-parser")
+            return _assemble(raw, fields, prep.defects, trust, now, limits)
+        except Exception:  # headers only, below
+            pass
     try:
-        fields = stdlib_fields(prep.payload, limits, bodies=not capped)
+        fields = stdlib_fields(prep.payload, limits, bodies=small)
         fields.defects.insert(0, "fallback-parser")
         return _assemble(raw, fields, prep.defects, trust, now, limits)
     except Exception as exc:  # the stdlib failed too

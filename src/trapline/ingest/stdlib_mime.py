@@ -42,8 +42,9 @@ class ParseLimits:
     max_attachments: int = 200
     max_parts: int = 1000  # MIME leaves walked by the fallback parser
     max_depth: int = 300  # MIME nesting walked by the fallback parser (the fast one stops at 256)
-    # Beyond the fast parser's caps, the stdlib reads bodies only of payloads up to this size.
-    max_deep_fallback_bytes: int = 256 * 1024
+    # The stdlib fallback walks bodies only of payloads up to this size (its cost is lines
+    # times nesting depth); larger ones get fast_mail_parser's lazy mode, else headers only.
+    max_stdlib_bytes: int = 512 * 1024
     max_body_chars: int = 2_000_000  # text and html kept on the record
     max_html_render: int = 1_000_000  # html chars rendered to text and scanned for links
 
@@ -236,9 +237,10 @@ def stdlib_fields(
         with contextlib.suppress(RecursionError):
             msg = email.message_from_bytes(payload, policy=compat32)
     if msg is None:
-        # Too deep for a body walk: the headers still parse, the bodies are lost (and said to be).
+        # No body walk (too deep, or too large for this slow path): the headers still parse,
+        # the bodies are lost, and the defect says so.
         msg = email.parser.BytesHeaderParser(policy=compat32).parsebytes(payload)
-        defects.append("too-deep")
+        defects.append("too-deep" if bodies else "bodies-skipped")
         bodies = False
     by_name: dict[str, list[str]] = {}
     for index, (name, value) in enumerate(msg.raw_items()):
