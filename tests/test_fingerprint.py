@@ -141,3 +141,30 @@ def test_fingerprint_stage_runs_at_ingest_on_real_mail(tmp_path: Path) -> None:
         blob_len = store.con.execute("SELECT min(octet_length(minhash)) FROM signatures").fetchall()
     assert n_msgs == n_sigs == seqs == 30
     assert blob_len[0][0] == 128 * 4
+
+
+def test_refingerprint_keeps_seq_and_rewrites_signatures(tmp_path: Path) -> None:
+    from trapline.analyze.campaigns import analyze_campaigns
+    from trapline.store.duckdb import open_store
+    from trapline.testing.spamgen import SpamGenerator, load_base_spams, pick_distinct
+    from trapline.testing.spamstore import store_generated
+
+    bases = pick_distinct(load_base_spams([shared("mail", "spamassassin-2002", "spam")]))
+    msgs = list(SpamGenerator(bases, n_campaigns=5, seed=2).messages(200))
+    settings = load_settings({"data_dir": str(tmp_path)})
+    with open_store(tmp_path) as store:
+        store_generated(store.con, msgs)
+        analyze_campaigns(store, settings)
+        query = "SELECT message_id, seq, minhash FROM signatures ORDER BY seq"
+        before = store.con.execute(query).fetchall()
+        ids_before = store.con.execute(
+            "SELECT id, campaign_id FROM messages ORDER BY id"
+        ).fetchall()
+        # Simulate signatures from an older fingerprint version.
+        store.con.execute("UPDATE signatures SET minhash = repeat('\\x00', 512)::BLOB")
+        run = analyze_campaigns(store, settings, refingerprint=True)
+        after = store.con.execute(query).fetchall()
+        ids_after = store.con.execute("SELECT id, campaign_id FROM messages ORDER BY id").fetchall()
+    assert run.rebuilt and run.fingerprinted == 200
+    assert after == before  # same seq, recomputed to the same values
+    assert ids_after == ids_before

@@ -23,7 +23,7 @@ from trapline.analyze.campaign_report import refresh_campaigns
 from trapline.analyze.lsh import ClusterParams, TextPrior, UrlPrior, components, link, url_keys
 from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
-from trapline.fingerprint.stage import fingerprint_ids
+from trapline.fingerprint.stage import fingerprint_ids, refingerprint_all
 from trapline.fingerprint.templates import template_hash
 
 BACKFILL_BATCH = 20_000
@@ -101,17 +101,27 @@ def _keys_table(con: Any, name: str, keys: np.ndarray) -> None:
 
 
 def analyze_campaigns(
-    store: Any, settings: dict[str, Any], *, rebuild: bool = False, limit: int | None = None
+    store: Any,
+    settings: dict[str, Any],
+    *,
+    rebuild: bool = False,
+    limit: int | None = None,
+    refingerprint: bool = False,
 ) -> CampaignRun:
     """Fingerprint what is missing, then cluster new signatures into campaigns (incremental).
 
     ``rebuild`` clears the derived state and clusters everything again; it also happens when
     the thresholds changed since the last run. ``limit`` clusters at most that many new
-    signatures (to process a backlog day by day).
+    signatures (to process a backlog day by day). ``refingerprint`` recomputes every stored
+    signature first (after an upgrade of the fingerprint code) and implies ``rebuild``.
     """
     con = store.con
     params = params_from(settings)
-    fingerprinted = _backfill(con)
+    fingerprinted = 0
+    if refingerprint:
+        rebuild = True
+        fingerprinted = refingerprint_all(con)
+    fingerprinted += _backfill(con)
     found = con.execute("SELECT last_seq, params FROM campaign_state WHERE id = 1").fetchall()
     state = found[0] if found else None
     rebuilt = rebuild or (state is not None and state[1] != params.key())

@@ -40,9 +40,16 @@ def analyze() -> None:
 @analyze.command("campaigns")
 @click.option("--rebuild", is_flag=True, help="Forget campaign state and cluster everything again.")
 @click.option("--limit", type=int, default=None, help="Cluster at most this many new messages.")
+@click.option(
+    "--refingerprint",
+    is_flag=True,
+    help="Recompute every stored fingerprint first (after an upgrade); implies --rebuild.",
+)
 @json_option
 @pass_app
-def analyze_campaigns_cmd(app: AppContext, rebuild: bool, limit: int | None, as_json: bool) -> None:
+def analyze_campaigns_cmd(
+    app: AppContext, rebuild: bool, limit: int | None, refingerprint: bool, as_json: bool
+) -> None:
     """Group messages into campaigns (incremental: only new messages are processed).
 
     Near-duplicate texts (MinHash + LSH, Jaccard >= campaign_jaccard) and shared tracking-URL
@@ -53,7 +60,9 @@ def analyze_campaigns_cmd(app: AppContext, rebuild: bool, limit: int | None, as_
     from trapline.analyze.campaigns import analyze_campaigns
 
     with _store(app, read_only=False) as store:
-        run = analyze_campaigns(store, app.settings, rebuild=rebuild, limit=limit)
+        run = analyze_campaigns(
+            store, app.settings, rebuild=rebuild, limit=limit, refingerprint=refingerprint
+        )
     if as_json:
         echo_json({k: getattr(run, k) for k in run.__slots__})
         return

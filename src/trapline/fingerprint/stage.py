@@ -31,8 +31,13 @@ ORDER BY ids.pos
 """
 
 
-def fingerprint_ids(con: Any, message_ids: Sequence[str]) -> int:
-    """Fingerprint ``message_ids`` (in that order) that have no signature yet; returns count."""
+def fingerprint_ids(
+    con: Any, message_ids: Sequence[str], *, seqs: Sequence[int] | None = None
+) -> int:
+    """Fingerprint ``message_ids`` (in that order) that have no signature yet; returns count.
+
+    New signatures get the next ``seq`` numbers, or ``seqs`` (one per id) when re-computing.
+    """
     rows = con.execute(_FIELDS_SQL, {"ids": list(message_ids)}).fetchall()
     if not rows:
         return 0
@@ -47,12 +52,17 @@ def fingerprint_ids(con: Any, message_ids: Sequence[str]) -> int:
         for mid, text, subject, _, urls, doms, names, addrs in rows
     ]
     fps = fingerprint_batch(items)
-    ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
+    if seqs is not None:
+        by_id = dict(zip(message_ids, seqs, strict=True))
+        seq_col = [by_id[mid] for mid in fps.message_ids]
+    else:
+        ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
+        seq_col = list(range(start, start + len(fps)))
     now = datetime.now(UTC).replace(tzinfo=None)
     table = pa.table(
         {
             "message_id": list(fps.message_ids),
-            "seq": pa.array(range(start, start + len(fps)), pa.int64()),
+            "seq": pa.array(seq_col, pa.int64()),
             "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
             "n_words": pa.array(fps.n_words, pa.int32()),
             "url_templates": [list(t) for t in fps.url_templates],
@@ -68,6 +78,31 @@ def fingerprint_ids(con: Any, message_ids: Sequence[str]) -> int:
     finally:
         con.unregister("_new_signatures")
     return len(fps)
+
+
+def refingerprint_all(con: Any, *, batch: int = 20_000) -> int:
+    """Recompute every stored signature in place, keeping each message's ``seq``.
+
+    For after an upgrade that changes normalisation or templates; campaigns must then be
+    rebuilt (``analyze campaigns --refingerprint`` does both). Keeping ``seq`` keeps the
+    processing order, so campaign ids survive wherever membership does.
+    """
+    done = 0
+    last = -1
+    while True:
+        rows = con.execute(
+            "SELECT message_id, seq FROM signatures WHERE seq > ? ORDER BY seq LIMIT ?",
+            [last, batch],
+        ).fetchall()
+        if not rows:
+            return done
+        ids = [r[0] for r in rows]
+        last = rows[-1][1]
+        con.execute(
+            "DELETE FROM signatures WHERE seq IN (SELECT unnest(?::BIGINT[]))",
+            [[r[1] for r in rows]],
+        )
+        done += fingerprint_ids(con, ids, seqs=[r[1] for r in rows])
 
 
 def fingerprint_stage(store: Any, message_ids: Sequence[str], settings: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ from trapline.fingerprint.normalise import normalise
 MAX_TEMPLATES = 3  # per message; the first few links carry the campaign, the rest is footer
 MAX_SUBJECT_CHARS = 120
 _HEX = re.compile(r"[0-9a-f]+")
-_CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{5,}")
+_DIMENSIONS = re.compile(r"\d{1,4}x\d{1,4}")
+_CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{6,}")
 _SPLIT = re.compile(r"([/_\-.=&?]+)")
 
 
@@ -31,14 +32,19 @@ def classify(part: str) -> str:
     if part.isdigit():
         return "<d>"
     if part.isalpha():
-        if len(part) >= 6 and (
-            sum(part.count(v) for v in "aeiouy") / len(part) < 0.2 or _CONSONANT_RUN.search(part)
+        # Letters only: random only when clearly unpronounceable. Real path words can be
+        # consonant-heavy ("webscr", "strengths"), and a false slot would make a brand's
+        # genuine URL a join key for every phish that links to it.
+        if len(part) >= 8 and (
+            sum(part.count(v) for v in "aeiouy") / len(part) < 0.15 or _CONSONANT_RUN.search(part)
         ):
-            return "<a>"  # letters only but unpronounceable: a random token
+            return "<a>"
         return part
     if not part.isalnum():
         return part  # "~bob", "a+b": punctuation inside, leave it
     # Letters and digits mixed.
+    if _DIMENSIONS.fullmatch(part):
+        return part  # "150x40": an image size in a file name, not a per-copy id
     if len(part) >= 6 and _HEX.fullmatch(part):
         return "<h>"
     # "img3" is a server name, "a8f3k2" an id: a letter stem with a short number becomes
