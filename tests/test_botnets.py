@@ -105,12 +105,25 @@ def test_session_fingerprints_link_campaigns_without_shared_ips(tmp_path: Path) 
                 [camp, 1 if camp == "c1" else 2, when, when, when],
             )
         store.con.execute("INSERT INTO botnet_family_map VALUES ('host', 'smtp:fp1', 'Cutwail')")
+        # Feeds (issue "networks"): a bot IP listed with a family, and that family's C&C.
+        for kind, indicator, family in (
+            ("cc", "203.0.113.9", "Cutwail"),
+            ("cc", "192.0.2.77", "Storm"),
+            ("harvester", json.loads(con_rows[0][2])["peer_ip"], "Pushdo"),
+        ):
+            store.con.execute(
+                "INSERT INTO feed_indicators (kind, indicator, indicator_type, first_seen, "
+                "last_seen, n_sightings, family) VALUES (?, ?, 'ip', ?, ?, 1, ?)",
+                [kind, indicator, when, when, family],
+            )
         run = analyze_botnets(store, load_settings({"data_dir": str(tmp_path)}))
         botnets = list_botnets(store.con)
     assert run.botnets == 1
     assert botnets[0]["campaigns"] == ["c1", "c2"]
     assert botnets[0]["id"] == "b1"  # named after its oldest campaign
-    assert "smtp:fp0" in botnets[0]["hosts"] and botnets[0]["families"] == ["Cutwail"]
+    assert "smtp:fp0" in botnets[0]["hosts"]
+    assert botnets[0]["families"] == ["Cutwail", "Pushdo"]  # explicit map + feed family
+    assert [c["indicator"] for c in botnets[0]["cc_indicators"]] == ["203.0.113.9"]
 
 
 def test_botnets_cli_json(world: tuple[Path, SpamGenerator, list[Any]]) -> None:

@@ -208,7 +208,8 @@ def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict
     """Botnets by volume: campaigns, hosts (up to ``max_hosts``), networks, daily volume share.
 
     ``share_by_day`` is the botnet's messages over all stored messages that day, the series a
-    takedown or a botnet's rise shows up in.
+    takedown or a botnet's rise shows up in. ``cc_indicators`` are the feeds' C&C entries of
+    the botnet's families.
     """
     rows = con.execute(
         "SELECT id, n_campaigns, n_hosts, messages, first_seen, last_seen, asns, families "
@@ -216,6 +217,7 @@ def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict
         [top],
     ).fetchall()
     out = []
+    has_feeds = _has_column(con, "feed_indicators", "family")
     for bid, n_c, n_h, msgs, first, last, asns, fams in rows:
         campaigns = [r[0] for r in con.execute(
             "SELECT campaign_id FROM botnet_campaigns WHERE botnet_id = ? ORDER BY 1", [bid]
@@ -234,12 +236,26 @@ def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict
             """,
             [bid],
         ).fetchall()
+        cc = (
+            [
+                {"indicator": i, "type": t, "family": f, "first_seen": a, "last_seen": b}
+                for i, t, f, a, b in con.execute(
+                    "SELECT indicator, indicator_type, family, first_seen, last_seen "
+                    "FROM feed_indicators WHERE kind = 'cc' AND list_contains(?, family) "
+                    "ORDER BY family, indicator",
+                    [list(fams or [])],
+                ).fetchall()
+            ]
+            if fams and has_feeds
+            else []
+        )
         out.append(
             {
                 "id": bid, "campaigns": campaigns, "hosts": hosts, "messages": int(msgs),
                 "n_campaigns": int(n_c), "n_hosts": int(n_h), "first_seen": first,
                 "last_seen": last, "asns": list(asns or []), "families": list(fams or []),
                 "share_by_day": [{"day": d, "messages": n, "share": s} for d, n, s in share],
+                "cc_indicators": cc,
             }
         )  # fmt: skip
     return out
