@@ -30,6 +30,7 @@ import email
 import email.policy
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -125,6 +126,13 @@ def build_corpus(source: Path, dest: Path, min_messages: int) -> tuple[list[Path
     return paths, total
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its reaped children (the workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def baseline(paths: list[Path]) -> float:
     """Seconds for the naive stdlib parse of every file (read included, as for the pipeline)."""
     started = time.perf_counter()
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.no_stages:
             overrides["post_ingest_stages"] = []
         settings = load_settings(overrides)
+        main0, kids0 = _cpu()
         with PeakSampler() as sampler:
             started = time.perf_counter()
             summary = ingest(
@@ -160,14 +169,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 batch_size=args.batch_size,
             )
             pipeline_s = time.perf_counter() - started
+        main1, kids1 = _cpu()  # the pool is shut down and its workers reaped by now
         store_mb = (base / "store" / "trapline.duckdb").stat().st_size / 1e6
         # An even spread, not the first N: corpora are sorted by folder (ham first, then spam).
         step = max(1, len(paths) // args.baseline_limit) if args.baseline_limit else 1
         sample = paths[::step]
+        base0 = time.process_time()
         baseline_s = baseline(sample)
+        baseline_cpu = time.process_time() - base0
     n = len(paths)
     pipeline_rate = n / pipeline_s
     baseline_rate = len(sample) / baseline_s
+    # Load-independent view: CPU per message, and the ratio these would give on an otherwise
+    # idle machine (the pipeline's wall time is at best its total CPU spread over the cores,
+    # and never less than the serial main process's CPU).
+    main_cpu, workers_cpu = main1 - main0, kids1 - kids0
+    cores = min(os.cpu_count() or 1, (args.workers or os.cpu_count() or 1) + 1)
+    ideal_pipeline_s = max((main_cpu + workers_cpu) / cores, main_cpu)
+    ideal_baseline_s = baseline_cpu * n / len(sample)
     return {
         "messages": n,
         "mb": round(nbytes / 1e6, 1),
@@ -178,6 +197,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_msgs_per_s": round(baseline_rate, 1),
         "ratio": round(pipeline_rate / baseline_rate, 2),
         "peak_rss_mb": round(sampler.peak_mb, 1),
+        "pipeline_main_cpu_ms_per_msg": round(1000 * main_cpu / n, 3),
+        "pipeline_workers_cpu_ms_per_msg": round(1000 * workers_cpu / n, 3),
+        "baseline_cpu_ms_per_msg": round(1000 * baseline_cpu / len(sample), 3),
+        "ratio_if_idle_estimate": round(ideal_baseline_s / ideal_pipeline_s, 2),
         "stored": summary.new,
         "parsed": summary.parsed,
         "quarantined": summary.quarantined,
