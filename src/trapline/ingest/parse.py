@@ -34,7 +34,7 @@ Defect codes (stable; analysis filters on them):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -318,6 +318,36 @@ def parse_many(
     one worker process per core. ``now`` anchors the "far-future" date flag (default: now).
     """
     now = now or datetime.now(UTC)
+    results: list[Message | Quarantined] = []
+    for chunk in _chunks(raws, limits.max_chunk_bytes):
+        results.extend(_parse_chunk(chunk, trust, now, limits, threads))
+    return results
+
+
+def _chunks(raws: Sequence[RawMessage], budget: int) -> Iterator[Sequence[RawMessage]]:
+    """Consecutive runs of messages whose bytes add up to at most ``budget`` (at least one).
+
+    The fast parser materialises a whole call's results, decoded attachments included, so a
+    batch of large messages is fed to it in slices: peak memory follows the budget, not the
+    batch.
+    """
+    start = size = 0
+    for index, raw in enumerate(raws):
+        size += len(raw.data)
+        if size > budget and index > start:
+            yield raws[start:index]
+            start, size = index, len(raw.data)
+    if start < len(raws):
+        yield raws[start:]
+
+
+def _parse_chunk(
+    raws: Sequence[RawMessage],
+    trust: TrustBoundary | None,
+    now: datetime,
+    limits: ParseLimits,
+    threads: int | None,
+) -> list[Message | Quarantined]:
     prepared = [_safe_prepare(raw) for raw in raws]
     payloads: list[str | bytes] = [p.payload for p in prepared if isinstance(p, _Prepared)]
     outcomes: list[fmp.PyMail | Exception | None]
