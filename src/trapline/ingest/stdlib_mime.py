@@ -46,7 +46,7 @@ class ParseLimits:
     # times nesting depth); larger ones get fast_mail_parser's lazy mode, else headers only.
     max_stdlib_bytes: int = 512 * 1024
     max_chunk_bytes: int = 16 * 1024 * 1024  # message bytes per fast-parser call in parse_many
-    max_body_chars: int = 2_000_000  # text and html kept on the record
+    max_body_chars: int = 1_000_000  # text and html kept on the record (each)
     max_html_render: int = 1_000_000  # html chars rendered to text and scanned for links
 
 
