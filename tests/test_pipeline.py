@@ -316,3 +316,36 @@ def test_a_dead_worker_stops_the_run_cleanly_and_the_rerun_resumes(tmp_path: Pat
     final = _counts(tmp_path / "store")
     assert final["seen"] == 400 == final["messages"] + final["quarantined"]
     assert final["pending"] == 0
+
+
+def test_hostile_inputs_are_each_stored_or_quarantined_and_counted(tmp_path: Path) -> None:
+    """Point 8 of issue 2, through the whole pipeline: real mail made hostile (synthetic, on
+    top of the real corpora tests), plus junk; every input is accounted for."""
+    real = sorted(shared("mail", "spamassassin-2002", "spam").iterdir())
+    a, b, c = (p.read_bytes() for p in real[:3])
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    header_end = a.index(b"\n\n")
+    (folder / "huge-header.eml").write_bytes(
+        a[:header_end] + b"\nX-Junk: " + b"A" * 10_000_000 + a[header_end:]
+    )
+    (folder / "nul-bytes.eml").write_bytes(b.replace(b"\n\n", b"\n\n\x00\x00", 1) + b"\x00tail")
+    (folder / "binary.bin").write_bytes(bytes(range(256)) * 400)
+    (folder / "truncated.eml").write_bytes(c[: len(c) // 3])
+    (folder / "no-from-line.mbox").write_bytes(c)  # an "mbox" without a From_ line
+    notes: list[str] = []
+    summary = ingest([folder], settings=_settings(tmp_path), workers=2, on_note=notes.append)
+    assert summary.read + summary.problems >= 5
+    s = _counts(tmp_path / "store")
+    assert s["seen"] == s["messages"] + s["quarantined"]
+    assert s["pending"] == 0
+    with open_store(tmp_path / "store", read_only=True) as store:
+        sources = {
+            Path(r[0].split("#")[0]).name
+            for r in store.con.execute(
+                "SELECT source FROM messages UNION ALL SELECT source FROM quarantine"
+            ).fetchall()
+        }
+        longest = store.con.execute("SELECT max(length(raw)) FROM hops").fetchone()[0]
+    assert {"huge-header.eml", "nul-bytes.eml", "binary.bin", "truncated.eml"} <= sources
+    assert longest < 1_000_000, "header values are capped before storage"
