@@ -45,6 +45,15 @@ def unconfigured_stage(store: Store, message_ids: list[str], settings: dict[str,
     raise NotConfigured("no routing snapshot imported; run `trapline routing import`")
 
 
+def failing_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """A buggy stage that dies inside its own transaction."""
+    store.con.execute("BEGIN TRANSACTION")
+    store.con.execute(
+        "UPDATE messages SET campaign_id = 'half-done' WHERE id = ?", [message_ids[0]]
+    )
+    raise ValueError("bug in a stage")
+
+
 def marker_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
     """Used by the interrupt test: one line per committed batch, and a pause to widen the window."""
     with open(settings["test_marker"], "a") as fh:
@@ -161,6 +170,19 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
         f"test_pipeline:recording_stage: recorded {summary.parsed} messages "
         f"(last of {len(STAGE_CALLS)} batches)",
     )
+
+
+def test_a_failing_stage_is_switched_off_and_the_ingest_goes_on(tmp_path: Path) -> None:
+    corpus = _copy("spam", 60, tmp_path / "mail")
+    notes: list[str] = []
+    settings = _settings(tmp_path, post_ingest_stages=["test_pipeline:failing_stage"])
+    summary = ingest([corpus], settings=settings, workers=2, batch_size=20, on_note=notes.append)
+    failed = [n for n in notes if "failing_stage" in n]
+    assert len(failed) == 1 and "ValueError: bug in a stage" in failed[0]
+    assert summary.parsed + summary.quarantined == 60
+    with open_store(tmp_path / "store", read_only=True) as store:
+        half = store.con.execute("SELECT count(*) FROM messages WHERE campaign_id IS NOT NULL")
+        assert half.fetchone()[0] == 0, "the failed stage's open transaction was rolled back"
 
 
 def _ids_in(data_dir: Path, table: str) -> list[str]:

@@ -155,7 +155,7 @@ class _Run:
                     batch = fut.result()
                 except BrokenProcessPool:
                     raise
-                except Exception as exc:  # a bug in a stage: keep the run, quarantine with detail
+                except Exception as exc:  # a bug in parse or writer code: retry one by one
                     batch = self._fallback(part, exc)
                 self._collect(batch)
             if not everything:

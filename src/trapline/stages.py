@@ -54,6 +54,16 @@ class PostIngestStages:
                 self.note(f"{spec} switched off: {exc}")
                 self.active.remove((spec, fn))
                 continue
+            except Exception as exc:
+                # The batch is committed and the stage can be re-run over it later, so one
+                # stage's failure must not stop the ingest; say so, once, and switch it off.
+                _rollback(store)
+                self.note(
+                    f"{spec} failed and was switched off for this run "
+                    f"({type(exc).__name__}: {exc}); the messages are stored"
+                )
+                self.active.remove((spec, fn))
+                continue
             self.calls[spec] = self.calls.get(spec, 0) + 1
             if result:
                 self.last[spec] = str(result)
@@ -65,3 +75,11 @@ class PostIngestStages:
             n = self.calls.get(spec, 1)
             out.append(f"{spec}: {text}" + (f" (last of {n} batches)" if n > 1 else ""))
         return tuple(out)
+
+
+def _rollback(store: Store) -> None:
+    """End a transaction a failed stage may have left open on the shared connection."""
+    try:
+        store.con.execute("ROLLBACK")
+    except Exception:  # nothing was open: the normal case
+        return
