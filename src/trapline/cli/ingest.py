@@ -173,9 +173,11 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
             table.add_column(
                 col, justify="right" if col in ("messages", "ips", "count") else "left"
             )
-        for row in rows:
+        for row in rows[:10]:
             table.add_row(*(str(row.get(c, "")) for c in cols))
         out.print(table)
+        if len(rows) > 10:
+            out.print(f"… {len(rows) - 10} more (--json has all)", markup=False)
 
 
 @click.command("show")

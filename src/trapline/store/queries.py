@@ -109,11 +109,12 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
             con,
             "SELECT reason, count(*) AS count FROM quarantine GROUP BY 1 ORDER BY 2 DESC, 1",
         ),
+        # Defect codes are a small vocabulary (plus per-charset variants): show most of them.
         "top_defects": _rows(
             con,
             "SELECT defect, count(*) AS count FROM (SELECT unnest(defects) AS defect FROM messages) "
             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
-            [top],
+            [max(top, 50)],
         ),
         "received_at_source": _rows(
             con,
