@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import random
 from collections.abc import Callable
 from types import ModuleType
 
@@ -251,3 +252,18 @@ def test_large_deep_message_with_a_broken_text_part_keeps_its_headers() -> None:
     msg = _message(_deep_with_bad_base64(250, 1_000_000, text_part=True))
     assert "bodies-skipped" in msg.defects
     assert msg.subject == "deep" and msg.from_.addr == "deep@example.org"
+
+
+def test_random_blobs_are_never_taken_for_mail() -> None:
+    blobs = [random.Random(seed).randbytes(64 + seed * 13) for seed in range(300)]
+    results = [_parse(blob) for blob in blobs]
+    assert all(isinstance(r, Quarantined) for r in results)
+    assert sum(r.reason == "binary" for r in results if isinstance(r, Quarantined)) >= 295
+
+
+def test_legacy_8bit_text_is_not_binary() -> None:
+    # A raw GB2312 Subject in a tiny header block, and a header-less KOI8-R note.
+    mail = "Subject: 全新原装进口\n\nbody\n".encode("gb2312")
+    assert isinstance(_parse(mail), Message)
+    note = _parse("Привет мир\nвторая строка\n".encode("koi8-r"))
+    assert isinstance(note, Quarantined) and note.reason == "no-headers"
