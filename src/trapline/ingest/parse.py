@@ -9,7 +9,7 @@ parser read it (the ``fallback-parser`` defect says which did).
 ``parse`` and ``parse_many`` never raise: bytes that are not mail at all become ``Quarantined``
 with a short reason; everything else becomes a ``Message`` whose ``defects`` say what was wrong.
 
-Quarantine reasons: ``empty``, ``binary`` (control bytes in the header block), ``no-headers``
+Quarantine reasons: ``empty``, ``binary`` (control and 8-bit bytes like random data), ``no-headers``
 (first line is not ``Name: value``), ``parser-error`` (both parsers failed; a bug to report).
 
 Defect codes (stable; analysis filters on them):
