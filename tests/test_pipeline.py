@@ -41,6 +41,12 @@ def recording_stage(store: Store, message_ids: list[str], settings: dict[str, An
     return f"recorded {sum(len(c) for c in STAGE_CALLS)} messages"
 
 
+def half_read_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """Leaves a result half-read on the shared connection (DuckDB then refuses other work)."""
+    store.con.execute("SELECT id FROM messages").fetchone()
+    return ""
+
+
 def unconfigured_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
     raise NotConfigured("no routing snapshot imported; run `trapline routing import`")
 
@@ -145,7 +151,11 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
     notes: list[str] = []
     settings = _settings(
         tmp_path,
-        post_ingest_stages=["test_pipeline:unconfigured_stage", "test_pipeline:recording_stage"],
+        post_ingest_stages=[
+            "test_pipeline:unconfigured_stage",
+            "test_pipeline:half_read_stage",
+            "test_pipeline:recording_stage",
+        ],
     )
     ticks: list[tuple[int, int, int | None]] = []
     summary = ingest(

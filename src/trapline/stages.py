@@ -50,6 +50,8 @@ class PostIngestStages:
         for spec, fn in list(self.active):
             try:
                 result = fn(store, message_ids, self.settings)
+                # A stage that left a result half-read would block the next batch's writes.
+                store.con.complete()
             except NotConfigured as exc:
                 self.note(f"{spec} switched off: {exc}")
                 self.active.remove((spec, fn))
