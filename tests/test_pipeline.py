@@ -153,7 +153,6 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
         tmp_path,
         post_ingest_stages=[
             "test_pipeline:unconfigured_stage",
-            "test_pipeline:half_read_stage",
             "test_pipeline:recording_stage",
         ],
     )
@@ -180,6 +179,17 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
         f"test_pipeline:recording_stage: recorded {summary.parsed} messages "
         f"(last of {len(STAGE_CALLS)} batches)",
     )
+
+
+def test_a_stage_that_leaves_a_result_half_read_does_not_block_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    # One worker (in-process parse): after each batch's stages the next thing is archiving the
+    # next batch, whose first call needs the connection free.
+    corpus = _copy("spam", 60, tmp_path / "mail")
+    settings = _settings(tmp_path, post_ingest_stages=["test_pipeline:half_read_stage"])
+    summary = ingest([corpus], settings=settings, workers=1, batch_size=20)
+    assert summary.parsed + summary.quarantined == 60
 
 
 def test_a_failing_stage_is_switched_off_and_the_ingest_goes_on(tmp_path: Path) -> None:
