@@ -45,7 +45,9 @@ class Store:
                 ) from exc
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         except OSError as exc:
-            raise StoreError(f"cannot create {self.data_dir}: {exc.strerror}; check --data-dir") from exc
+            raise StoreError(
+                f"cannot create {self.data_dir}: {exc.strerror}; check --data-dir"
+            ) from exc
         if not read_only:
             for sql in schema_statements():
                 self.con.execute(sql)
