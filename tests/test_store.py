@@ -205,3 +205,13 @@ def test_docs_schema_names_every_core_table_and_column(tmp_path: Path) -> None:
         assert len(section) == 2, f"docs/schema.md has no section for {table}"
         body = section[1].split("### ", 1)[0]
         assert f"| `{column}` |" in body, f"docs/schema.md does not describe {table}.{column}"
+
+
+def test_query_times_are_utc_with_z_even_for_zoned_values(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        out = query(
+            store.con,
+            "select TIMESTAMP '2002-01-01 10:00:00' as t, "
+            "TIMESTAMPTZ '2002-01-01 10:00:00+02' as tz",
+        )
+    assert out["rows"] == [["2002-01-01T10:00:00Z", "2002-01-01T08:00:00Z"]]

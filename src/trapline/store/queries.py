@@ -6,7 +6,7 @@ see the same text. Everything here is a read: callers open the store read-only.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,9 @@ def iso(value: datetime | None) -> str | None:
     """ISO-8601 UTC with ``Z`` (the store keeps naive UTC timestamps)."""
     if value is None:
         return None
-    return value.replace(tzinfo=None).isoformat() + "Z"
+    if value.tzinfo is not None:  # TIMESTAMPTZ results (e.g. now()) come back zone-aware
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
 
 
 def _plain(value: Any) -> Any:
