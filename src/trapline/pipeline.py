@@ -303,7 +303,7 @@ def ingest(
     pool = _start_pool(n_workers, trust_obj)
     store: Store | None = None
     run: _Run | None = None
-    interrupted = False
+    interrupted = completed = False
     run_id = uuid.uuid4().hex
     try:
         store = open_store(Path(settings["data_dir"]))
@@ -318,6 +318,7 @@ def ingest(
         run.drain(everything=True)
         run.flush_parsed()
         run.tick(force=True)
+        completed = True
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -334,7 +335,9 @@ def ingest(
             # executor's queue feeder thread on Python 3.11 when a large task is mid-write.
             pool.shutdown(wait=True, cancel_futures=True)
         if store is not None:
-            if run is not None and not interrupted:
+            # Only a completed run is marked finished; after an error the connection may be in
+            # a failed transaction and the original error is the one to report.
+            if run is not None and completed:
                 c = run.counts
                 store.con.execute(
                     "UPDATE ingest_runs SET finished_at = ?, read = ?, new = ?, duplicates = ?, "
