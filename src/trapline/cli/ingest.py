@@ -160,7 +160,7 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
     )
     out.print(f"received {report['first_received']} .. {report['last_received']}", markup=False)
     for title, key, cols in (
-        ("top origin networks", "top_origin_networks", ("network", "messages", "ips")),
+        ("top origin networks", "top_origin_networks", ("network", "name", "messages", "ips")),
         ("top subjects", "top_subjects", ("subject", "messages")),
         ("parse problems (quarantine)", "quarantine_reasons", ("reason", "count")),
         ("parse problems (defects)", "top_defects", ("defect", "count")),
@@ -174,7 +174,7 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
                 col, justify="right" if col in ("messages", "ips", "count") else "left"
             )
         for row in rows[:10]:
-            table.add_row(*(str(row.get(c, "")) for c in cols))
+            table.add_row(*("" if row.get(c) is None else str(row[c]) for c in cols))
         out.print(table)
         if len(rows) > 10:
             out.print(f"… {len(rows) - 10} more (--json has all)", markup=False)

@@ -65,6 +65,31 @@ END
 """
 
 
+def _top_networks(con: duckdb.DuckDBPyConnection, top: int) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        f"SELECT {NETWORK_SQL} AS network, any_value(origin_asn) AS asn, count(*) AS messages, "
+        "count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL "
+        "GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ?",
+        [top],
+    )
+    asns = [r["asn"] for r in rows if r["asn"] is not None]
+    names: dict[int, str] = {}
+    if asns:
+        try:  # as_names belongs to the networks area; older stores may not have it
+            found = con.execute(
+                "SELECT asn, arg_max(name, as_of) FROM as_names WHERE list_contains(?, asn) "
+                "GROUP BY asn",
+                [asns],
+            ).fetchall()
+            names = {int(a): str(n) for a, n in found}
+        except duckdb.CatalogException:
+            names = {}
+    for r in rows:
+        r["name"] = names.get(r["asn"]) if r["asn"] is not None else None
+    return rows
+
+
 def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
     """Counts, date range, top origin networks, subjects and parse problems.
 
@@ -94,13 +119,7 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
         "first_received": iso(first),
         "last_received": iso(last),
         "with_origin_ip": int(_scalar(con, "SELECT count(origin_ip) FROM messages")),
-        "top_origin_networks": _rows(
-            con,
-            f"SELECT {NETWORK_SQL} AS network, count(*) AS messages, "
-            "count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
-            [top],
-        ),
+        "top_origin_networks": _top_networks(con, top),
         "top_subjects": _rows(
             con,
             "SELECT subject, count(*) AS messages FROM messages WHERE subject IS NOT NULL "
