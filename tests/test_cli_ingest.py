@@ -167,12 +167,19 @@ def test_query_json_table_and_errors(store_dir: Path) -> None:
 
 
 def test_demo_report(tmp_path: Path) -> None:
-    result = _run(tmp_path / "demo", "demo")
+    # With the networks area's ASN stage: the demo imports the bundled 2008 table first, so the
+    # 2002 origins map to ASes (and their names) rather than to /24s.
+    env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.enrich.asn:enrich_stage"}
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "demo"), "demo"], env=env)
     assert result.exit_code == 0, result.output
     assert "322 read, 322 new" in result.stderr
     for part in ("seen 322", "top origin networks", "top subjects", "received 2001-"):
         assert part in result.stdout
     assert (tmp_path / "demo" / "trapline.duckdb").is_file()
+    report = json.loads(_run(tmp_path / "demo", "stats", "--json").stdout)
+    assert "ipasn_20080501" in result.stderr, "the bundled routing table was imported"
+    top = report["top_origin_networks"][0]
+    assert top["network"].startswith("AS") and top["asn"] and top["name"]
 
 
 def test_real_cli_subprocess_quiet_ingest_and_stats(tmp_path: Path) -> None:
