@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         "trapline.enrich.asn:enrich_stage",
         "trapline.fingerprint.stage:fingerprint_stage",
     ],
+    # Run the post-ingest stages on a background thread (own DuckDB cursor) while the next batch is
+    # stored, instead of stopping the pipeline for them; false = strictly one after the other.
+    "post_ingest_background": True,
     # campaigns and botnets (docs/campaigns.md explains each threshold)
     "campaign_jaccard": 0.45,  # estimated Jaccard at which two texts are one template
     "campaign_lsh_bands": 32,  # bands x rows <= 128 MinHash permutations

@@ -194,7 +194,7 @@ class _Run:
         ok_ids = [i for i in batch.message_ids if i not in bad_ids]
         self.counts.parsed += len(ok_ids)
         self.counts.quarantined += len(batch.quarantined_ids) + len(bad)
-        self.stages.run(self.store, ok_ids)
+        self.stages.submit(self.store, ok_ids)
         self.tick()
 
     def tick(self, *, force: bool = False) -> None:
@@ -312,11 +312,14 @@ def ingest(
             "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
             [run_id, rawstore.utcnow(), [str(p) for p in paths]],
         )
+        if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
+            stages.start_background(store)
         run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress)
         run.resume()
         _main_loop(run, reader, note)
         run.drain(everything=True)
         run.flush_parsed()
+        stages.finish()
         run.tick(force=True)
         completed = True
     except KeyboardInterrupt:
@@ -329,6 +332,7 @@ def ingest(
             "--workers 1 to find the message that causes it)"
         ) from exc
     finally:
+        stages.finish(cancel=True)  # after an error or Ctrl-C: drop queued stage work
         if pool is not None:
             # Workers ignore SIGINT: queued chunks are cancelled and the few already handed out
             # finish (well under a second). Terminating workers instead can deadlock the

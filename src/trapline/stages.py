@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,10 @@ class PostIngestStages:
     active: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     last: dict[str, str] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    _lag: int = 2
+    _thread: ThreadPoolExecutor | None = None
+    _view: Store | None = None
+    _pending: list[Future[None]] = field(default_factory=list)
 
     def load(self) -> None:
         for spec in self.settings.get("post_ingest_stages") or []:
@@ -69,6 +74,42 @@ class PostIngestStages:
             self.calls[spec] = self.calls.get(spec, 0) + 1
             if result:
                 self.last[spec] = str(result)
+
+    # Background mode: stages of batch N run on their own thread and cursor while the main
+    # thread stores batch N+1, so a slow stage no longer leaves the parse workers idle. At most
+    # ``lag`` batches wait, which bounds memory and how far an interrupt can leave stages behind.
+
+    def start_background(self, store: Store, *, lag: int = 2) -> None:
+        if not self.active:
+            return
+        self._view = store.view()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="post-ingest")
+        self._lag = lag
+
+    def submit(self, store: Store, message_ids: list[str]) -> None:
+        """Run the stages on a committed batch: now, or on the stage thread when started."""
+        if self._thread is None or self._view is None:
+            self.run(store, message_ids)
+            return
+        while len(self._pending) >= self._lag:
+            self._pending.pop(0).result()
+        self._pending.append(self._thread.submit(self.run, self._view, list(message_ids)))
+
+    def finish(self, *, cancel: bool = False) -> None:
+        """Wait for queued stage work (or drop it when ``cancel``), then release the thread."""
+        if self._thread is None:
+            return
+        try:
+            if not cancel:
+                for fut in self._pending:
+                    fut.result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=cancel)
+            self._pending.clear()
+            self._thread = None
+            if self._view is not None:
+                self._view.con.close()
+                self._view = None
 
     def summaries(self) -> tuple[str, ...]:
         """Each stage's latest one-line summary (a stage reports per batch, not per run)."""

@@ -52,6 +52,16 @@ class Store:
             for sql in schema_statements():
                 self.con.execute(sql)
 
+    def view(self) -> Store:
+        """A second handle on this open store with its own DuckDB cursor, for another thread.
+
+        DuckDB connections are not safe to share between threads, but cursors of one database
+        are: each sees every committed write and runs its own transactions (MVCC).
+        """
+        other = object.__new__(Store)
+        other.data_dir, other.path, other.con = self.data_dir, self.path, self.con.cursor()
+        return other
+
     def close(self) -> None:
         self.con.close()
 
