@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from trapline.fingerprint.minhash import KEY_FREE_BITS, band_keys, is_empty, jaccard_rows
+from trapline.fingerprint.minhash import KEY_FREE_BITS, band_keys_by_band, is_empty, jaccard_rows
 
 _PERIOD_BITS = 20  # periods since 1970 fit easily: 2^20 x 3 days is 8,600 years
 
@@ -85,40 +85,50 @@ def text_candidates(
     seq: np.ndarray, keys: np.ndarray, prior: TextPrior
 ) -> tuple[np.ndarray, np.ndarray, TextPrior]:
     """Candidate pairs (seq, seq) for one set of bucket keys; ``seq`` ascending. New state too."""
-    if len(keys) < (1 << KEY_FREE_BITS):
-        # Row numbers ride in the zeroed low bits: one value sort orders by (key, seq).
-        packed = np.sort(keys | np.arange(len(keys), dtype=np.int64))
+    n = len(keys)
+    if n < (1 << KEY_FREE_BITS):
+        # Positions ride in the zeroed low bits: one value sort orders by (key, position).
+        packed = keys | np.arange(n, dtype=np.int64)
+        packed.sort()
         order = packed & ((1 << KEY_FREE_BITS) - 1)
         k = packed & ~np.int64((1 << KEY_FREE_BITS) - 1)
     else:
         order = np.argsort(keys, kind="stable")  # stable: seq order kept inside a bucket
         k = keys[order]
-    s = seq[order]
-    start = np.ones(len(k), bool)
+    # A batch's seqs are usually consecutive: then seq[i] = seq[0] + i and no random gather
+    # (its cache misses grow with the batch and cost flat time per message).
+    contiguous = n > 0 and int(seq[-1]) - int(seq[0]) == n - 1
+    s = order + seq[0] if contiguous else seq[order]
+    start = np.ones(n, bool)
     start[1:] = k[1:] != k[:-1]
-    group = np.cumsum(start) - 1
     uniq = k[start]
-    p_first = _lookup(uniq, prior.keys, prior.first)
-    p_last = _lookup(uniq, prior.keys, prior.last)
-    first = np.where(p_first >= 0, p_first, s[start])
-    anchor = first[group]
     prev = np.empty_like(s)
     prev[1:] = s[:-1]
-    prev[start] = p_last  # -1 when the bucket is new
-    end = np.ones(len(k), bool)
+    if len(prior.keys):
+        p_first = _lookup(uniq, prior.keys, prior.first)
+        first = np.where(p_first >= 0, p_first, s[start])
+        prev[start] = _lookup(uniq, prior.keys, prior.last)  # -1 when the bucket is new
+    else:  # from scratch: nothing stored to look up
+        first = s[start]
+        prev[start] = -1
+    anchor = first[np.cumsum(start) - 1]
+    end = np.ones(n, bool)
     end[:-1] = start[1:]
     state = TextPrior(uniq, first, s[end])
-    a1 = s[anchor != s]
-    b1 = anchor[anchor != s]
+    m1 = anchor != s
     m2 = (prev >= 0) & (prev != anchor)
-    return np.concatenate((a1, s[m2])), np.concatenate((b1, prev[m2])), state
+    return (
+        np.concatenate((s[m1], s[m2])),
+        np.concatenate((anchor[m1], prev[m2])),
+        state,
+    )
 
 
 def url_candidates(
     seq: np.ndarray, keys: np.ndarray, prior: UrlPrior
 ) -> tuple[np.ndarray, np.ndarray, UrlPrior]:
     """Pairs (seq, anchor seq) for URL-template keys of new messages; new anchors too."""
-    order = np.lexsort((seq, keys))
+    order = np.argsort(keys, kind="stable")  # seq ascending already: kept within a key
     k, s = keys[order], seq[order]
     start = np.ones(len(k), bool)
     start[1:] = k[1:] != k[:-1]
@@ -185,7 +195,9 @@ def link(
     new_seq = local_seq[new_rows]
     new_sig = sig[new_rows]
     live = ~is_empty(new_sig)
-    keys = band_keys(new_sig[live], params.bands, params.rows)
+    keys = band_keys_by_band(
+        new_sig[live] if not live.all() else new_sig, params.bands, params.rows
+    )
     live_seq = new_seq[live]
     label = np.arange(n)
     a_all: list[np.ndarray] = []
@@ -193,7 +205,7 @@ def link(
     states: list[TextPrior] = []
     candidates = 0
     for band in range(params.bands):
-        bk = keys[:, band]
+        bk = keys[band]
         ca, cb, state = text_candidates(live_seq, bk, text_prior(band))
         states.append(state)
         la, lb = local(ca), local(cb)
@@ -206,6 +218,10 @@ def link(
         b_all.append(lb[ok])
         if band in (0, 1, 3, 7, 15, 23):  # early and often: later bands then verify little
             label = components(n, np.concatenate(a_all), np.concatenate(b_all))
+            # Keep the components, not the edges: one edge per non-root node says the same
+            # and keeps every later rebuild at most n edges.
+            moved = np.flatnonzero(label != np.arange(n))
+            a_all, b_all = [moved], [label[moved]]
     ua, ub, ustate = url_candidates(local_seq[url_rows], url_key, url_prior)
     a_all.append(local(ua))
     b_all.append(local(ub))
