@@ -157,6 +157,11 @@ def test_cli_lists_and_shows_campaigns(tmp_path: Path, bases: list[Any]) -> None
     assert len(rows) == 3 and rows[0]["size"] >= rows[1]["size"] >= rows[2]["size"]
     for key in ("id", "size", "first_seen", "last_seen", "subjects", "origin_ips"):
         assert key in rows[0]
+    res = runner.invoke(cli, [*base, "campaigns", "--since", "2099-01-01", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output) == []
+    last = max(r["last_seen"] for r in rows)[:10]
+    res = runner.invoke(cli, [*base, "campaigns", "--since", last, "--json"])
+    assert all(r["last_seen"][:10] >= last for r in json.loads(res.output))
     res = runner.invoke(cli, [*base, "campaign", rows[0]["id"][:10]])
     assert res.exit_code == 0 and rows[0]["id"] in res.output
     res = runner.invoke(cli, [*base, "campaign", "cnothere"])
