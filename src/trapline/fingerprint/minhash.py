@@ -146,16 +146,19 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return band_keys_by_band(sig, bands, rows).T
 
 
-def jaccard_rows(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of row pairs ``(left[k], right[k])``: share of equal MinHash values."""
-    if len(left) == 0:
-        return np.zeros(0, dtype=np.float32)
-    out = np.empty(len(left), dtype=np.float32)
+def equal_counts(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Equal MinHash values of row pairs ``(left[k], right[k])`` (Jaccard x permutations)."""
+    out = np.empty(len(left), dtype=np.int32)
     step = 8192  # chunks of 4 MB per side stay in cache; 1M pairs never make a 128 MB array
     for s in range(0, len(left), step):
         eq = sig[left[s : s + step]] == sig[right[s : s + step]]
-        out[s : s + step] = eq.mean(axis=1)
+        out[s : s + step] = np.count_nonzero(eq, axis=1)
     return out
+
+
+def jaccard_rows(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of row pairs ``(left[k], right[k])``: share of equal MinHash values."""
+    return (equal_counts(sig, left, right) / max(sig.shape[1], 1)).astype(np.float32)
 
 
 def is_empty(sig: np.ndarray) -> np.ndarray:
