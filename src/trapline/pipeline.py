@@ -6,6 +6,7 @@ them to the parse workers. Workers return finished Arrow tables (``store.writer.
 the main process does no per-message Python work after the hash. In-flight work is bounded, so
 memory stays flat on any input size. A Ctrl-C or a kill loses no committed batch: the next run
 finds archived messages that have neither a ``messages`` nor a ``quarantine`` row and parses them.
+Post-ingest stages (``trapline.stages``) run on their own thread and cursor after each commit.
 """
 
 from __future__ import annotations
