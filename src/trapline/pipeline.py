@@ -15,6 +15,7 @@ import importlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -97,6 +98,43 @@ def _warm() -> int:
 # --- the main loop -------------------------------------------------------------------------------
 
 
+class _StopFlag:
+    """Ctrl-C as a request, honoured between transactions rather than inside one.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; inside a DuckDB
+    statement (even a COMMIT) DuckDB turns it into its own error or, at times, swallows it. So
+    during an ingest the first SIGINT only sets this flag, which the loop checks between
+    batches and turns into a KeyboardInterrupt there. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started as a background job: Ctrl-C is not ours
+            return
+        self._previous = previous
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 @dataclass(slots=True)
 class _Counts:
     read: int = 0
@@ -129,6 +167,7 @@ class _Run:
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
+        self.stop = _StopFlag()
         self.in_flight: dict[Future[Batch], list[RawMessage]] = {}
         self.done: list[Batch] = []
         self.done_rows = 0
@@ -149,6 +188,7 @@ class _Run:
         while self.in_flight:
             timeout = 1.0 if blocking else 0
             finished, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+            self.stop.check()
             if not finished:
                 if not blocking:
                     return
@@ -344,6 +384,7 @@ def ingest(
         if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
             stages.start_background(store)
         run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress)
+        run.stop.install()
         run.resume()
         _main_loop(run, reader, note)
         run.drain(everything=True)
@@ -360,7 +401,15 @@ def ingest(
             "message read so far is archived: run the same ingest again to resume (with "
             "--workers 1 to find the message that causes it)"
         ) from exc
+    except Exception as exc:
+        if not rawstore.is_interrupt(exc):
+            raise
+        # Ctrl-C landed inside a DuckDB statement: the transaction is atomic either way.
+        interrupted = True
+        raise KeyboardInterrupt from exc
     finally:
+        if run is not None:
+            run.stop.restore()
         stages.finish(cancel=True)  # after an error or Ctrl-C: drop queued stage work
         if pool is not None:
             # Workers ignore SIGINT: queued chunks are cancelled and the few already handed out
@@ -413,6 +462,7 @@ def _main_loop(run: _Run, reader: Any, note: NoteFn) -> None:
         run.counts.read += 1
         buffer.append((message_id_of(item.data), item))
         if len(buffer) >= run.batch_size:
+            run.stop.check()
             run.submit(run.archive(buffer))
             buffer = []
             run.drain()

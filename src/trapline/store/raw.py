@@ -143,6 +143,22 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Abort the open transaction, if any: a statement interrupted by Ctrl-C (even a COMMIT)
+    may already have ended it, and that must not hide the original error."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        return
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """DuckDB turns a Ctrl-C that lands inside a query into its own error: recognise it."""
+    if isinstance(exc, KeyboardInterrupt | duckdb.InterruptException):
+        return True
+    return isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+
+
 def write_raw(con: duckdb.DuckDBPyConnection, rows: Sequence[RawRow]) -> int:
     """Archive ``rows`` (already de-duplicated) in one transaction; returns how many were written."""
     if not rows:
@@ -156,7 +172,7 @@ def write_raw(con: duckdb.DuckDBPyConnection, rows: Sequence[RawRow]) -> int:
             con.execute(f"INSERT INTO raw ({cols}) SELECT {cols} FROM _raw_batch")
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
     finally:
         con.unregister("_raw_batch")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trapline.model import Message, Quarantined, SourceProblem
-from trapline.store.raw import utcnow
+from trapline.store.raw import rollback, utcnow
 
 _S = pa.string()
 _TS = pa.timestamp("us")
@@ -288,7 +288,7 @@ def _insert_all(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> 
                 con.unregister(view)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 
@@ -316,6 +316,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: Batch) -> list[Quarantine
     try:
         _insert_all(con, batch.tables)
         return []
+    except duckdb.InterruptException:
+        raise
     except duckdb.Error as exc:
         ids = batch.message_ids + batch.quarantined_ids
         if len(ids) > 1:
