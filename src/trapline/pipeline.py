@@ -11,11 +11,7 @@ Post-ingest stages (``trapline.stages``) run on their own thread and cursor afte
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
 import os
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,6 +24,13 @@ from typing import IO, Any
 from trapline.config import DEFAULTS
 from trapline.errors import IngestError, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.parse_pool import (
+    StopFlag,
+    parse_records,
+    parse_task,
+    start_pool,
+    unstick_if_a_worker_died,
+)
 from trapline.stages import NoteFn, PostIngestStages
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
@@ -68,71 +71,7 @@ class IngestSummary:
         return ("interrupted: " if self.interrupted else "") + text
 
 
-# --- worker side ---------------------------------------------------------------------------------
-
-_worker_trust: Any = None
-
-
-def _init_worker(trust: Any) -> None:
-    # The main process owns Ctrl-C: it stops the pool and closes the store cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _worker_trust
-    _worker_trust = trust
-
-
-def parse_records(raws: Sequence[RawMessage], trust: Any) -> list[Message | Quarantined]:
-    from trapline.ingest.parse import parse_many
-
-    return parse_many(list(raws), trust=trust)
-
-
-def _parse_task(raws: list[RawMessage]) -> Batch:
-    """One task: parse a chunk and return its Arrow tables (compact to pickle back)."""
-    return tables_for(parse_records(raws, _worker_trust))
-
-
-def _warm() -> int:
-    return os.getpid()
-
-
 # --- the main loop -------------------------------------------------------------------------------
-
-
-class _StopFlag:
-    """Ctrl-C as a request, honoured between transactions rather than inside one.
-
-    Python raises KeyboardInterrupt wherever the main thread happens to be; inside a DuckDB
-    statement (even a COMMIT) DuckDB turns it into its own error or, at times, swallows it. So
-    during an ingest the first SIGINT only sets this flag, which the loop checks between
-    batches and turns into a KeyboardInterrupt there. A second Ctrl-C stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.SIG_IGN:  # started as a background job: Ctrl-C is not ours
-            return
-        self._previous = previous
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, _signum: int, _frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 @dataclass(slots=True)
@@ -167,7 +106,7 @@ class _Run:
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
-        self.stop = _StopFlag()
+        self.stop = StopFlag()
         self.in_flight: dict[Future[Batch], list[RawMessage]] = {}
         self.done: list[Batch] = []
         self.done_rows = 0
@@ -181,7 +120,7 @@ class _Run:
                 continue
             while len(self.in_flight) >= self.max_in_flight:
                 self.drain(block_until_one=True)
-            self.in_flight[self.pool.submit(_parse_task, part)] = part
+            self.in_flight[self.pool.submit(parse_task, part)] = part
 
     def drain(self, *, block_until_one: bool = False, everything: bool = False) -> None:
         blocking = block_until_one or everything
@@ -192,7 +131,7 @@ class _Run:
             if not finished:
                 if not blocking:
                     return
-                _unstick_if_a_worker_died(self.pool)
+                unstick_if_a_worker_died(self.pool)
                 continue
             for fut in finished:
                 part = self.in_flight.pop(fut)
@@ -282,44 +221,11 @@ class _Run:
             self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
 
 
-def _unstick_if_a_worker_died(pool: ProcessPoolExecutor | None) -> None:
-    """Turn a silently dead worker into a BrokenProcessPool instead of a hang.
-
-    CPython 3.11: a worker killed (OOM killer, SIGKILL) while sending its result leaves the
-    executor's manager thread blocked forever reading the rest of that message, so no future
-    ever completes. Stop the other workers and close this process's copy of the result pipe's
-    write end: the read then fails and the executor takes its own broken-pool path (every
-    pending future fails with BrokenProcessPool, workers are reaped, nothing hangs at exit).
-    """
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    if not any(p.exitcode is not None for p in procs):
-        return
-    for proc in procs:
-        if proc.exitcode is None:
-            proc.terminate()
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
-    if writer is not None:
-        writer.close()
-
-
 def _trust_for(specs: Sequence[str]) -> Any:
     from trapline.ingest.received import TrustBoundary
 
     # Private and loopback ranges are always included (see TrustBoundary.from_specs).
     return TrustBoundary.from_specs(list(specs))
-
-
-def _start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
-    if workers <= 1:
-        return None
-    # Import the parser before forking so workers share its pages and skip the import cost.
-    importlib.import_module("trapline.ingest.parse")
-    ctx = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(trust,))
-    # With fork, the executor starts every worker at the first submit: do it now, before DuckDB
-    # starts its threads in this process (forking a threaded process is asking for deadlocks).
-    pool.submit(_warm).result()
-    return pool
 
 
 def _tune(store: Store, settings: dict[str, Any]) -> None:
@@ -369,7 +275,7 @@ def ingest(
     reader = SourceReader([str(p) for p in paths], stdin=stdin)
     stages = PostIngestStages(settings, note)
     stages.load()
-    pool = _start_pool(n_workers, trust_obj)
+    pool = start_pool(n_workers, trust_obj)
     store: Store | None = None
     run: _Run | None = None
     interrupted = completed = False

@@ -1,0 +1,115 @@
+"""The parse process pool and the main process's Ctrl-C handling for ingest.
+
+Workers are forked after the parser is imported (shared pages, no import per worker) and before
+DuckDB starts threads in the main process. Each task parses a chunk of raw messages and returns
+finished Arrow tables (``store.writer.tables_for``): small to pickle, nothing left for the main
+process to do per message. Workers ignore SIGINT; the main process decides when to stop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from trapline.model import Message, Quarantined, RawMessage
+from trapline.store.writer import Batch, tables_for
+
+_worker_trust: Any = None
+
+
+def _init_worker(trust: Any) -> None:
+    # The main process owns Ctrl-C: it stops the pool and closes the store cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _worker_trust
+    _worker_trust = trust
+
+
+def parse_records(raws: Sequence[RawMessage], trust: Any) -> list[Message | Quarantined]:
+    from trapline.ingest.parse import parse_many
+
+    return parse_many(list(raws), trust=trust)
+
+
+def parse_task(raws: list[RawMessage]) -> Batch:
+    """One task: parse a chunk and return its Arrow tables (compact to pickle back)."""
+    return tables_for(parse_records(raws, _worker_trust))
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+def start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
+    if workers <= 1:
+        return None
+    # Import the parser before forking so workers share its pages and skip the import cost.
+    importlib.import_module("trapline.ingest.parse")
+    ctx = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(trust,))
+    # With fork, the executor starts every worker at the first submit: do it now, before DuckDB
+    # starts its threads in this process (forking a threaded process is asking for deadlocks).
+    pool.submit(_warm).result()
+    return pool
+
+
+def unstick_if_a_worker_died(pool: ProcessPoolExecutor | None) -> None:
+    """Turn a silently dead worker into a BrokenProcessPool instead of a hang.
+
+    CPython 3.11: a worker killed (OOM killer, SIGKILL) while sending its result leaves the
+    executor's manager thread blocked forever reading the rest of that message, so no future
+    ever completes. Stop the other workers and close this process's copy of the result pipe's
+    write end: the read then fails and the executor takes its own broken-pool path (every
+    pending future fails with BrokenProcessPool, workers are reaped, nothing hangs at exit).
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    if not any(p.exitcode is not None for p in procs):
+        return
+    for proc in procs:
+        if proc.exitcode is None:
+            proc.terminate()
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
+
+
+class StopFlag:
+    """Ctrl-C as a request, honoured between transactions rather than inside one.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; inside a DuckDB
+    statement (even a COMMIT) DuckDB turns it into its own error or, at times, swallows it. So
+    during an ingest the first SIGINT only sets this flag, which the loop checks between
+    batches and turns into a KeyboardInterrupt there. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started as a background job: Ctrl-C is not ours
+            return
+        self._previous = previous
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
