@@ -18,6 +18,9 @@ def testdata(*parts: str) -> bytes:
     return TESTS_DATA.joinpath(*parts).read_bytes()
 
 
+testdata.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
+
+
 def shared(*parts: str) -> Path:
     """Path of a file in the shared real-data folder; skips the test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
