@@ -13,7 +13,9 @@ import click
 from trapline.cli.main import cli
 
 
-def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def walk(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """Yield (path, command) for the command and every subcommand, depth first, sorted by name."""
     yield path, command
     if isinstance(command, click.Group):
@@ -30,7 +32,12 @@ def render() -> str:
         "",
     ]
     for path, command in walk(cli, ("trapline",)):
-        with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:
+        with click.Context(
+            command,
+            info_name=" ".join(path),
+            terminal_width=100,
+            help_option_names=["-h", "--help"],
+        ) as ctx:
             text = command.get_help(ctx)
         out += [f"## `{' '.join(path)}`", "", "```", text.rstrip(), "```", ""]
     return "\n".join(out)
