@@ -57,6 +57,22 @@ _RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?
 _FIRST_TOKEN = re.compile(r"\s*([^\s()\x01]+)")
 # qmail "(1.2.3.4)" and Exchange "(2603:10b6::28)": an address alone in a comment.
 _BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
+# Fast path: the sendmail/Postfix shape "from helo (rdns [ip]) by host (..) with proto (..)
+# id x (..) for <addr> (..)" (most real hops), read by one anchored match. Tokens are printable
+# ASCII without "(", ")", ";" and comments are flat, so masking and clause cutting would find
+# exactly these spans; anything else (nesting, HELO comments, IPv6, odd order) goes the
+# general way. ``_fast_hop`` checks the few remaining cases where the two could disagree.
+_TOKEN = r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
+_FLAT = r"(?: \([^()]*\))*"
+_FAST_SHAPE = re.compile(
+    rf"from ({_TOKEN}) (\((?:([A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[\d{{1,3}}(?:\.\d{{1,3}}){{3}}\]\))"
+    rf" by ({_TOKEN}){_FLAT} with ({_TOKEN}){_FLAT}(?: id ({_TOKEN}){_FLAT})?"
+    rf"(?: for ({_TOKEN}){_FLAT})?"
+)
+# qmail's "(qmail 1234 invoked from network)": the whole head is one flat comment.
+_ONE_COMMENT = re.compile(r"\([^()]*\)")
+_KEYWORD_SET = frozenset(_KEYWORDS)
+_KEYWORD_BRACKETS = tuple(kw + "[" for kw in _KEYWORDS)
 
 # RFC 5322 §3.3 dates, loosely (2-digit years, zone names, no seconds); then the US-style
 # "Jul, 28 2002 2:23:00 AM +1100" that spamware writes; then email.utils.parsedate_tz.
@@ -323,6 +339,9 @@ def _parse(value: str, index: int) -> Hop:
         if m:
             timestamp = parse_date(text[m.start() :])
             head = text[: m.start()]
+    fast = _fast_hop(head, value, index, timestamp)
+    if fast is not None:
+        return fast
     masked = _mask_comments(head)
     clauses = _clauses(masked)
     helo = rdns = ip = None
@@ -367,6 +386,52 @@ def _parse(value: str, index: int) -> Hop:
         protocol=protocol,
         smtp_id=smtp_id,
         for_addr=for_addr,
+        timestamp=timestamp,
+    )
+
+
+def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> Hop | None:
+    """The hop for a canonical-shaped ``head``, or ``None`` to take the general path.
+
+    Gives exactly what the general path would for these shapes; a token that is itself a
+    clause keyword, a HELO inside the comment or an unreadable IP falls back.
+    """
+    if head[:1] == "(":
+        if _ONE_COMMENT.fullmatch(head) is None:
+            return None
+        low = head.lower()
+        local = "qmail" in low and "invoked" in low
+        return Hop(index=index, raw=value, protocol="local" if local else None, timestamp=timestamp)
+    m = _FAST_SHAPE.fullmatch(head)
+    if m is None:
+        return None
+    helo_tok, comment, rdns_tok, by_tok, proto_tok, id_tok, for_tok = m.groups()
+    for tok in (helo_tok, by_tok, proto_tok, id_tok, for_tok):
+        if tok is not None:
+            low = tok.lower()
+            if low in _KEYWORD_SET or low.startswith(_KEYWORD_BRACKETS):
+                return None
+    if "elo" in comment or "ELO" in comment or proto_tok.lower() == "microsoft":
+        return None
+    ip = _first_ip(comment)
+    if ip is None:
+        return None
+    rdns = None
+    if rdns_tok is not None:
+        # _RDNS_BEFORE_BRACKET's lazy group leaves out one trailing dot
+        name = rdns_tok[:-1] if rdns_tok.endswith(".") else rdns_tok
+        if name.lower() != "unknown":
+            rdns = _clean_name(name)
+    return Hop(
+        index=index,
+        raw=value,
+        from_helo=_clean_name(helo_tok),
+        from_rdns=rdns,
+        from_ip=ip,
+        by_host=_clean_name(by_tok),
+        protocol=proto_tok.rstrip(";,"),
+        smtp_id=id_tok.rstrip(";,") if id_tok is not None else None,
+        for_addr=(for_tok.strip("<>;,") or None) if for_tok is not None else None,
         timestamp=timestamp,
     )
 
