@@ -57,17 +57,23 @@ _RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?
 _FIRST_TOKEN = re.compile(r"\s*([^\s()\x01]+)")
 # qmail "(1.2.3.4)" and Exchange "(2603:10b6::28)": an address alone in a comment.
 _BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
-# Fast path: the sendmail/Postfix shape "from helo (rdns [ip]) by host (..) with proto (..)
-# id x (..) for <addr> (..)" (most real hops), read by one anchored match. Tokens are printable
-# ASCII without "(", ")", ";" and comments are flat, so masking and clause cutting would find
-# exactly these spans; anything else (nesting, HELO comments, IPv6, odd order) goes the
-# general way. ``_fast_hop`` checks the few remaining cases where the two could disagree.
+# Fast path: the shapes most real hops have, read by one anchored match: sendmail/Postfix
+# "from helo ([user@]rdns [ip]) by host (..) with proto (..) id x (..) for <addr> (..)",
+# fetchmail "from helo [ip] by ...", and "(from user@host) by ..." / "by ..." local hops.
+# Tokens are printable ASCII without "(", ")", ";" and comments are flat, so masking and
+# clause cutting would find exactly these spans; anything else (nesting, HELO comments, IPv6,
+# odd order) goes the general way. ``_fast_hop`` checks the few cases where they could differ.
 _TOKEN = r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
+_NO_BRACKET_TOKEN = r"[\x21-\x27\x2a-\x3a\x3c-\x5a\x5c\x5e-\x7e]+"
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _FLAT = r"(?: \([^()]*\))*"
 _FAST_SHAPE = re.compile(
-    rf"from ({_TOKEN}) (\((?:([A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[\d{{1,3}}(?:\.\d{{1,3}}){{3}}\]\))"
-    rf" by ({_TOKEN}){_FLAT} with ({_TOKEN}){_FLAT}(?: id ({_TOKEN}){_FLAT})?"
-    rf"(?: for ({_TOKEN}){_FLAT})?"
+    rf"(?:from (?:(?P<helo>{_TOKEN}) (?P<comment>\((?:[^\s@()\[]+@)?"
+    rf"(?:(?P<rdns>[A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[{_IPV4}\]\))"
+    rf"|(?:(?P<fhelo>{_NO_BRACKET_TOKEN}) )?(?P<bracket>\[(?P<bip>{_IPV4})\])) "
+    rf"|\([^()]*\) )?"
+    rf"by (?P<by>{_TOKEN}){_FLAT}(?: with (?P<with>{_TOKEN}){_FLAT})?"
+    rf"(?: id (?P<id>{_TOKEN}){_FLAT})?(?: for (?P<for>{_TOKEN}){_FLAT})?"
 )
 # qmail's "(qmail 1234 invoked from network)": the whole head is one flat comment.
 _ONE_COMMENT = re.compile(r"\([^()]*\)")
@@ -405,31 +411,46 @@ def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> 
     m = _FAST_SHAPE.fullmatch(head)
     if m is None:
         return None
-    helo_tok, comment, rdns_tok, by_tok, proto_tok, id_tok, for_tok = m.groups()
-    for tok in (helo_tok, by_tok, proto_tok, id_tok, for_tok):
+    g = m.groupdict()
+    for key in ("helo", "fhelo", "by", "with", "id", "for"):
+        tok = g[key]
         if tok is not None:
             low = tok.lower()
             if low in _KEYWORD_SET or low.startswith(_KEYWORD_BRACKETS):
                 return None
-    if "elo" in comment or "ELO" in comment or proto_tok.lower() == "microsoft":
+    proto_tok: str | None = g["with"]
+    if proto_tok is not None and proto_tok.lower() == "microsoft":
         return None
-    ip = _first_ip(comment)
-    if ip is None:
-        return None
-    rdns = None
-    if rdns_tok is not None:
-        # _RDNS_BEFORE_BRACKET's lazy group leaves out one trailing dot
-        name = rdns_tok[:-1] if rdns_tok.endswith(".") else rdns_tok
-        if name.lower() != "unknown":
-            rdns = _clean_name(name)
+    helo = rdns = ip = None
+    comment: str | None = g["comment"]
+    if comment is not None:
+        if ("elo" in comment or "ELO" in comment) and _HELO_IN_COMMENT.search(comment):
+            return None
+        ip = _first_ip(comment)
+        if ip is None:
+            return None
+        helo = _clean_name(g["helo"])
+        rdns_tok: str | None = g["rdns"]
+        if rdns_tok is not None:
+            # _RDNS_BEFORE_BRACKET's lazy group leaves out one trailing dot
+            name = rdns_tok[:-1] if rdns_tok.endswith(".") else rdns_tok
+            if name.lower() != "unknown":
+                rdns = _clean_name(name)
+    elif g["bracket"] is not None:
+        ip = normalize_ip(g["bip"])
+        if ip is None:
+            return None
+        helo = _clean_name(g["fhelo"] or g["bracket"])
+    id_tok: str | None = g["id"]
+    for_tok: str | None = g["for"]
     return Hop(
         index=index,
         raw=value,
-        from_helo=_clean_name(helo_tok),
+        from_helo=helo,
         from_rdns=rdns,
         from_ip=ip,
-        by_host=_clean_name(by_tok),
-        protocol=proto_tok.rstrip(";,"),
+        by_host=_clean_name(g["by"]),
+        protocol=proto_tok.rstrip(";,") if proto_tok is not None else None,
         smtp_id=id_tok.rstrip(";,") if id_tok is not None else None,
         for_addr=(for_tok.strip("<>;,") or None) if for_tok is not None else None,
         timestamp=timestamp,
