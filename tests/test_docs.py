@@ -20,7 +20,9 @@ def test_every_command_has_help_with_an_example(name: str, command: object) -> N
 
 def test_cli_reference_is_generated_from_help() -> None:
     checked_in = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    assert checked_in == render(), "docs/cli.md is stale: run `python -m trapline.cli.docs > docs/cli.md`"
+    assert checked_in == render(), (
+        "docs/cli.md is stale: run `python -m trapline.cli.docs > docs/cli.md`"
+    )
 
 
 def test_readme_starts_with_the_two_commands_ci_runs() -> None:
@@ -28,7 +30,9 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     blocks = readme.split("```")
     assert len(blocks) >= 3, "README must open with a code block"
-    commands = [line for line in blocks[1].splitlines() if line and not line.startswith(("#", "bash", "sh"))]
+    commands = [
+        line for line in blocks[1].splitlines() if line and not line.startswith(("#", "bash", "sh"))
+    ]
     assert len(commands) == 2, commands
     assert "trapline demo" in commands[0]
     assert commands[1] in ci.splitlines(), ".ci/run must run README command (2) verbatim"

@@ -95,11 +95,15 @@ def _coerce(key: str, text: str) -> Any:
         if isinstance(default, list):
             return [part.strip() for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise ConfigError(f"TRAPLINE_{key.upper()}={text!r} is not a valid {type(default).__name__}") from exc
+        raise ConfigError(
+            f"TRAPLINE_{key.upper()}={text!r} is not a valid {type(default).__name__}"
+        ) from exc
     return text
 
 
-def load_settings(overrides: dict[str, Any] | None = None, *, cwd: Path | None = None) -> dict[str, Any]:
+def load_settings(
+    overrides: dict[str, Any] | None = None, *, cwd: Path | None = None
+) -> dict[str, Any]:
     """Return the effective settings dict (defaults < toml < env < overrides)."""
     settings = dict(DEFAULTS)
     base = cwd or Path.cwd()

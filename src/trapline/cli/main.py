@@ -42,7 +42,9 @@ class TraplineGroup(click.Group):
     default=None,
     help="Folder holding trapline.duckdb and the raw archive [env TRAPLINE_DATA_DIR; default ./trapline-data].",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or chatter; results and errors only.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bars or chatter; results and errors only."
+)
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None, quiet: bool) -> None:
     """Spam-trap and spam-infrastructure intelligence.
