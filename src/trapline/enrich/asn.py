@@ -132,13 +132,18 @@ class Routing:
             [i for i in np.nonzero(~ok)[0].tolist() if ":" in str(ips[i])], dtype=np.int64
         )
         ok &= ~_special_v4(values)
-        v4_pos = np.nonzero(ok)[0]
-        values = values[ok]
-        family[v4_pos] = 4
-        chosen = self.choose(days[v4_pos], 4, mode)
-        for s, sel in _groups(chosen):
-            route[v4_pos[sel]] = asn_index.lookup_v4(self.snapshots[s].index, values[sel])
-            snap[v4_pos[sel]] = s
+        family[ok] = 4
+        # Search every parsed value (invalid ones are just numbers) and mask afterwards: with one
+        # snapshot that is one search and no gathers or scatters over the whole batch.
+        for s, sel in _groups(self.choose(days, 4, mode)):
+            if isinstance(sel, slice):
+                route[:] = asn_index.lookup_v4(self.snapshots[s].index, values)
+                snap[:] = s
+            else:
+                route[sel] = asn_index.lookup_v4(self.snapshots[s].index, values[sel])
+                snap[sel] = s
+        route[~ok] = -1
+        snap[~ok] = -1
         if len(v6_pos):
             hi, lo, ok6 = asn_index.parse_ipv6([str(ips[i]) for i in v6_pos.tolist()])
             ok6 &= hi >> np.uint64(61) == 1  # 2000::/3 is the global unicast space (RFC 4291 §2.4)
