@@ -80,6 +80,10 @@ class _Prepared:
 _FIRST_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 # Bytes of plain ASCII text (tab..CR, ESC for ISO-2022, printable). Deleting them (and the
 # 8-bit bytes) and counting what is left is the fastest way to measure the rest in CPython.
+# A whole first line "Name: printable value" ending in a newline: random bytes essentially never
+# produce one, so such data is mail however short and garbled the rest (a NUL and a few 8-bit
+# bytes after "Subject: s" would otherwise tip the ratio test below).
+_ASCII_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:[\t\x20-\x7e]*\r?\n")
 _TEXT_BYTES = bytes([*range(9, 14), 27, *range(32, 127)])
 _TEXT_OR_8BIT = _TEXT_BYTES + bytes(range(128, 256))
 
@@ -132,7 +136,8 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
     # Judge the header block, not the body: a real message may carry any bytes after it.
     head = data[: min(end, 4096)] if end > 0 else data[:4096]
     header_first = _FIRST_HEADER.match(data) is not None
-    if _looks_binary(head, header_first):
+    plain_first = header_first and _ASCII_HEADER_LINE.match(data) is not None
+    if not plain_first and _looks_binary(head, header_first):
         return _quarantine(raw, "binary", f"the first {len(head)} bytes are not text")
     if not header_first:
         first = data[:60].split(b"\n", 1)[0].decode("latin-1")

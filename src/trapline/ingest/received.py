@@ -63,13 +63,16 @@ _BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
 # Tokens are printable ASCII without "(", ")", ";" and comments are flat, so masking and
 # clause cutting would find exactly these spans; anything else (nesting, HELO comments, IPv6,
 # odd order) goes the general way. ``_fast_hop`` checks the few cases where they could differ.
-_TOKEN = r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
-_NO_BRACKET_TOKEN = r"[\x21-\x27\x2a-\x3a\x3c-\x5a\x5c\x5e-\x7e]+"
+# A token that is itself a clause keyword (or one followed by "[") would start a clause in the
+# general path; the lookahead keeps such hops off the fast path.
+_NOT_KEYWORD = r"(?!(?i:from|by|via|with|id|for)(?:[ \[]|$))"
+_TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
+_NO_BRACKET_TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x5a\x5c\x5e-\x7e]+"
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _FLAT = r"(?: \([^()]*\))*"
 _FAST_SHAPE = re.compile(
-    rf"(?:from (?:(?P<helo>{_TOKEN}) (?P<comment>\((?:[^\s@()\[]+@)?"
-    rf"(?:(?P<rdns>[A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[{_IPV4}\]\))"
+    rf"(?:from (?:(?P<helo>{_TOKEN}) (?P<comment>\((?P<user>[^\s@()\[]+@)?"
+    rf"(?:(?P<rdns>[A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[(?P<cip>{_IPV4})\]\))"
     rf"|(?:(?P<fhelo>{_NO_BRACKET_TOKEN}) )?(?P<bracket>\[(?P<bip>{_IPV4})\])) "
     rf"|\([^()]*\) )?"
     rf"by (?P<by>{_TOKEN}){_FLAT}(?: with (?P<with>{_TOKEN}){_FLAT})?"
@@ -412,12 +415,6 @@ def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> 
     if m is None:
         return None
     g = m.groupdict()
-    for key in ("helo", "fhelo", "by", "with", "id", "for"):
-        tok = g[key]
-        if tok is not None:
-            low = tok.lower()
-            if low in _KEYWORD_SET or low.startswith(_KEYWORD_BRACKETS):
-                return None
     proto_tok: str | None = g["with"]
     if proto_tok is not None and proto_tok.lower() == "microsoft":
         return None
@@ -426,11 +423,15 @@ def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> 
     if comment is not None:
         if ("elo" in comment or "ELO" in comment) and _HELO_IN_COMMENT.search(comment):
             return None
-        ip = _first_ip(comment)
+        rdns_tok: str | None = g["rdns"]
+        if g["user"] is None and (rdns_tok is None or not rdns_tok[0].isdigit()):
+            # no other text in "(rdns [ip])" can start an IP candidate: _first_ip's answer
+            ip = normalize_ip(g["cip"])
+        else:
+            ip = _first_ip(comment)
         if ip is None:
             return None
         helo = _clean_name(g["helo"])
-        rdns_tok: str | None = g["rdns"]
         if rdns_tok is not None:
             # _RDNS_BEFORE_BRACKET's lazy group leaves out one trailing dot
             name = rdns_tok[:-1] if rdns_tok.endswith(".") else rdns_tok

@@ -55,6 +55,8 @@ def normalize_ip(text: str) -> str | None:
     if text[:5].lower() == "ipv6:":
         text = text[5:]
     text = text.strip("[]")
+    if _is_plain_ipv4(text):
+        return text  # already canonical: what str(ip_address(text)) would give
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -62,6 +64,19 @@ def normalize_ip(text: str) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)
+
+
+def _is_plain_ipv4(text: str) -> bool:
+    """Dotted quad of 0-255 without leading zeros (which ``ipaddress`` rejects anyway)."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        0 < len(p) <= 3
+        and p.isascii()
+        and p.isdigit()
+        and (p[0] != "0" or p == "0")
+        and int(p) < 256
+        for p in parts
+    )
 
 
 @lru_cache(maxsize=65536)
