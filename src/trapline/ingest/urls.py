@@ -82,8 +82,21 @@ def registered_domain(host: str) -> str | None:
         return None
 
 
+def _may_be_defanged(url: str) -> bool:
+    """Cheap test before the defang patterns: each needs a bracket or an hxxp/fxp start."""
+    return (
+        "[" in url
+        or "(" in url
+        or "{" in url
+        or url[:4].lower() == "hxxp"
+        or url[:3].lower() == "fxp"
+    )
+
+
 def refang(url: str) -> str:
     """Undo common defanging so the URL can be parsed (the stored URL keeps the original)."""
+    if not _may_be_defanged(url):
+        return url
     for pattern, replacement in _REFANG:
         url = pattern.sub(replacement, url)
     return url
@@ -133,7 +146,7 @@ def make_url(url: str, source: str) -> Url:
         host=host,
         registered_domain=registered_domain(host) if host else None,
         source=source,  # type: ignore[arg-type]  # one of the Url.source literals by construction
-        obfuscated=bool(_DEFANGED.search(url)),
+        obfuscated=_may_be_defanged(url) and _DEFANGED.search(url) is not None,
     )
 
 
@@ -152,6 +165,28 @@ def _strip_trailing(url: str) -> str:
     return url[:end]
 
 
+def _ascii_starts(text: str) -> list[int]:
+    """Sorted positions where ``_SCHEME_URL`` could match in ASCII ``text``.
+
+    A scheme URL has "://" or "[:" 3-5 characters after its start ("ftp", "http", "https") and
+    a www one starts with "www"; ``str.find`` on a lowercased copy (same offsets for ASCII)
+    finds these far faster than the hint regex, which stops at every h, f and w. Every position
+    where the URL pattern matches is in the list, so trying them in order gives the same URLs.
+    """
+    low = text.lower()
+    out: set[int] = set()
+    for needle in ("://", "[:"):
+        p = low.find(needle)
+        while p >= 0:
+            out.update(s for s in (p - 5, p - 4, p - 3) if s >= 0)
+            p = low.find(needle, p + 1)
+    p = low.find("www")
+    while p >= 0:
+        out.add(p)
+        p = low.find("www", p + 1)
+    return sorted(out)
+
+
 def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
     """URL-looking substrings of plain text in order, trailing prose punctuation removed.
 
@@ -163,8 +198,18 @@ def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
     found: list[tuple[int, str]] = []
     if "://" in text or "[:" in text or "ww" in text or "WW" in text:
         pos = 0
-        while len(found) < limit and (hint := _SCHEME_HINT.search(text, pos)):
-            start = hint.start()
+        starts = _ascii_starts(text) if text.isascii() else None
+        while len(found) < limit:
+            if starts is None:
+                hint = _SCHEME_HINT.search(text, pos)
+                if hint is None:
+                    break
+                start = hint.start()
+            else:
+                i = bisect.bisect_left(starts, pos)
+                if i == len(starts):
+                    break
+                start = starts[i]
             match = _SCHEME_URL.match(text, start)
             if match is None:
                 pos = start + 1
