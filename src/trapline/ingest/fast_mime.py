@@ -103,17 +103,21 @@ def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, 
     if all(len(values) == 1 for values in grouped.values()):
         # One value per name: first-appearance order is already the wire order.
         return [(name, values[0]) for name, values in grouped.items()]
-    queues = {name: iter(values) for name, values in grouped.items()}
+    # How many of each name's values are placed; one C-level dict, no iterator per name.
+    used = dict.fromkeys(grouped, 0)
     pairs: list[tuple[str, str]] = []
     append = pairs.append
     for name in _FIELD_NAME.findall("\n" + block.decode("latin-1")):
-        queue = queues.get(name)
-        if queue is not None:
-            value = next(queue, None)
-            if value is not None:
-                append((name, value))
-    for name, queue in queues.items():
-        pairs.extend((name, value) for value in queue)
+        i = used.get(name)
+        if i is not None:
+            values = grouped[name]
+            if i < len(values):
+                append((name, values[i]))
+                used[name] = i + 1
+    for name, values in grouped.items():
+        i = used[name]
+        if i < len(values):
+            pairs.extend((name, value) for value in values[i:])
     return pairs
 
 
