@@ -69,11 +69,18 @@ _NOT_KEYWORD = r"(?!(?i:from|by|via|with|id|for)(?:[ \[]|$))"
 _TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
 _NO_BRACKET_TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x5a\x5c\x5e-\x7e]+"
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
-_FLAT = r"(?: \([^()]*\))*"
+# Comments after the by/with/id/for tokens are masked whole by the general path, one level of
+# nesting included ("(Exim 3.31 #1 (Debian))").
+_FLAT = r"(?: \((?:[^()]|\([^()]*\))*\))*"
+# A HELO value exactly as _HELO_IN_COMMENT's group reads it when a ")" follows.
+_HELO_VALUE = r"\[[^\]\s()]*\]|[^\s()\[\]]+"
 _FAST_SHAPE = re.compile(
     rf"(?:from (?:(?P<helo>{_TOKEN}) (?P<comment>\((?P<user>[^\s@()\[]+@)?"
     rf"(?:(?P<rdns>[A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[(?P<cip>{_IPV4})\]\))"
-    rf"|(?:(?P<fhelo>{_NO_BRACKET_TOKEN}) )?(?P<bracket>\[(?P<bip>{_IPV4})\])) "
+    rf"|(?:(?P<fhelo>{_NO_BRACKET_TOKEN}) )?(?P<bracket>\[(?P<bip>{_IPV4})\])"
+    rf"|(?P<etok>{_TOKEN}) \(\[(?P<eip>{_IPV4})\] (?i:helo)=(?P<eval>{_HELO_VALUE})\)"
+    rf"|(?P<qtok>{_TOKEN}) \((?i:helo) (?P<qval>{_HELO_VALUE})\) \((?P<qip>{_IPV4})\)"
+    rf"|(?P<btok>{_TOKEN}) \((?P<bare>{_IPV4})\)) "
     rf"|\([^()]*\) )?"
     rf"by (?P<by>{_TOKEN}){_FLAT}(?: with (?P<with>{_TOKEN}){_FLAT})?"
     rf"(?: id (?P<id>{_TOKEN}){_FLAT})?(?: for (?P<for>{_TOKEN}){_FLAT})?"
@@ -442,6 +449,31 @@ def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> 
         if ip is None:
             return None
         helo = _clean_name(g["fhelo"] or g["bracket"])
+    elif g["etok"] is not None or g["qtok"] is not None:
+        # Exim "from rdns ([ip] helo=x)", qmail "from rdns (HELO x) (ip)": the leading token is
+        # the receiver's lookup, the HELO value the client's claim (as in _parse_from).
+        token, ip_text = (g["etok"], g["eip"]) if g["etok"] is not None else (g["qtok"], g["qip"])
+        if token.startswith("["):
+            return None
+        ip = normalize_ip(ip_text)
+        if ip is None:
+            return None
+        helo = _clean_name(g["eval"] if g["etok"] is not None else g["qval"])
+        if token.lower() != "unknown":
+            rdns = _clean_name(token)
+    elif g["btok"] is not None:
+        # qmail "from rdns (ip)": the name is tcpserver's lookup unless Exchange wrote the line
+        token = g["btok"]
+        ip = normalize_ip(g["bare"])
+        if ip is None:
+            return None
+        helo = _clean_name(token)
+        if (
+            "microsoft" not in head.lower()
+            and token.lower() != "unknown"
+            and normalize_ip(token) is None
+        ):
+            rdns = _clean_name(token)
     id_tok: str | None = g["id"]
     for_tok: str | None = g["for"]
     return Hop(
