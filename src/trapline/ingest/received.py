@@ -5,6 +5,8 @@ Exim, qmail, Exchange, Gmail, fetchmail) and spamware forges more. So the parser
 clause splitter, not a grammar: it hides comments, cuts the value at the top-level keywords
 ``from``/``by``/``via``/``with``/``id``/``for`` and the last ``;`` (the date), then reads each
 clause with small precompiled patterns. It never raises; whatever it cannot read stays in ``raw``.
+The common MTA shapes are first tried by :mod:`trapline.ingest.received_fast`, which gives the
+same hop for them at about half the cost.
 
 The trust walk that turns hops into an origin IP lives in :mod:`trapline.ingest.trust` and is
 re-exported here, so callers import everything from this module.
@@ -18,6 +20,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 from functools import lru_cache
 
+from trapline.ingest.received_fast import HELO_IN_COMMENT as _HELO_IN_COMMENT
+from trapline.ingest.received_fast import clean_name as _clean_name
+from trapline.ingest.received_fast import fast_hop as _fast_hop
+from trapline.ingest.received_fast import first_ip as _first_ip
 from trapline.ingest.trust import DEFAULT_TRUST, TrustBoundary, find_origin, normalize_ip
 from trapline.model import Hop
 
@@ -43,52 +49,13 @@ _WS = re.compile(r"\s+")
 MAX_HOPS = 256  # Received headers parsed per message (see parse_chain)
 _MAX_PARSED = 8192  # characters of one header value that are parsed (raw keeps all)
 
-# IP candidates; every one is validated by ``ipaddress`` (garbage is not an IP).
-_IP_CANDIDATE = re.compile(
-    r"(?<![\w.-])(?:IPv6:)?([0-9A-Fa-f]*:[0-9A-Fa-f:.]*[0-9A-Fa-f]|\d{1,3}(?:\.\d{1,3}){3})(?![\w-]|\.\w)"
-)
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]", re.IGNORECASE)
-# Client-supplied names inside receiver comments: qmail "(HELO x)", Exim "helo=x". Their values
-# are never the connecting IP, even when they look like one (``helo=[10.0.0.1]`` forgeries).
-_HELO_IN_COMMENT = re.compile(r"(?:\bHELO\s+|\bhelo=)(\[[^\]]*\]|[^\s()\]]+)", re.IGNORECASE)
 # sendmail / Postfix / Gmail: "(rdns [ip])", "(user@rdns [ip])", "(rdns. [IPv6:...])".
 _RDNS_BEFORE_BRACKET = re.compile(r"^\(\s*(?:[^\s@()\[]+@)?([A-Za-z0-9_][\w.-]*?)\.?\s+\[")
 # First word of a clause; comment runs (\x01) end it, as in "by host(Postfix)".
 _FIRST_TOKEN = re.compile(r"\s*([^\s()\x01]+)")
 # qmail "(1.2.3.4)" and Exchange "(2603:10b6::28)": an address alone in a comment.
 _BARE_IP_COMMENT = re.compile(r"^\(\s*[0-9A-Fa-f.:]+\s*\)$")
-# Fast path: the shapes most real hops have, read by one anchored match: sendmail/Postfix
-# "from helo ([user@]rdns [ip]) by host (..) with proto (..) id x (..) for <addr> (..)",
-# fetchmail "from helo [ip] by ...", and "(from user@host) by ..." / "by ..." local hops.
-# Tokens are printable ASCII without "(", ")", ";" and comments are flat, so masking and
-# clause cutting would find exactly these spans; anything else (nesting, HELO comments, IPv6,
-# odd order) goes the general way. ``_fast_hop`` checks the few cases where they could differ.
-# A token that is itself a clause keyword (or one followed by "[") would start a clause in the
-# general path; the lookahead keeps such hops off the fast path.
-_NOT_KEYWORD = r"(?!(?i:from|by|via|with|id|for)(?:[ \[]|$))"
-_TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x7e]+"
-_NO_BRACKET_TOKEN = _NOT_KEYWORD + r"[\x21-\x27\x2a-\x3a\x3c-\x5a\x5c\x5e-\x7e]+"
-_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
-# Comments after the by/with/id/for tokens are masked whole by the general path, one level of
-# nesting included ("(Exim 3.31 #1 (Debian))").
-_FLAT = r"(?: \((?:[^()]|\([^()]*\))*\))*"
-# A HELO value exactly as _HELO_IN_COMMENT's group reads it when a ")" follows.
-_HELO_VALUE = r"\[[^\]\s()]*\]|[^\s()\[\]]+"
-_FAST_SHAPE = re.compile(
-    rf"(?:from (?:(?P<helo>{_TOKEN}) (?P<comment>\((?P<user>[^\s@()\[]+@)?"
-    rf"(?:(?P<rdns>[A-Za-z0-9_][A-Za-z0-9_.-]*) )?\[(?P<cip>{_IPV4})\]\))"
-    rf"|(?:(?P<fhelo>{_NO_BRACKET_TOKEN}) )?(?P<bracket>\[(?P<bip>{_IPV4})\])"
-    rf"|(?P<etok>{_TOKEN}) \(\[(?P<eip>{_IPV4})\] (?i:helo)=(?P<eval>{_HELO_VALUE})\)"
-    rf"|(?P<qtok>{_TOKEN}) \((?i:helo) (?P<qval>{_HELO_VALUE})\) \((?P<qip>{_IPV4})\)"
-    rf"|(?P<btok>{_TOKEN}) \((?P<bare>{_IPV4})\)) "
-    rf"|\([^()]*\) )?"
-    rf"by (?P<by>{_TOKEN}){_FLAT}(?: with (?P<with>{_TOKEN}){_FLAT})?"
-    rf"(?: id (?P<id>{_TOKEN}){_FLAT})?(?: for (?P<for>{_TOKEN}){_FLAT})?"
-)
-# qmail's "(qmail 1234 invoked from network)": the whole head is one flat comment.
-_ONE_COMMENT = re.compile(r"\([^()]*\)")
-_KEYWORD_SET = frozenset(_KEYWORDS)
-_KEYWORD_BRACKETS = tuple(kw + "[" for kw in _KEYWORDS)
 
 # RFC 5322 §3.3 dates, loosely (2-digit years, zone names, no seconds); then the US-style
 # "Jul, 28 2002 2:23:00 AM +1100" that spamware writes; then email.utils.parsedate_tz.
@@ -233,22 +200,6 @@ def _mask_comments(text: str) -> str:
 
 def _blank(m: re.Match[str]) -> str:
     return "\x01" * (m.end() - m.start())
-
-
-def _clean_name(name: str | None) -> str | None:
-    """Host names compare lowercase without the trailing root dot (Gmail writes ``host.``)."""
-    if not name:
-        return None
-    name = name.strip("[]<>;,").rstrip(".").lower()
-    return name or None
-
-
-def _first_ip(text: str) -> str | None:
-    for m in _IP_CANDIDATE.finditer(text):
-        ip = normalize_ip(m.group(1))
-        if ip:
-            return ip
-    return None
 
 
 def _parse_from(
@@ -402,90 +353,6 @@ def _parse(value: str, index: int) -> Hop:
         protocol=protocol,
         smtp_id=smtp_id,
         for_addr=for_addr,
-        timestamp=timestamp,
-    )
-
-
-def _fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> Hop | None:
-    """The hop for a canonical-shaped ``head``, or ``None`` to take the general path.
-
-    Gives exactly what the general path would for these shapes; a token that is itself a
-    clause keyword, a HELO inside the comment or an unreadable IP falls back.
-    """
-    if head[:1] == "(":
-        if _ONE_COMMENT.fullmatch(head) is None:
-            return None
-        low = head.lower()
-        local = "qmail" in low and "invoked" in low
-        return Hop(index=index, raw=value, protocol="local" if local else None, timestamp=timestamp)
-    m = _FAST_SHAPE.fullmatch(head)
-    if m is None:
-        return None
-    g = m.groupdict()
-    proto_tok: str | None = g["with"]
-    if proto_tok is not None and proto_tok.lower() == "microsoft":
-        return None
-    helo = rdns = ip = None
-    comment: str | None = g["comment"]
-    if comment is not None:
-        if ("elo" in comment or "ELO" in comment) and _HELO_IN_COMMENT.search(comment):
-            return None
-        rdns_tok: str | None = g["rdns"]
-        if g["user"] is None and (rdns_tok is None or not rdns_tok[0].isdigit()):
-            # no other text in "(rdns [ip])" can start an IP candidate: _first_ip's answer
-            ip = normalize_ip(g["cip"])
-        else:
-            ip = _first_ip(comment)
-        if ip is None:
-            return None
-        helo = _clean_name(g["helo"])
-        if rdns_tok is not None:
-            # _RDNS_BEFORE_BRACKET's lazy group leaves out one trailing dot
-            name = rdns_tok[:-1] if rdns_tok.endswith(".") else rdns_tok
-            if name.lower() != "unknown":
-                rdns = _clean_name(name)
-    elif g["bracket"] is not None:
-        ip = normalize_ip(g["bip"])
-        if ip is None:
-            return None
-        helo = _clean_name(g["fhelo"] or g["bracket"])
-    elif g["etok"] is not None or g["qtok"] is not None:
-        # Exim "from rdns ([ip] helo=x)", qmail "from rdns (HELO x) (ip)": the leading token is
-        # the receiver's lookup, the HELO value the client's claim (as in _parse_from).
-        token, ip_text = (g["etok"], g["eip"]) if g["etok"] is not None else (g["qtok"], g["qip"])
-        if token.startswith("["):
-            return None
-        ip = normalize_ip(ip_text)
-        if ip is None:
-            return None
-        helo = _clean_name(g["eval"] if g["etok"] is not None else g["qval"])
-        if token.lower() != "unknown":
-            rdns = _clean_name(token)
-    elif g["btok"] is not None:
-        # qmail "from rdns (ip)": the name is tcpserver's lookup unless Exchange wrote the line
-        token = g["btok"]
-        ip = normalize_ip(g["bare"])
-        if ip is None:
-            return None
-        helo = _clean_name(token)
-        if (
-            "microsoft" not in head.lower()
-            and token.lower() != "unknown"
-            and normalize_ip(token) is None
-        ):
-            rdns = _clean_name(token)
-    id_tok: str | None = g["id"]
-    for_tok: str | None = g["for"]
-    return Hop(
-        index=index,
-        raw=value,
-        from_helo=helo,
-        from_rdns=rdns,
-        from_ip=ip,
-        by_host=_clean_name(g["by"]),
-        protocol=proto_tok.rstrip(";,") if proto_tok is not None else None,
-        smtp_id=id_tok.rstrip(";,") if id_tok is not None else None,
-        for_addr=(for_tok.strip("<>;,") or None) if for_tok is not None else None,
         timestamp=timestamp,
     )
 
