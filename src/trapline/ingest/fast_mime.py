@@ -122,6 +122,7 @@ def _wire_order(grouped: dict[str, list[str]], block: bytes) -> list[tuple[str, 
 
 
 _META_CHARSET = re.compile(r"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I)
+_BEYOND_LATIN1 = re.compile(r"[^\x00-\xff]")
 _LATIN = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "windows-1252", "cp1252", "us-ascii"}
 
 
@@ -132,7 +133,7 @@ def looks_misdecoded(html: str) -> bool:
     spam declared its charset only in ``<meta>``. Every character below U+0100 with a non-Latin
     meta charset is the mojibake signature.
     """
-    if html.isascii() or max(html) >= "\u0100":
+    if html.isascii() or _BEYOND_LATIN1.search(html):  # (max(html) >= U+0100, in C)
         return False
     meta = _META_CHARSET.search(html, 0, 4096)
     return meta is not None and meta.group(1).lower() not in _LATIN
