@@ -4,6 +4,7 @@ the session fingerprint and the durable spool. Servers run in-process on 127.0.0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import shutil
 import smtplib
@@ -91,7 +92,11 @@ def test_accepts_real_spam_for_trap_domains_and_spools_it_before_250(
     # The 250 came back, so the segment must already be in new/ (renamed, not in tmp/).
     messages = trap.records("message")
     assert len(messages) == 1
-    assert not list((trap.spool.root / "tmp").iterdir())
+    # A segment may be in tmp/ right now, but only for the session's own events, which are
+    # written after QUIT without anyone waiting on them: never the acknowledged message.
+    for leftover in (trap.spool.root / "tmp").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+            assert body not in leftover.read_bytes()
     rec = messages[0]
     assert rec.fields["peer_ip"] == "127.0.0.1" and rec.fields["rcpt_to"] == [f"anyone@{TRAP}"]
     assert rec.fields["mail_from"] == "sender@spam-sender.example"
