@@ -224,20 +224,7 @@ def _deep_with_bad_base64(levels: int, lines: int, text_part: bool) -> bytes:
         + b"\n--x--\n"
     )
     inner = build.nested_multipart(0).split(b"MIME-Version: 1.0\n")[0]  # From + Subject
-    for level in range(levels):
-        boundary = b"b%d" % level
-        body = (
-            b'Content-Type: multipart/mixed; boundary="'
-            + boundary
-            + b'"\n\n--'
-            + boundary
-            + b"\n"
-            + body
-            + b"\n--"
-            + boundary
-            + b"--\n"
-        )
-    return inner + body
+    return inner + build.wrap_multipart(body, levels)
 
 
 def test_large_deep_message_with_a_broken_attachment_skips_only_that_part() -> None:

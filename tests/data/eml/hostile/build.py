@@ -51,7 +51,12 @@ def nested_rfc822_50() -> bytes:
 
 def nested_multipart(levels: int) -> bytes:
     """``levels`` of ``multipart/mixed`` around one text part."""
-    body = b"Content-Type: text/plain\n\ninnermost text\n"
+    body = wrap_multipart(b"Content-Type: text/plain\n\ninnermost text\n", levels)
+    return b"From: deep@example.org\nSubject: deep\nMIME-Version: 1.0\n" + body
+
+
+def wrap_multipart(body: bytes, levels: int) -> bytes:
+    """``body`` (a MIME entity) inside ``levels`` of ``multipart/mixed``."""
     for level in range(levels):
         boundary = b"b%d" % level
         body = (
@@ -65,7 +70,7 @@ def nested_multipart(levels: int) -> bytes:
             + boundary
             + b"--\n"
         )
-    return b"From: deep@example.org\nSubject: deep\nMIME-Version: 1.0\n" + body
+    return body
 
 
 def nested_multipart_300() -> bytes:
