@@ -163,14 +163,8 @@ def _salvage_after_close(payload: bytes, boundary: bytes, out: Fields, limits: P
         out.plain.extend(part.text_plain)
         out.html.extend(part.text_html)
         for attachment in part.attachments:
-            content = attachment.content
             out.attachments.append(
-                Attachment(
-                    filename=attachment.filename or None,
-                    content_type=(attachment.mimetype or "application/octet-stream").lower(),
-                    size=len(content),
-                    sha256=hashlib.sha256(content).hexdigest(),
-                )
+                _attachment(attachment.filename, attachment.mimetype, attachment.content)
             )
         salvaged += 1
     if salvaged:
@@ -243,14 +237,7 @@ def fast_fields(
             if "undecodable-attachment" not in defects:
                 defects.append("undecodable-attachment")
             continue
-        out.attachments.append(
-            Attachment(
-                filename=part.filename or None,
-                content_type=(part.mimetype or "application/octet-stream").lower(),
-                size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
-            )
-        )
+        out.attachments.append(_attachment(part.filename, part.mimetype, content))
     if boundary and len(out.attachments) < limits.max_attachments:
         _salvage_after_close(payload, boundary.encode("latin-1"), out, limits)
     for warning in mail.warnings:
@@ -264,3 +251,13 @@ def fast_fields(
             defects.append(code)
     _fix_8bit_headers(out, payload, limits)
     return out
+
+
+def _attachment(filename: str | None, mimetype: str | None, content: bytes) -> Attachment:
+    """The record for one decoded attachment: name, lower-cased type, size and SHA-256."""
+    return Attachment(
+        filename=filename or None,
+        content_type=(mimetype or "application/octet-stream").lower(),
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
