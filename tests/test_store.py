@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,16 @@ from conftest import shared
 from trapline.errors import Ambiguous, NotFound, QueryError, UsageError
 from trapline.ingest.parse import parse_many
 from trapline.ingest.received import TrustBoundary
-from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.model import (
+    Address,
+    Envelope,
+    Hop,
+    Message,
+    Quarantined,
+    RawMessage,
+    SourceProblem,
+    message_id_of,
+)
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import open_store
 from trapline.store.queries import query, show, stats
@@ -129,6 +140,47 @@ def test_writer_stores_every_table_for_real_parsed_mail(tmp_path: Path) -> None:
 
 def test_writer_cleans_nul_and_lone_surrogates() -> None:
     assert clean_text("a\x00b\udcff") == "ab\ufffd"
+
+
+def test_tables_for_cleans_strings_turns_zoned_times_to_utc_and_adds_envelope_rcpts() -> None:
+    raws = _real(5)
+    real = next(r for r in parse_many(raws) if isinstance(r, Message) and r.hops)
+    minus_0730 = timezone(timedelta(hours=-7, minutes=-30))
+    msg = replace(
+        real,
+        subject="s\x00ub\udc80",
+        date=datetime(2002, 5, 1, 3, tzinfo=minus_0730),
+        received_at=datetime(2003, 1, 1),  # naive: already UTC, kept as is
+        date_flags=("skew\x00ed",),
+        from_=Address("N\x00ame", "a@x.org", "x.org"),
+        to=(Address("T\udcffo", "t@y.org", "y.org"),),
+        cc=(),
+        envelope=Envelope("192.0.2.1", rcpt_to=("Trap@Example.COM",)),
+        hops=(Hop(0, "from x\x00 by y", timestamp=datetime(2001, 1, 1, tzinfo=minus_0730)),),
+    )
+    junk = Quarantined("q" * 64, 3, "bad\udcffname", "binary", "d\x00")
+    batch = tables_for([msg, junk], now=datetime(2026, 1, 1))
+    row = batch.tables["messages"].to_pylist()[0]
+    assert (row["subject"], row["from_name"], row["date_flags"]) == (
+        "sub\ufffd",
+        "Name",
+        ["skewed"],
+    )
+    assert row["date"] == datetime(2002, 5, 1, 10, 30)
+    assert row["received_at"] == datetime(2003, 1, 1)
+    rcpts = [
+        (r["kind"], r["name"], r["addr"], r["domain"])
+        for r in batch.tables["recipients"].to_pylist()
+    ]
+    assert rcpts == [
+        ("to", "T\ufffdo", "t@y.org", "y.org"),
+        ("rcpt", None, "Trap@Example.COM", "example.com"),
+    ]
+    (hop,) = batch.tables["hops"].to_pylist()
+    assert (hop["raw"], hop["ts"]) == ("from x by y", datetime(2001, 1, 1, 7, 30))
+    (q,) = batch.tables["quarantine"].to_pylist()
+    assert (q["source"], q["detail"]) == ("bad\ufffdname", "d")
+    assert batch.message_ids == [msg.id] and batch.quarantined_ids == [junk.id]
 
 
 def test_write_batch_quarantines_only_the_rows_duckdb_rejects(tmp_path: Path) -> None:
