@@ -84,8 +84,11 @@ _FIRST_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 # produce one, so such data is mail however short and garbled the rest (a NUL and a few 8-bit
 # bytes after "Subject: s" would otherwise tip the ratio test below).
 _ASCII_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:[\t\x20-\x7e]*\r?\n")
-# A header line of 1000+ bytes (CR included, as the split-and-measure test it replaces counted).
+# A header line of 1000+ bytes (CR included, as the split-and-measure test it replaces counted):
+# the first line by ``match``, the others after a literal newline, so the regex engine jumps from
+# newline to newline instead of trying 1000 bytes from every position (~12x cheaper).
 _LONG_LINE = re.compile(rb"[^\n]{1000}")
+_LONG_LATER_LINE = re.compile(rb"\n[^\n]{1000}")
 _TEXT_BYTES = bytes([*range(9, 14), 27, *range(32, 127)])
 _TEXT_OR_8BIT = _TEXT_BYTES + bytes(range(128, 256))
 
@@ -150,10 +153,14 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
         # NULs are illegal in mail (RFC 5322 §2.1) and break text columns downstream.
         defects.append("nul-bytes")
         data = data.replace(b"\x00", b"")
-    end = _header_end(data)
+        end = _header_end(data)
+    elif end == -1:
+        # A blank line found inside the first 64 KiB is the first one anywhere: only a
+        # miss there needs the whole search.
+        end = _header_end(data)
     block = data[:end] if end != -1 else data
     # RFC 5322 §2.1.1: a line is at most 998 characters before CRLF.
-    if len(block) > 998 and _LONG_LINE.search(block):
+    if len(block) > 998 and (_LONG_LINE.match(block) or _LONG_LATER_LINE.search(block)):
         defects.append("header-line-too-long")
     return _Prepared(payload=data, defects=tuple(defects), header_end=end)
 
