@@ -7,12 +7,14 @@ not just the "not mail" gate), and real messages mutated (flips, cuts, splices).
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TESTS_DATA
+from trapline.ingest.html import normalise_text
 from trapline.ingest.parse import DEFAULT_LIMITS, parse, parse_many
 from trapline.ingest.urls import extract_urls
 from trapline.model import Message, Quarantined, RawMessage
@@ -178,3 +180,37 @@ def test_extract_urls_never_raises(text: str, html: str | None) -> None:
     for url in extract_urls(text, html):
         assert url.url
         assert url.source in {"text", "href", "src", "other"}
+
+
+def _normalise_reference(text: str) -> str:
+    """normalise_text's contract as plain regexes (the slower form it replaced)."""
+    text = re.sub("[ \t\r\f\v\u00a0]+", " ", text)
+    text = re.sub(" ?\n ?", "\n", text)
+    return re.sub("\n{3,}", "\n\n", text).strip()
+
+
+@PROPS
+@given(st.text(alphabet=st.sampled_from(" \t\r\n\f\v\u00a0\u3000ab"), max_size=200) | st.text())
+def test_normalise_text_matches_its_regex_definition(text: str) -> None:
+    assert normalise_text(text) == _normalise_reference(text)
+
+
+@PROPS
+@given(
+    # 990-994 put a line at 997-1002 bytes (CR included): the edge RFC 5322 §2.1.1 draws
+    st.lists(st.integers(0, 1100) | st.integers(990, 994), min_size=1, max_size=90),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+)
+def test_long_header_line_defect_iff_a_header_line_reaches_1000_bytes(
+    lengths: list[int], eol: bytes, nul: bool
+) -> None:
+    # Up to ~100 KB of headers: the blank line may sit past the first 64 KiB.
+    lines = [b"X-Pad: " + b"a" * n for n in lengths]
+    head = b"Subject: s" + eol + eol.join(lines) + eol
+    data = head + (b"\x00" if nul else b"") + eol + b"body " * 300 + eol
+    result = parse(RawMessage(data, "prop"), now=NOW)
+    assert isinstance(result, Message)
+    too_long = any(len(line) >= 1000 for line in head.split(b"\n"))
+    assert ("header-line-too-long" in result.defects) == too_long
+    assert [v for n, v in result.headers if n == "X-Pad"] == ["a" * n for n in lengths]
