@@ -391,3 +391,19 @@ def test_hostile_inputs_are_each_stored_or_quarantined_and_counted(tmp_path: Pat
         longest = store.con.execute("SELECT max(length(raw)) FROM hops").fetchone()[0]
     assert {"huge-header.eml", "nul-bytes.eml", "binary.bin", "truncated.eml"} <= sources
     assert longest < 1_000_000, "header values are capped before storage"
+
+
+def test_parse_workers_run_with_the_raised_gc_threshold_and_frozen_parent_objects() -> None:
+    import gc
+
+    from trapline.ingest.received import DEFAULT_TRUST
+    from trapline.parse_pool import WORKER_GC_THRESHOLD, start_pool
+
+    pool = start_pool(2, DEFAULT_TRUST)
+    assert pool is not None
+    try:
+        assert pool.submit(gc.get_threshold).result() == WORKER_GC_THRESHOLD
+        assert pool.submit(gc.get_freeze_count).result() > 1000  # the imported parser, frozen
+    finally:
+        pool.shutdown()
+    assert gc.get_threshold() != WORKER_GC_THRESHOLD  # the main process keeps its own settings
