@@ -142,15 +142,16 @@ def fast_hop(head: str, value: str, index: int, timestamp: datetime | None) -> H
             and normalize_ip(token) is None
         ):
             rdns = clean_name(token)
+    # Positional, in Hop's field order: keywords cost ~0.5 µs more per hop on this hot path.
     return Hop(
-        index=index,
-        raw=value,
-        from_helo=helo,
-        from_rdns=rdns,
-        from_ip=ip,
-        by_host=clean_name(by_tok),
-        protocol=proto_tok.rstrip(";,") if proto_tok is not None else None,
-        smtp_id=id_tok.rstrip(";,") if id_tok is not None else None,
-        for_addr=(for_tok.strip("<>;,") or None) if for_tok is not None else None,
-        timestamp=timestamp,
+        index,
+        value,
+        helo,
+        rdns,
+        ip,
+        clean_name(by_tok),
+        proto_tok.rstrip(";,") if proto_tok is not None else None,  # protocol
+        id_tok.rstrip(";,") if id_tok is not None else None,  # smtp_id
+        (for_tok.strip("<>;,") or None) if for_tok is not None else None,  # for_addr
+        timestamp,
     )
