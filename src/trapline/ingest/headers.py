@@ -14,6 +14,7 @@ import email.utils
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from trapline.model import Address
 
@@ -175,8 +176,13 @@ def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=32768)
 def make_address(name: str | None, addr: str | None) -> Address:
-    """An ``Address`` with the domain split off and lowercased; empty strings become ``None``."""
+    """An ``Address`` with the domain split off and lowercased; empty strings become ``None``.
+
+    Cached: trap addresses, list addresses and campaign senders repeat across messages, and
+    ``Address`` is immutable so sharing one instance is safe.
+    """
     addr = (addr or "").strip().strip("<>").strip() or None
     name = (name or "").strip().strip('"').strip() or None
     domain = None
