@@ -238,7 +238,7 @@ def find_origin(
         # entered (Gmail to Gmail shows only Google's relay; mail generated inside the
         # organisation shows only its own hosts).
         stop = tentative
-    all_hops = tuple(_trusted(h) if i < stop else h for i, h in enumerate(hops))
+    all_hops = (*map(_trusted, hops[:stop]), *hops[stop:])
 
     if envelope is not None:
         if envelope.received_at is not None:
