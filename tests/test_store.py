@@ -183,6 +183,26 @@ def test_tables_for_cleans_strings_turns_zoned_times_to_utc_and_adds_envelope_rc
     assert batch.message_ids == [msg.id] and batch.quarantined_ids == [junk.id]
 
 
+def test_batch_pickles_to_equal_tables_as_workers_send_it(tmp_path: Path) -> None:
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    records = parse_many([*_real(60), RawMessage(b"\x00\x01\x02" * 50, "junk.bin")])
+    batch = tables_for(records, now=datetime(2026, 1, 1))
+    for blob in (bytes(ForkingPickler.dumps(batch)), pickle.dumps(batch, protocol=5)):
+        back = pickle.loads(blob)
+        assert back.message_ids == batch.message_ids
+        assert back.quarantined_ids == batch.quarantined_ids
+        assert back.tables.keys() == batch.tables.keys()
+        for name, table in batch.tables.items():
+            assert back.tables[name].schema == table.schema
+            assert back.tables[name].equals(table), name
+    with open_store(tmp_path) as store:
+        assert write_batch(store.con, pickle.loads(pickle.dumps(batch))) == []
+        n = store.con.execute("SELECT count(*) FROM hops").fetchone()[0]
+        assert n == batch.tables["hops"].num_rows > 0
+
+
 def test_write_batch_quarantines_only_the_rows_duckdb_rejects(tmp_path: Path) -> None:
     raws = _real(30)
     records = parse_many(raws)

@@ -130,6 +130,26 @@ class Batch:
     def n_rows(self) -> int:
         return len(self.message_ids) + len(self.quarantined_ids)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Workers send batches back pickled: one Arrow IPC stream per table costs about half
+        # of pickling the tables column by column, and unpickles as fast.
+        streams = {name: _ipc_bytes(table) for name, table in self.tables.items()}
+        return (_batch_from_ipc, (streams, self.message_ids, self.quarantined_ids))
+
+
+def _ipc_bytes(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue()
+
+
+def _batch_from_ipc(
+    streams: dict[str, pa.Buffer], message_ids: list[str], quarantined_ids: list[str]
+) -> Batch:
+    tables = {name: pa.ipc.open_stream(data).read_all() for name, data in streams.items()}
+    return Batch(tables, message_ids, quarantined_ids)
+
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
