@@ -176,8 +176,12 @@ def fast_fields(
     payload: bytes,
     header_end: int,
     limits: ParseLimits = DEFAULT_LIMITS,
+    bodies: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> Fields:
-    """Fill ``Fields`` from a ``fast_mail_parser`` result for ``payload``."""
+    """Fill ``Fields`` from a ``fast_mail_parser`` result for ``payload``.
+
+    ``bodies`` are ``mail``'s (text_plain, text_html) when the caller has read them already.
+    """
     out = Fields()
     defects = out.defects
     by_name: dict[str, list[str]] = {}
@@ -225,8 +229,9 @@ def fast_fields(
             defects.append("missing-boundary")
         else:
             boundary = param.group(1) or param.group(2)
-    out.plain = list(mail.text_plain)
-    out.html = list(mail.text_html)
+    # Copies: salvaged parts are appended to these lists.
+    out.plain = list(bodies[0] if bodies is not None else mail.text_plain)
+    out.html = list(bodies[1] if bodies is not None else mail.text_html)
     attachments = mail.attachments
     if len(attachments) > limits.max_attachments:
         defects.append("too-many-attachments")

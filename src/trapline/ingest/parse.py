@@ -286,20 +286,25 @@ def _parse_one(
     # payload nested near the fast parser's depth cap it would take seconds. Large payloads
     # therefore never get a stdlib body walk.
     small = len(prep.payload) <= limits.max_stdlib_bytes
+    bodies: tuple[list[str], list[str]] | None = None
+    if isinstance(mail, fmp.PyMail):
+        # Each read of text_plain/text_html converts the bodies from Rust again: read them once.
+        bodies = (mail.text_plain, mail.text_html)
     lossy = (
         small
+        and bodies is not None
         and isinstance(mail, fmp.PyMail)
         and (
             any(w.kind == "charset-fallback" for w in mail.warnings)
             # Some charsets (ISO-2022-JP) are decoded lossily without a warning; U+FFFD tells.
-            or any("\ufffd" in part for part in mail.text_plain)
-            or any("\ufffd" in part for part in mail.text_html)
-            or any(looks_misdecoded(part) for part in mail.text_html)
+            or any("\ufffd" in part for part in bodies[0])
+            or any("\ufffd" in part for part in bodies[1])
+            or any(looks_misdecoded(part) for part in bodies[1])
         )
     )
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
-            fields = fast_fields(mail, prep.payload, prep.header_end, limits)
+            fields = fast_fields(mail, prep.payload, prep.header_end, limits, bodies)
             return _assemble(raw, fields, prep.defects, trust, now, limits)
         except Exception as exc:  # fall through to the other paths below
             mail = exc
@@ -320,7 +325,7 @@ def _parse_one(
     except Exception as exc:  # the stdlib failed too
         if isinstance(mail, fmp.PyMail):  # a lossy fast parse still beats nothing
             try:
-                fields = fast_fields(mail, prep.payload, prep.header_end, limits)
+                fields = fast_fields(mail, prep.payload, prep.header_end, limits, bodies)
                 return _assemble(raw, fields, prep.defects, trust, now, limits)
             except Exception:  # reported below
                 pass
