@@ -407,3 +407,19 @@ def test_parse_workers_run_with_the_raised_gc_threshold_and_frozen_parent_object
     finally:
         pool.shutdown()
     assert gc.get_threshold() != WORKER_GC_THRESHOLD  # the main process keeps its own settings
+
+
+def test_raw_messages_cross_the_worker_pipe_unchanged() -> None:
+    import pickle
+    from datetime import UTC, datetime
+    from multiprocessing.reduction import ForkingPickler
+
+    import trapline.parse_pool  # noqa: F401  (registers the reducer)
+    from trapline.model import Envelope
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    env = Envelope("192.0.2.7", 2525, "helo.example", "a@b.example", ("t@trap.example",), when)
+    raws = [RawMessage(b"Subject: a\n\nx", "a.eml"), RawMessage(b"Subject: b\n\ny", "b#3", env)]
+    back = pickle.loads(bytes(ForkingPickler.dumps(raws)))
+    assert back == raws
+    assert back[1].envelope == env and back[1].envelope is not env
