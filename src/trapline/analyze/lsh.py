@@ -316,7 +316,8 @@ def merge_edges(label: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(slots=True, frozen=True)
 class LinkResult:
-    """Verified links (as local node indices) and the bucket state to store."""
+    """The partition found, as an edge from each non-root local node to its root (``a`` ->
+    ``b``; the root is the component's smallest node), and the bucket state to store."""
 
     a: np.ndarray
     b: np.ndarray
