@@ -125,6 +125,23 @@ def test_batch_equals_one_by_one() -> None:
     assert [m.id for m in batch] == [r.id for r in raws]
 
 
+def test_ids_from_the_caller_are_used_and_give_the_same_records() -> None:
+    raws = [RawMessage(_eml_for(p).read_bytes(), p.name) for p in FIXTURES]
+    ids = [r.id for r in raws]
+    batch = parse_many(raws, now=NOW)
+    sliced = ParseLimits(max_chunk_bytes=4096)  # ids must follow their messages into each slice
+    assert parse_many(raws, now=NOW, ids=ids) == batch
+    assert parse_many(raws, now=NOW, ids=ids, limits=sliced) == batch
+    # The caller's ids are taken as given (the pipeline hashed these very bytes)...
+    fake = [f"{i:064x}" for i in range(len(raws))]
+    given = parse_many(raws, now=NOW, ids=fake, limits=sliced)
+    assert [m.id for m in given if isinstance(m, Message)] == [
+        f for f, m in zip(fake, batch, strict=True) if isinstance(m, Message)
+    ]
+    # ...unless they cannot belong to these messages.
+    assert parse_many(raws, now=NOW, ids=ids[:-1]) == batch
+
+
 def test_mbox_postmark_is_skipped_but_hashed() -> None:
     data = (EML / "spam" / "sa-spam-00001.eml").read_bytes()
     assert data.startswith(b"From ")

@@ -53,15 +53,22 @@ def _init_worker(trust: Any) -> None:
     _worker_trust = trust
 
 
-def parse_records(raws: Sequence[RawMessage], trust: Any) -> list[Message | Quarantined]:
+def parse_records(
+    raws: Sequence[RawMessage], trust: Any, ids: Sequence[str] | None = None
+) -> list[Message | Quarantined]:
+    """Parse ``raws``; ``ids`` are their ids when the caller hashed them (saves hashing twice)."""
     from trapline.ingest.parse import parse_many
 
-    return parse_many(list(raws), trust=trust)
+    return parse_many(list(raws), trust=trust, ids=ids)
 
 
-def parse_task(raws: list[RawMessage]) -> Batch:
-    """One task: parse a chunk and return its Arrow tables (compact to pickle back)."""
-    return tables_for(parse_records(raws, _worker_trust))
+def parse_task(raws: list[RawMessage], ids: list[str] | None = None) -> Batch:
+    """One task: parse a chunk and return its Arrow tables (compact to pickle back).
+
+    ``ids[i]`` must be ``message_id_of(raws[i].data)``: the main process has them from its
+    dedupe step, and passing them spares the worker a SHA-256 of every message (~5.6 µs each).
+    """
+    return tables_for(parse_records(raws, _worker_trust, ids))
 
 
 def _warm() -> int:

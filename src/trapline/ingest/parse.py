@@ -73,6 +73,7 @@ class _Prepared:
     payload: bytes
     defects: tuple[str, ...]
     header_end: int  # offset of the blank line after the headers, or -1
+    id: str  # message_id_of the raw bytes (postmark included)
 
 
 # RFC 5322 §2.2: a field name is printable US-ASCII except ":"; "From " postmarks (mbox) and
@@ -123,8 +124,11 @@ def _quarantine(raw: RawMessage, reason: str, detail: str) -> Quarantined:
     )
 
 
-def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
-    """Strip the mbox postmark, reject non-mail, and note byte-level defects."""
+def _prepare(raw: RawMessage, mid: str | None = None) -> _Prepared | Quarantined:
+    """Strip the mbox postmark, reject non-mail, and note byte-level defects.
+
+    ``mid`` is the message's id when the caller has hashed it already.
+    """
     data = raw.data
     defects: list[str] = []
     if data.startswith(b"From "):
@@ -162,7 +166,7 @@ def _prepare(raw: RawMessage) -> _Prepared | Quarantined:
     # RFC 5322 §2.1.1: a line is at most 998 characters before CRLF.
     if len(block) > 998 and (_LONG_LINE.match(block) or _LONG_LATER_LINE.search(block)):
         defects.append("header-line-too-long")
-    return _Prepared(payload=data, defects=tuple(defects), header_end=end)
+    return _Prepared(data, tuple(defects), end, mid or message_id_of(raw.data))
 
 
 def _route(
@@ -182,13 +186,13 @@ def _route(
 def _assemble(
     raw: RawMessage,
     fields: Fields,
-    prep_defects: tuple[str, ...],
+    prep: _Prepared,
     trust: TrustBoundary | None,
     now: datetime,
     limits: ParseLimits,
 ) -> Message:
     """The shared tail of both parser paths: bodies, URLs, hops, dates, caps."""
-    defects = list(prep_defects)
+    defects = list(prep.defects)
     defects.extend(d for d in fields.defects if d not in defects)
     text = "\n".join(p for p in fields.plain if p)
     html = "\n".join(h for h in fields.html if h) or None
@@ -242,7 +246,7 @@ def _assemble(
     if not fields.date_present:
         defects.append("no-date")
     return Message(
-        id=message_id_of(raw.data),
+        id=prep.id,
         size=len(raw.data),
         source=raw.source,
         received_at=received_at,
@@ -305,7 +309,7 @@ def _parse_one(
     if isinstance(mail, fmp.PyMail) and not lossy:
         try:
             fields = fast_fields(mail, prep.payload, prep.header_end, limits, bodies)
-            return _assemble(raw, fields, prep.defects, trust, now, limits)
+            return _assemble(raw, fields, prep, trust, now, limits)
         except Exception as exc:  # fall through to the other paths below
             mail = exc
     reason = type(mail).__name__
@@ -315,18 +319,18 @@ def _parse_one(
             lazy = fmp.parse_email(prep.payload, mode="lazy")
             fields = fast_fields(lazy, prep.payload, prep.header_end, limits)
             fields.defects.insert(0, "lazy-parser")
-            return _assemble(raw, fields, prep.defects, trust, now, limits)
+            return _assemble(raw, fields, prep, trust, now, limits)
         except Exception:  # headers only, below
             pass
     try:
         fields = stdlib_fields(prep.payload, limits, bodies=small)
         fields.defects.insert(0, "fallback-parser")
-        return _assemble(raw, fields, prep.defects, trust, now, limits)
+        return _assemble(raw, fields, prep, trust, now, limits)
     except Exception as exc:  # the stdlib failed too
         if isinstance(mail, fmp.PyMail):  # a lossy fast parse still beats nothing
             try:
                 fields = fast_fields(mail, prep.payload, prep.header_end, limits, bodies)
-                return _assemble(raw, fields, prep.defects, trust, now, limits)
+                return _assemble(raw, fields, prep, trust, now, limits)
             except Exception:  # reported below
                 pass
         detail = f"fast parser: {reason}; stdlib: {type(exc).__name__}: {exc}"
@@ -340,20 +344,26 @@ def parse_many(
     now: datetime | None = None,
     limits: ParseLimits = DEFAULT_LIMITS,
     threads: int | None = 1,
+    ids: Sequence[str] | None = None,
 ) -> list[Message | Quarantined]:
     """Parse a batch, in input order; the form worker processes use. Never raises.
 
     ``threads`` is the fast parser's thread count: 1 by default because ingest already runs
     one worker process per core. ``now`` anchors the "far-future" date flag (default: now).
+    ``ids``, when given, are the messages' ids (``message_id_of(raw.data)``, in order): the
+    ingest pipeline hashes every message for deduplication already, so workers need not again.
     """
     now = now or datetime.now(UTC)
+    if ids is not None and len(ids) != len(raws):
+        ids = None  # not the caller's ids for these messages: hash them here instead
     results: list[Message | Quarantined] = []
-    for chunk in _chunks(raws, limits.max_chunk_bytes):
-        results.extend(_parse_chunk(chunk, trust, now, limits, threads))
+    for start, stop in _chunks(raws, limits.max_chunk_bytes):
+        chunk_ids = ids[start:stop] if ids is not None else None
+        results.extend(_parse_chunk(raws[start:stop], chunk_ids, trust, now, limits, threads))
     return results
 
 
-def _chunks(raws: Sequence[RawMessage], budget: int) -> Iterator[Sequence[RawMessage]]:
+def _chunks(raws: Sequence[RawMessage], budget: int) -> Iterator[tuple[int, int]]:
     """Consecutive runs of messages whose bytes add up to at most ``budget`` (at least one).
 
     The fast parser materialises a whole call's results, decoded attachments included, so a
@@ -364,20 +374,24 @@ def _chunks(raws: Sequence[RawMessage], budget: int) -> Iterator[Sequence[RawMes
     for index, raw in enumerate(raws):
         size += len(raw.data)
         if size > budget and index > start:
-            yield raws[start:index]
+            yield start, index
             start, size = index, len(raw.data)
     if start < len(raws):
-        yield raws[start:]
+        yield start, len(raws)
 
 
 def _parse_chunk(
     raws: Sequence[RawMessage],
+    ids: Sequence[str] | None,
     trust: TrustBoundary | None,
     now: datetime,
     limits: ParseLimits,
     threads: int | None,
 ) -> list[Message | Quarantined]:
-    prepared = [_safe_prepare(raw) for raw in raws]
+    if ids is None:
+        prepared = [_safe_prepare(raw) for raw in raws]
+    else:
+        prepared = [_safe_prepare(raw, mid) for raw, mid in zip(raws, ids, strict=True)]
     payloads: list[str | bytes] = [p.payload for p in prepared if isinstance(p, _Prepared)]
     outcomes: list[fmp.PyMail | Exception | None]
     try:
@@ -397,9 +411,9 @@ def _parse_chunk(
     return results
 
 
-def _safe_prepare(raw: RawMessage) -> _Prepared | Quarantined:
+def _safe_prepare(raw: RawMessage, mid: str | None = None) -> _Prepared | Quarantined:
     try:
-        return _prepare(raw)
+        return _prepare(raw, mid)
     except Exception as exc:  # e.g. data that is not bytes at all
         data = bytes(raw.data) if isinstance(raw.data, bytes | bytearray | memoryview) else b""
         return Quarantined(
