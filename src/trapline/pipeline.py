@@ -297,6 +297,9 @@ def ingest(
         run.flush_parsed()
         stages.finish()
         run.tick(force=True)
+        # The parse workers are done, so the checkpoint at close (DuckDB moving this run's
+        # log into the file, ~10% of a run's time) may use every core, not the one we kept.
+        store.con.execute("SET threads = ?", [os.cpu_count() or 1])
         completed = True
     except KeyboardInterrupt:
         interrupted = True
@@ -360,6 +363,9 @@ def ingest(
 def _main_loop(run: _Run, reader: Any, note: NoteFn) -> None:
     buffer: list[tuple[str, RawMessage]] = []
     problems: list[SourceProblem] = []
+    # The first batch is one chunk per worker, so parsing starts while the rest is read.
+    workers = run.max_in_flight // 2
+    limit = min(run.batch_size, run.chunk * workers) if run.pool is not None else run.batch_size
     for item in reader:
         if isinstance(item, SourceProblem):
             problems.append(item)
@@ -367,10 +373,10 @@ def _main_loop(run: _Run, reader: Any, note: NoteFn) -> None:
             continue
         run.counts.read += 1
         buffer.append((message_id_of(item.data), item))
-        if len(buffer) >= run.batch_size:
+        if len(buffer) >= limit:
             run.stop.check()
             run.submit(run.archive(buffer))
-            buffer = []
+            buffer, limit = [], run.batch_size
             run.drain()
             run.tick()
     if buffer:
