@@ -13,7 +13,7 @@ import email
 import email.policy
 import email.utils
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +419,47 @@ def test_parse_date_zones_and_years() -> None:
     assert parse_date("Fri, 7 Dec 2001 07:01:03") == utc(2001, 12, 7, 7, 1, 3)  # no zone: UTC
     assert parse_date("21-Sep-2002 12:25:55 -0400") is not None  # via email.utils
     assert parse_date("yesterday") is None
+
+
+_DIGIT = st.sampled_from("0123456789" * 9 + "\u0662")  # a regex \d also matches U+0662
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@given(
+    st.text(_DIGIT, min_size=1, max_size=2) | st.sampled_from(["29", "30", "31"]),
+    st.sampled_from(_MONTH_NAMES),
+    st.text(_DIGIT, min_size=4, max_size=4) | st.sampled_from(["0001", "9999", "0102"]),
+    st.lists(
+        st.text(_DIGIT, min_size=2, max_size=2) | st.sampled_from(["23", "59", "60"]),
+        min_size=5,
+        max_size=5,
+    ),
+    st.sampled_from("+-"),
+)
+@settings(max_examples=400, deadline=None)
+def test_canonical_dates_read_as_their_fields_say(
+    day: str, month: str, year: str, parts: list[str], sign: str
+) -> None:
+    hh, mm, ss, zh, zm = parts
+    text = f"Thu, {day} {month} {year} {hh}:{mm}:{ss} {sign}{zh}{zm} (XYZ)"
+    try:  # RFC 5322 §3.3: local time, minus the zone's offset
+        offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == "-" else 1)
+        local = datetime(
+            int(year),
+            _MONTH_NAMES.index(month) + 1,
+            int(day),
+            int(hh),
+            int(mm),
+            int(ss),
+            tzinfo=UTC,
+        )
+        expected = local - offset if int(zh) < 24 and int(zm) < 60 else None
+    except (ValueError, OverflowError):
+        expected = None
+    got = parse_date(text)
+    if expected is not None:  # otherwise the lenient general path may still read something
+        assert got == expected
+        assert got is not None and got.tzinfo is UTC
 
 
 # --- trust boundary ----------------------------------------------------------------------------
