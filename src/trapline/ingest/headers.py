@@ -176,7 +176,7 @@ def decode_rfc2047(value: str, defects: list[str] | None = None) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=32768)
+@lru_cache(maxsize=8192)  # ~2.5 MB at most per process
 def make_address(name: str | None, addr: str | None) -> Address:
     """An ``Address`` with the domain split off and lowercased; empty strings become ``None``.
 
