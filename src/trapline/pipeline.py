@@ -112,15 +112,17 @@ class _Run:
         self.done_rows = 0
 
     # parse side
-    def submit(self, raws: list[RawMessage]) -> None:
-        for start in range(0, len(raws), self.chunk):
-            part = raws[start : start + self.chunk]
+    def submit(self, items: list[tuple[str, RawMessage]]) -> None:
+        """Parse ``(id, raw)`` pairs in chunks; the ids spare the workers hashing again."""
+        for start in range(0, len(items), self.chunk):
+            ids = [mid for mid, _ in items[start : start + self.chunk]]
+            part = [raw for _, raw in items[start : start + self.chunk]]
             if self.pool is None:
-                self._collect(tables_for(parse_records(part, self.trust)))
+                self._collect(tables_for(parse_records(part, self.trust, ids)))
                 continue
             while len(self.in_flight) >= self.max_in_flight:
                 self.drain(block_until_one=True)
-            self.in_flight[self.pool.submit(parse_task, part)] = part
+            self.in_flight[self.pool.submit(parse_task, part, ids)] = part
 
     def drain(self, *, block_until_one: bool = False, everything: bool = False) -> None:
         blocking = block_until_one or everything
@@ -196,7 +198,7 @@ class _Run:
         self.on_progress(done, int(self.reader.bytes_read * share), self.reader.bytes_total)
 
     # raw side
-    def archive(self, buffer: list[tuple[str, RawMessage]]) -> list[RawMessage]:
+    def archive(self, buffer: list[tuple[str, RawMessage]]) -> list[tuple[str, RawMessage]]:
         """Dedupe ``buffer`` within itself and against the store, commit the new bytes."""
         unique: dict[str, RawMessage] = {}
         for mid, raw in buffer:
@@ -207,16 +209,16 @@ class _Run:
         rawstore.write_raw(self.store.con, rows)
         self.counts.new += len(fresh)
         self.counts.duplicates += len(buffer) - len(fresh)
-        return [raw for _, raw in fresh]
+        return fresh
 
     def resume(self) -> None:
         """Parse what an interrupted run archived but never parsed."""
         pending = rawstore.pending_ids(self.store.con)
         for start in range(0, len(pending), self.batch_size):
             rows = rawstore.iter_raw(self.store.con, pending[start : start + self.batch_size])
-            raws = [RawMessage(r.data, r.source, r.envelope) for r in rows]
-            self.counts.resumed += len(raws)
-            self.submit(raws)
+            items = [(r.id, RawMessage(r.data, r.source, r.envelope)) for r in rows]
+            self.counts.resumed += len(items)
+            self.submit(items)
         if pending:
             self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
 
