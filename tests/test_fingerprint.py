@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ def test_empty_text_gets_an_empty_signature_that_cannot_join() -> None:
     assert is_empty(fps.matrix).all()
 
 
-def test_fingerprint_stage_runs_at_ingest_on_real_mail(tmp_path: Path) -> None:
+def test_fingerprints_are_computed_at_ingest_on_real_mail(tmp_path: Path) -> None:
     from trapline.pipeline import ingest
     from trapline.store.duckdb import open_store
 
@@ -132,15 +133,61 @@ def test_fingerprint_stage_runs_at_ingest_on_real_mail(tmp_path: Path) -> None:
     for f in files:
         (src / f.name).write_bytes(f.read_bytes())
     settings = load_settings({"data_dir": str(tmp_path / "data")})
-    assert "trapline.fingerprint.stage:fingerprint_stage" in settings["post_ingest_stages"]
+    assert settings["fingerprint_at_ingest"]
     ingest([src], settings=settings, workers=1)
     with open_store(tmp_path / "data") as store:
-        n_msgs, n_sigs, seqs = store.con.execute(
-            "SELECT (SELECT count(*) FROM messages), count(*), count(DISTINCT seq) FROM signatures"
+        n_msgs, n_sigs, seqs, top = store.con.execute(
+            "SELECT (SELECT count(*) FROM messages), count(*), count(DISTINCT seq), max(seq) "
+            "FROM signatures"
         ).fetchall()[0]
         blob_len = store.con.execute("SELECT min(octet_length(minhash)) FROM signatures").fetchall()
     assert n_msgs == n_sigs == seqs == 30
+    assert top == 29  # seq numbers 0..29: contiguous, as the clustering order needs
     assert blob_len[0][0] == 128 * 4
+
+
+_SIGNATURE_COLUMNS = (
+    "message_id, seq, minhash, n_words, url_templates, subject_template, received_at"
+)
+
+
+def test_signatures_made_at_parse_time_equal_those_made_from_stored_rows(tmp_path: Path) -> None:
+    """The parse workers fingerprint the records; ``fingerprint_ids`` reads the stored rows
+    back. On real mail, hostile edge cases included (NULs, broken charsets, odd URLs), both
+    must give the same signature to every message, or incremental runs would drift."""
+    from trapline.fingerprint.stage import fingerprint_ids
+    from trapline.pipeline import ingest
+    from trapline.store.duckdb import open_store
+
+    # Encoded words may carry NULs the parser keeps (the writer drops them on store).
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    name = base64.b64encode(b"Ma\x00ria").decode()
+    (crafted / "nul-in-name.eml").write_bytes(
+        f"From: a@b.example\nTo: =?utf-8?b?{name}?= <maria@example.org>\n"
+        "Subject: for you\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\n"
+        "Dear Maria, buy cheap pills now at our store today, dear friends of ria\n".encode()
+    )
+    sources = [
+        crafted,
+        shared("mail", "edge-cases"),
+        shared("mail", "nazario-phishing-2005"),
+        shared("mail", "personal-spam-2023-2025"),
+        shared("mail", "spamassassin-2002", "spam_2"),
+    ]
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "post_ingest_stages": []})
+    ingest(sources, settings=settings, workers=2)
+    with open_store(tmp_path / "data") as store:
+        con = store.con
+        query = f"SELECT {_SIGNATURE_COLUMNS} FROM signatures ORDER BY seq"
+        at_parse = con.execute(query).fetchall()
+        n_messages = con.execute("SELECT count(*) FROM messages").fetchall()[0][0]
+        con.execute("DELETE FROM signatures")
+        fingerprint_ids(con, [row[0] for row in at_parse])
+        from_rows = con.execute(query).fetchall()
+    assert len(at_parse) == n_messages > 2000
+    assert [row[1] for row in at_parse] == list(range(n_messages))
+    assert from_rows == at_parse
 
 
 def test_refingerprint_keeps_seq_and_rewrites_signatures(tmp_path: Path) -> None:

@@ -330,17 +330,31 @@ def test_sigint_and_sigkill_mid_run_lose_nothing_and_resume(tmp_path: Path) -> N
     assert final["seen"] == final["messages"] + final["quarantined"]
 
 
+def _children(pid: int) -> list[int]:
+    return [
+        int(kid)
+        for task in os.listdir(f"/proc/{pid}/task")
+        for kid in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    ]
+
+
 def worker_killer_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
-    """Kills one parse worker after the first batch, as the OOM killer would."""
+    """Kills one parse worker after the first batch, as the OOM killer would.
+
+    Workers are forked from this process, or from a fork server when this process already ran
+    rensa (see parse_pool.start_pool): either way they are the leaves of its process tree.
+    """
     if not settings.get("_killed"):
         settings["_killed"] = True
-        me = os.getpid()
-        kids = [
-            int(pid)
-            for task in os.listdir(f"/proc/{me}/task")
-            for pid in Path(f"/proc/{me}/task/{task}/children").read_text().split()
-        ]
-        os.kill(kids[0], signal.SIGKILL)
+        leaves, todo = [], _children(os.getpid())
+        while todo:
+            pid = todo.pop()
+            kids = _children(pid)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if not kids and b"resource_tracker" not in cmdline:
+                leaves.append(pid)
+            todo.extend(kids)
+        os.kill(leaves[0], signal.SIGKILL)
     return ""
 
 
@@ -423,3 +437,26 @@ def test_raw_messages_cross_the_worker_pipe_unchanged() -> None:
     back = pickle.loads(bytes(ForkingPickler.dumps(raws)))
     assert back == raws
     assert back[1].envelope == env and back[1].envelope is not env
+
+
+def test_a_parse_pool_started_after_in_process_fingerprinting_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    """rensa's thread pool does not survive fork(): after this process has fingerprinted in
+    process (one worker), a forked pool would hang at its first signature. The pool must start
+    its workers another way then. Run in a child with a time limit, so a regression fails."""
+    corpus = shared("mail", "spamassassin-2002", "spam")
+    script = (
+        "import sys\n"
+        "from trapline.config import load_settings\n"
+        "from trapline.pipeline import ingest\n"
+        "for n, workers in enumerate((1, 2)):\n"
+        f"    settings = load_settings({{'data_dir': r'{tmp_path}' + f'/s{{n}}',\n"
+        "                              'post_ingest_stages': []})\n"
+        f"    print(ingest([r'{corpus}'], settings=settings, workers=workers).parsed)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_cli_env({}), capture_output=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.split() == [b"500", b"500"]

@@ -30,8 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "post_ingest_stages": [
         "trapline.enrich.harvest:harvest_stage",
         "trapline.enrich.asn:enrich_stage",
-        "trapline.fingerprint.stage:fingerprint_stage",
     ],
+    # Near-duplicate signatures (issue 5) computed by the parse workers from the parsed records
+    # and stored in each batch's transaction. False leaves them to `analyze campaigns` (or to
+    # the stage "trapline.fingerprint.stage:fingerprint_stage"), which reads stored rows.
+    "fingerprint_at_ingest": True,
     # Run the post-ingest stages on a background thread (own DuckDB cursor) while the next batch is
     # stored, instead of stopping the pipeline for them; false = strictly one after the other.
     "post_ingest_background": True,

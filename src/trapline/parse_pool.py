@@ -2,8 +2,9 @@
 
 Workers are forked after the parser is imported (shared pages, no import per worker) and before
 DuckDB starts threads in the main process. Each task parses a chunk of raw messages and returns
-finished Arrow tables (``store.writer.tables_for``): small to pickle, nothing left for the main
-process to do per message. Workers ignore SIGINT; the main process decides when to stop.
+finished Arrow tables (``batch_for``: the message tables and, with ``fingerprint_at_ingest``,
+their signatures): small to pickle, nothing left for the main process to do per message.
+Workers ignore SIGINT; the main process decides when to stop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from trapline.model import Message, Quarantined, RawMessage
 from trapline.store.writer import Batch, tables_for
 
 _worker_trust: Any = None
+_worker_fingerprint = False
 
 
 def _reduce_raw(raw: RawMessage) -> tuple[Any, ...]:
@@ -39,7 +41,7 @@ ForkingPickler.register(RawMessage, _reduce_raw)
 WORKER_GC_THRESHOLD = (10_000, 10, 10)
 
 
-def _init_worker(trust: Any) -> None:
+def _init_worker(trust: Any, fingerprint: bool) -> None:
     # The main process owns Ctrl-C: it stops the pool and closes the store cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Parsing allocates millions of short-lived containers (headers, hops, URLs) and makes
@@ -49,8 +51,9 @@ def _init_worker(trust: Any) -> None:
     # the parent are frozen: collections never walk them, nor copy their pages on write.
     gc.freeze()
     gc.set_threshold(*WORKER_GC_THRESHOLD)
-    global _worker_trust
+    global _worker_trust, _worker_fingerprint
     _worker_trust = trust
+    _worker_fingerprint = fingerprint
 
 
 def parse_records(
@@ -62,26 +65,52 @@ def parse_records(
     return parse_many(list(raws), trust=trust, ids=ids)
 
 
+def batch_for(records: Sequence[Message | Quarantined], *, fingerprint: bool) -> Batch:
+    """The write batch for parsed ``records``: their tables and, when ``fingerprint``, their
+    signatures (pure; fingerprinting here spreads it over the workers and reads nothing back)."""
+    batch = tables_for(records)
+    if fingerprint:
+        from trapline.fingerprint.stage import signature_table
+
+        batch.tables["signatures"] = signature_table([r for r in records if isinstance(r, Message)])
+    return batch
+
+
 def parse_task(raws: list[RawMessage], ids: list[str] | None = None) -> Batch:
-    """One task: parse a chunk and return its Arrow tables (compact to pickle back).
+    """One task: parse a chunk and return its write batch (compact to pickle back).
 
     ``ids[i]`` must be ``message_id_of(raws[i].data)``: the main process has them from its
     dedupe step, and passing them spares the worker a SHA-256 of every message (~5.6 µs each).
     """
-    return tables_for(parse_records(raws, _worker_trust, ids))
+    return batch_for(parse_records(raws, _worker_trust, ids), fingerprint=_worker_fingerprint)
 
 
 def _warm() -> int:
     return os.getpid()
 
 
-def start_pool(workers: int, trust: Any) -> ProcessPoolExecutor | None:
+def start_pool(
+    workers: int, trust: Any, *, fingerprint: bool = False
+) -> ProcessPoolExecutor | None:
     if workers <= 1:
         return None
     # Import the parser before forking so workers share its pages and skip the import cost.
     importlib.import_module("trapline.ingest.parse")
-    ctx = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(trust,))
+    method = "fork"
+    if fingerprint:
+        from trapline.fingerprint.minhash import rayon_started
+
+        importlib.import_module("trapline.fingerprint.stage")
+        if rayon_started():
+            # Forked workers would inherit rensa's dead thread pool and hang: start them from
+            # a fresh interpreter instead (slower to start, ~0.3 s; rare outside tests).
+            method = "forkserver"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["trapline.parse_pool", "trapline.fingerprint.stage"])
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(trust, fingerprint)
+    )
     # With fork, the executor starts every worker at the first submit: do it now, before DuckDB
     # starts its threads in this process (forking a threaded process is asking for deadlocks).
     pool.submit(_warm).result()

@@ -2,7 +2,7 @@
 
 The main process is the only writer (DuckDB allows one). It reads sources, hashes and
 de-duplicates, commits the new raw bytes (raw first, ARCHITECTURE rule 2) and only then hands
-them to the parse workers. Workers return finished Arrow tables (``store.writer.tables_for``), so
+them to the parse workers. Workers return finished Arrow tables (``parse_pool.batch_for``), so
 the main process does no per-message Python work after the hash. In-flight work is bounded, so
 memory stays flat on any input size. A Ctrl-C or a kill loses no committed batch: the next run
 finds archived messages that have neither a ``messages`` nor a ``quarantine`` row and parses them.
@@ -26,6 +26,7 @@ from trapline.errors import IngestError, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
 from trapline.parse_pool import (
     StopFlag,
+    batch_for,
     parse_records,
     parse_task,
     start_pool,
@@ -34,7 +35,7 @@ from trapline.parse_pool import (
 from trapline.stages import NoteFn, PostIngestStages
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
-from trapline.store.writer import Batch, merge, tables_for, write_batch, write_problems
+from trapline.store.writer import Batch, merge, write_batch, write_problems
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
@@ -103,6 +104,7 @@ class _Run:
         self.note = note
         self.reader = reader
         self.on_progress = on_progress
+        self.fingerprint = fingerprint_at_ingest(settings)
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
@@ -118,7 +120,8 @@ class _Run:
             ids = [mid for mid, _ in items[start : start + self.chunk]]
             part = [raw for _, raw in items[start : start + self.chunk]]
             if self.pool is None:
-                self._collect(tables_for(parse_records(part, self.trust, ids)))
+                records = parse_records(part, self.trust, ids)
+                self._collect(batch_for(records, fingerprint=self.fingerprint))
                 continue
             while len(self.in_flight) >= self.max_in_flight:
                 self.drain(block_until_one=True)
@@ -160,7 +163,7 @@ class _Run:
                     Quarantined(mid, len(raw.data), raw.source, "internal-error", detail)
                 )
         self.note(f"a parse task failed ({type(exc).__name__}: {exc}); retried one by one")
-        return tables_for(records)
+        return batch_for(records, fingerprint=self.fingerprint)
 
     def _collect(self, batch: Batch) -> None:
         self.done.append(batch)
@@ -223,6 +226,11 @@ class _Run:
             self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
 
 
+def fingerprint_at_ingest(settings: dict[str, Any]) -> bool:
+    """Whether parsing also fingerprints (``fingerprint_at_ingest``; see fingerprint/stage.py)."""
+    return bool(settings.get("fingerprint_at_ingest", DEFAULTS["fingerprint_at_ingest"]))
+
+
 def _trust_for(specs: Sequence[str]) -> Any:
     from trapline.ingest.received import TrustBoundary
 
@@ -277,7 +285,7 @@ def ingest(
     reader = SourceReader([str(p) for p in paths], stdin=stdin)
     stages = PostIngestStages(settings, note)
     stages.load()
-    pool = start_pool(n_workers, trust_obj)
+    pool = start_pool(n_workers, trust_obj, fingerprint=fingerprint_at_ingest(settings))
     store: Store | None = None
     run: _Run | None = None
     interrupted = completed = False

@@ -10,6 +10,7 @@ See docs/campaigns.md for why rensa (measured against a numpy implementation).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import rensa
@@ -27,6 +28,22 @@ EMPTY = np.uint32(0xFFFFFFFF)  # rensa's value for a position no shingle reached
 _MERSENNE = np.uint64((1 << 61) - 1)
 KEY_FREE_BITS = 21  # band keys keep 43 bits; 2^21 rows fit beside them
 
+_rayon_started = False
+
+
+def _rmh() -> Any:
+    """rensa's MinHash class, noting that its thread pool may now run (``rayon_started``)."""
+    global _rayon_started
+    _rayon_started = True
+    return rensa.RMinHash
+
+
+def rayon_started() -> bool:
+    """Whether this process has called rensa. Its batch functions run on a rayon thread pool,
+    which does not survive ``fork()``: a process forked after that hangs at its first rensa
+    call (seen with a parse pool started after an in-process ingest). Pools check this."""
+    return _rayon_started
+
 
 def minhash_matrix(
     shingle_sets: Sequence[Sequence[str]], *, num_perm: int = NUM_PERM, seed: int = SEED
@@ -34,9 +51,7 @@ def minhash_matrix(
     """``(len(shingle_sets), num_perm)`` uint32 MinHash matrix (rensa R-MinHash)."""
     if not shingle_sets:
         return np.zeros((0, num_perm), dtype=np.uint32)
-    matrix = rensa.RMinHash.digest_matrix_from_token_sets(
-        shingle_sets, num_perm=num_perm, seed=seed
-    )
+    matrix = _rmh().digest_matrix_from_token_sets(shingle_sets, num_perm=num_perm, seed=seed)
     return np.asarray(matrix.to_rows(), dtype=np.uint32).reshape(len(shingle_sets), num_perm)
 
 
@@ -56,9 +71,9 @@ def word_signatures(
     short_rows = np.flatnonzero((lengths > 0) & (lengths < MIN_WORDS_FOR_WORD_SHINGLES))
     if len(long_rows):
         flat_words = [w for i in long_rows.tolist() for w in word_lists[i]]
-        hashed = np.asarray(rensa.RMinHash.hash_token_sets([flat_words])[0], dtype=np.uint64)
+        hashed = np.asarray(_rmh().hash_token_sets([flat_words])[0], dtype=np.uint64)
         grams, offsets = _ngram_hashes(hashed, lengths[long_rows], WORD_NGRAM)
-        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+        matrix = _rmh().digest_matrix_from_flat_token_hashes(
             grams, offsets, num_perm=num_perm, seed=seed
         )
         out[long_rows] = np.asarray(matrix.to_rows(), dtype=np.uint32)
@@ -99,7 +114,7 @@ def minhash_matrix_numpy(
     out = np.full((len(shingle_sets), num_perm), EMPTY, dtype=np.uint32)
     if lengths.sum() == 0:
         return out
-    tokens = rensa.RMinHash.hash_token_sets(shingle_sets)
+    tokens = _rmh().hash_token_sets(shingle_sets)
     flat = np.fromiter((h for row in tokens for h in row), dtype=np.uint64) >> np.uint64(33)
     # (a*x + b) mod p, with x < 2^31 and a < 2^31 so the product fits in 64 bits.
     hashed = ((flat[:, None] * a[None, :] + b[None, :]) % _MERSENNE).astype(np.uint32)

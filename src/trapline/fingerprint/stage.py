@@ -1,8 +1,13 @@
-"""Post-ingest stage: fingerprint newly stored messages and keep the signatures.
+"""Signatures for the store: at ingest from the parsed records, or later from stored rows.
 
-Reads the fields a fingerprint needs for the batch in one query, computes signatures with the
-pure ``fingerprint_batch`` and appends them with the next ``seq`` numbers (the processing order
-campaign clustering follows). Messages already fingerprinted are skipped, so re-running is safe.
+At ingest (``fingerprint_at_ingest``, the default) the parse workers call ``signature_table`` on
+the records they just parsed, so fingerprinting runs on every core and nothing is read back;
+the writer gives the rows the next ``seq`` numbers (the processing order campaign clustering
+follows) in the batch's own transaction. ``fingerprint_ids`` computes the same signatures from
+stored rows: for messages stored without them (``analyze campaigns`` backfills), for
+``refingerprint_all``, and as the post-ingest stage ``fingerprint_stage``. Both paths read the
+same field values (``stored_input`` applies the writer's string cleaning and the query's URL
+order), so they give identical signatures.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
+from trapline.fingerprint.signature import FingerprintInput, Fingerprints, fingerprint_batch
+from trapline.model import Message
+from trapline.store.writer import clean_text
 
 _FIELDS_SQL = """
 WITH ids AS (SELECT unnest($ids::VARCHAR[]) AS id, generate_subscripts($ids::VARCHAR[], 1) AS pos),
@@ -58,26 +65,68 @@ def fingerprint_ids(
     else:
         ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
         seq_col = list(range(start, start + len(fps)))
-    now = datetime.now(UTC).replace(tzinfo=None)
-    table = pa.table(
-        {
-            "message_id": list(fps.message_ids),
-            "seq": pa.array(seq_col, pa.int64()),
-            "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
-            "n_words": pa.array(fps.n_words, pa.int32()),
-            "url_templates": [list(t) for t in fps.url_templates],
-            "subject_template": list(fps.subject_templates),
-            "received_at": pa.array([r[3] for r in rows], pa.timestamp("us")),
-            "campaign_seq": pa.nulls(len(fps), pa.int64()),
-            "computed_at": pa.array([now] * len(fps), pa.timestamp("us")),
-        }
-    )
+    table = _table(fps, pa.array([r[3] for r in rows], pa.timestamp("us")), seq_col)
     con.register("_new_signatures", table)
     try:
         con.execute("INSERT INTO signatures SELECT * FROM _new_signatures")
     finally:
         con.unregister("_new_signatures")
     return len(fps)
+
+
+def _table(fps: Fingerprints, received_at: pa.Array, seqs: list[int] | None) -> pa.Table:
+    """``signatures`` rows; without ``seqs`` the column is left out for the writer to fill."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    columns: dict[str, Any] = {"message_id": list(fps.message_ids)}
+    if seqs is not None:
+        columns["seq"] = pa.array(seqs, pa.int64())
+    columns.update(
+        {
+            "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
+            "n_words": pa.array(fps.n_words, pa.int32()),
+            "url_templates": [list(t) for t in fps.url_templates],
+            "subject_template": list(fps.subject_templates),
+            "received_at": received_at,
+            "campaign_seq": pa.nulls(len(fps), pa.int64()),
+            "computed_at": pa.array([now] * len(fps), pa.timestamp("us")),
+        }
+    )
+    return pa.table(columns)
+
+
+def _url(pair: tuple[str, str | None]) -> str:
+    return pair[0]
+
+
+def _clean(value: str | None) -> str | None:
+    return None if value is None else clean_text(value)
+
+
+def stored_input(msg: Message) -> FingerprintInput:
+    """The fingerprint fields of a parsed message as ``fingerprint_ids`` reads them back from
+    the store: strings cleaned as the writer stores them, URLs in ``ORDER BY url`` order (URL
+    templates keep the first ones), recipients from To/Cc and the SMTP envelope."""
+    urls = sorted(((clean_text(u.url), _clean(u.registered_domain)) for u in msg.urls), key=_url)
+    names = [clean_text(a.name) for a in (*msg.to, *msg.cc) if a.name is not None]
+    addrs = [clean_text(a.addr) for a in (*msg.to, *msg.cc) if a.addr is not None]
+    if msg.envelope is not None:
+        addrs.extend(clean_text(a) for a in msg.envelope.rcpt_to)
+    return FingerprintInput(
+        msg.id,
+        clean_text(msg.text or ""),
+        _clean(msg.subject),
+        tuple(urls),
+        tuple([*names, *addrs]),
+    )
+
+
+def signature_table(messages: Sequence[Message]) -> pa.Table:
+    """``signatures`` rows (no ``seq`` yet) for parsed messages: pure, runs in the parse workers.
+
+    ``received_at`` is converted to naive UTC exactly as the ``messages`` column is.
+    """
+    fps = fingerprint_batch([stored_input(m) for m in messages])
+    return _table(fps, pa.array([m.received_at for m in messages], pa.timestamp("us")), None)
 
 
 def refingerprint_all(con: Any, *, batch: int = 20_000) -> int:

@@ -115,7 +115,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 # Insert order: child tables first is irrelevant without foreign keys, but messages last makes a
 # half-visible batch impossible even for readers that ignore transactions.
-TABLE_ORDER = ("recipients", "hops", "urls", "attachments", "quarantine", "messages")
+TABLE_ORDER = (
+    "recipients", "hops", "urls", "attachments", "quarantine", "signatures", "messages"
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -320,7 +322,11 @@ def merge(batches: Sequence[Batch]) -> Batch:
     """One batch from several (worker results gathered into one write transaction)."""
     if len(batches) == 1:
         return batches[0]
-    tables = {name: pa.concat_tables([b.tables[name] for b in batches]) for name in SCHEMAS}
+    names = dict.fromkeys(name for b in batches for name in b.tables)
+    tables = {
+        name: pa.concat_tables([b.tables[name] for b in batches if name in b.tables])
+        for name in names
+    }
     return Batch(
         tables,
         [i for b in batches for i in b.message_ids],
@@ -332,9 +338,11 @@ def _insert_all(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> 
     con.execute("BEGIN TRANSACTION")
     try:
         for name in TABLE_ORDER:
-            table = tables[name]
-            if table.num_rows == 0:
+            table = tables.get(name)
+            if table is None or table.num_rows == 0:
                 continue
+            if name == "signatures" and "seq" not in table.column_names:
+                table = _with_seqs(con, table)
             view = f"_batch_{name}"
             con.register(view, table)
             try:
@@ -347,6 +355,15 @@ def _insert_all(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> 
     except BaseException:
         rollback(con)
         raise
+
+
+def _with_seqs(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    """Signatures computed at parse time get the next ``seq`` numbers here, inside the write
+    transaction: seq is the processing order campaign clustering follows (the one writer makes
+    them contiguous and in batch order, as fingerprinting stored rows does)."""
+    ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
+    seqs = pa.array(range(start, start + table.num_rows), pa.int64())
+    return table.add_column(1, "seq", seqs)
 
 
 def _subset(batch: Batch, ids: list[str]) -> Batch:

@@ -214,7 +214,9 @@ def _parse_and_write(
     from trapline.ingest.parse import parse_many
     from trapline.ingest.received import TrustBoundary
     from trapline.model import Message, Quarantined
-    from trapline.store.writer import tables_for, write_batch
+    from trapline.parse_pool import batch_for
+    from trapline.pipeline import fingerprint_at_ingest
+    from trapline.store.writer import write_batch
 
     trust = TrustBoundary.from_specs(list(settings.get("trust") or []))
     records: list[Message | Quarantined] = []
@@ -229,7 +231,7 @@ def _parse_and_write(
                 records.append(
                     Quarantined(raw.id, len(raw.data), raw.source, "internal-error", detail)
                 )
-    batch = tables_for(records)
+    batch = batch_for(records, fingerprint=fingerprint_at_ingest(settings))
     bad = {q.id for q in write_batch(store.con, batch)}
     run_stages(store, [i for i in batch.message_ids if i not in bad], settings, note)
 
