@@ -13,8 +13,9 @@ same run and on the same files:
   archive, parsing in the process pool, Arrow writes, one transaction per batch, checkpoint at
   close. This is issue 2's pipeline and gives the top-level keys (``pipeline_msgs_per_s``,
   ``ratio``, ``peak_rss_mb``, ...);
-* the same with the configured post-ingest stages of later issues (ASN enrichment, MinHash
-  fingerprints, harvester links; ``post_ingest_stages``) into a second fresh store, reported
+* everything the configured ingest does on top, for later issues: MinHash fingerprints in the
+  parse workers (``fingerprint_at_ingest``, issue 5) and the post-ingest stages (ASN
+  enrichment, harvester links; ``post_ingest_stages``), into a second fresh store, reported
   under ``with_stages`` with the same keys (skip it with ``--no-stages``);
 * baseline: what a user would write first: read each file, ``email.message_from_bytes(b,
   policy=email.policy.default)`` and ``get_content()`` on every leaf part, nothing stored, one
@@ -155,15 +156,16 @@ def baseline(paths: list[Path]) -> float:
 
 
 def _timed_ingest(
-    args: argparse.Namespace, corpus: Path, store: Path, stages: list[str] | None
+    args: argparse.Namespace, corpus: Path, store: Path, *, core: bool
 ) -> dict[str, Any]:
-    """One pipeline run into a fresh store; ``stages=None`` keeps the configured ones."""
+    """One pipeline run into a fresh store: issue 2's pipeline when ``core``, else everything
+    the configured ingest does (fingerprints at ingest, post-ingest stages)."""
     from trapline.config import load_settings
     from trapline.pipeline import ingest
 
     overrides: dict[str, Any] = {"data_dir": str(store)}
-    if stages is not None:
-        overrides["post_ingest_stages"] = stages
+    if core:
+        overrides.update({"post_ingest_stages": [], "fingerprint_at_ingest": False})
     settings = load_settings(overrides)
     main0, kids0 = _cpu()
     with PeakSampler() as sampler:
@@ -181,6 +183,7 @@ def _timed_ingest(
         "summary": summary,
         "store_mb": (store / "trapline.duckdb").stat().st_size / 1e6,
         "stages": list(settings.get("post_ingest_stages") or []),
+        "fingerprint_at_ingest": bool(settings.get("fingerprint_at_ingest")),
         "batch_size": settings.get("batch_size"),
     }
 
@@ -190,10 +193,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trapline-bench-") as tmp:
         base = Path(tmp)
         paths, nbytes = build_corpus(Path(args.corpus), base / "corpus", args.min_messages)
-        core = _timed_ingest(args, base / "corpus", base / "store", [])
+        core = _timed_ingest(args, base / "corpus", base / "store", core=True)
         staged = None
         if not args.no_stages:
-            staged = _timed_ingest(args, base / "corpus", base / "store-stages", None)
+            staged = _timed_ingest(args, base / "corpus", base / "store-stages", core=False)
         # An even spread, not the first N: corpora are sorted by folder (ham first, then spam).
         step = max(1, len(paths) // args.baseline_limit) if args.baseline_limit else 1
         sample = paths[::step]
@@ -226,6 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "quarantined": summary.quarantined,
             "store_mb": round(timed["store_mb"], 1),
             "stages": timed["stages"],
+            "fingerprint_at_ingest": timed["fingerprint_at_ingest"],
             "stage_notes": list(summary.stage_notes),
         }
 
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-stages",
         action="store_true",
-        help="skip the second run with the configured post-ingest stages",
+        help="skip the second run (fingerprints at ingest and post-ingest stages)",
     )
     parser.add_argument(
         "--baseline-limit", type=int, default=0, help="time the baseline on the first N only"
