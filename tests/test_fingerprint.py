@@ -215,3 +215,29 @@ def test_refingerprint_keeps_seq_and_rewrites_signatures(tmp_path: Path) -> None
     assert run.rebuilt and run.fingerprinted == 200
     assert after == before  # same seq, recomputed to the same values
     assert ids_after == ids_before
+
+
+def test_a_fingerprint_failure_at_ingest_stores_the_messages_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trapline.analyze.campaigns import analyze_campaigns
+    from trapline.fingerprint import stage
+    from trapline.pipeline import ingest
+    from trapline.store.duckdb import open_store
+
+    def broken(messages: object) -> None:
+        raise RuntimeError("a fingerprint bug")
+
+    monkeypatch.setattr(stage, "signature_table", broken)
+    folder = shared("mail", "spamassassin-2002", "spam")
+    notes: list[str] = []
+    settings = load_settings({"data_dir": str(tmp_path), "post_ingest_stages": []})
+    summary = ingest([folder], settings=settings, workers=1, on_note=notes.append)
+    assert summary.parsed == 500
+    assert sum("fingerprints could not be computed" in n for n in notes) == 1
+    monkeypatch.undo()
+    with open_store(tmp_path) as store:
+        assert store.con.execute("SELECT count(*) FROM signatures").fetchall() == [(0,)]
+        run = analyze_campaigns(store, settings)
+        signed = store.con.execute("SELECT count(*) FROM signatures").fetchall()
+    assert run.fingerprinted == 500 and signed == [(500,)]

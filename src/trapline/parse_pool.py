@@ -72,7 +72,14 @@ def batch_for(records: Sequence[Message | Quarantined], *, fingerprint: bool) ->
     if fingerprint:
         from trapline.fingerprint.stage import signature_table
 
-        batch.tables["signatures"] = signature_table([r for r in records if isinstance(r, Message)])
+        messages = [r for r in records if isinstance(r, Message)]
+        try:
+            batch.tables["signatures"] = signature_table(messages)
+        except Exception:
+            # A fingerprint bug must not cost the messages their rows: the batch goes without
+            # signatures (the ingest says so) and `analyze campaigns` computes them later
+            # from the stored rows.
+            return batch
     return batch
 
 

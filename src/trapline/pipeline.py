@@ -105,6 +105,7 @@ class _Run:
         self.reader = reader
         self.on_progress = on_progress
         self.fingerprint = fingerprint_at_ingest(settings)
+        self.unsigned = 0  # messages stored without signatures (a fingerprint bug)
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
@@ -166,6 +167,14 @@ class _Run:
         return batch_for(records, fingerprint=self.fingerprint)
 
     def _collect(self, batch: Batch) -> None:
+        if self.fingerprint and batch.message_ids and "signatures" not in batch.tables:
+            self.unsigned += len(batch.message_ids)
+            if self.unsigned == len(batch.message_ids):  # said once per run
+                self.note(
+                    "fingerprints could not be computed at ingest for some messages (a bug: "
+                    "please report it); they are stored, and `trapline analyze campaigns` "
+                    "computes their fingerprints from the stored rows"
+                )
         self.done.append(batch)
         self.done_rows += batch.n_rows
         if self.done_rows >= self.batch_size:
