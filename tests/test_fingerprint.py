@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -19,9 +22,14 @@ from trapline.fingerprint.minhash import (
     minhash_matrix_numpy,
     word_signatures,
 )
-from trapline.fingerprint.normalise import normalise, shingles
+from trapline.fingerprint.normalise import normalise, personal_tokens, shingles
 from trapline.fingerprint.signature import FingerprintInput, fingerprint, fingerprint_batch
-from trapline.fingerprint.templates import subject_template, url_template, url_templates
+from trapline.fingerprint.templates import (
+    _generalise,
+    subject_template,
+    url_template,
+    url_templates,
+)
 from trapline.testing.spamgen import read_base_spam
 
 
@@ -241,3 +249,228 @@ def test_a_fingerprint_failure_at_ingest_stores_the_messages_and_says_so(
         run = analyze_campaigns(store, settings)
         signed = store.con.execute("SELECT count(*) FROM signatures").fetchall()
     assert run.fingerprinted == 500 and signed == [(500,)]
+
+
+# --- Reference copies of the pre-optimisation implementations (commit d871a11) --------------
+# Stored signatures are compared with signatures computed later, so the faster forms in
+# normalise.py / templates.py / signature.py must give exactly these outputs. Do not "fix"
+# these copies: they are the definition the optimised code is held to.
+
+_REF_URL_RE = re.compile(r"(?:(?:https?|hxxps?|ftp)://|www\.)([a-z0-9.\-\[\]]+)[^\s<>\"')]*")
+_REF_TABLE = {c: " " for c in range(128) if not (chr(c).isalnum() or c == ord("_"))}
+_REF_TABLE.update({c: "0" for c in range(ord("0"), ord("9") + 1)})
+_REF_HEX = re.compile(r"[0-9a-f]+")
+_REF_DIMENSIONS = re.compile(r"\d{1,4}x\d{1,4}")
+_REF_CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{6,}")
+_REF_SPLIT = re.compile(r"([/_\-.=&?]+)")
+
+
+def _ref_host_shape(host: str) -> str:
+    labels = [label for label in host.lower().strip(".[]").split(".") if label]
+    if labels and labels[-1].isdigit():
+        return "urlhostip"
+    return "urlhost" + "abcdefghij"[min(len(labels), 9)]
+
+
+def _ref_tokens(text: str) -> list[str]:
+    return text.translate(_REF_TABLE).split()
+
+
+def _ref_personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
+    tokens: set[str] = set()
+    for item in recipients:
+        if item:
+            tokens.update(t for t in _ref_tokens(item.lower()) if len(t) >= 3)
+    return frozenset(tokens)
+
+
+def reference_normalise(text: str, recipients: Iterable[str] = ()) -> list[str]:
+    text = text[:6000].lower()
+    if "://" in text or "www." in text:
+        text = _REF_URL_RE.sub(lambda m: " " + _ref_host_shape(m.group(1)) + " ", text)
+    words = _ref_tokens(text)
+    personal = _ref_personal_tokens(recipients)
+    if personal:
+        words = [w for w in words if w not in personal]
+    return ["#" if "0" in w else w for w in words]
+
+
+def _ref_classify(part: str) -> str:
+    if not part or not part.isascii():
+        return part
+    if part.isdigit():
+        return "<d>"
+    if part.isalpha():
+        if len(part) >= 8 and (
+            sum(part.count(v) for v in "aeiouy") / len(part) < 0.15
+            or _REF_CONSONANT_RUN.search(part)
+        ):
+            return "<a>"
+        return part
+    if not part.isalnum():
+        return part
+    if _REF_DIMENSIONS.fullmatch(part):
+        return part
+    if len(part) >= 6 and _REF_HEX.fullmatch(part):
+        return "<h>"
+    stem = part.rstrip("0123456789")
+    if stem.isalpha() and len(stem) >= 2 and len(part) - len(stem) <= 2:
+        return stem + "#"
+    return "<a>"
+
+
+def _ref_generalise(text: str) -> str:
+    return "".join(
+        p if _REF_SPLIT.fullmatch(p) else _ref_classify(p) for p in _REF_SPLIT.split(text)
+    )
+
+
+def reference_url_template(url: str, registered_domain: str | None = None) -> tuple[str, bool]:
+    try:
+        parts = urlsplit(url.strip().lower().replace("hxxp", "http"))
+    except ValueError:
+        return "", False
+    host = (parts.hostname or "").rstrip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    domain = registered_domain.lower() if registered_domain else ".".join(host.split(".")[-2:])
+    if host.replace(".", "").isdigit():
+        host_t = host
+    else:
+        sub = host[: -len(domain)].rstrip(".") if host.endswith(domain) else ""
+        host_t = (_ref_generalise(sub) + "." if sub else "") + domain
+    path_t = _ref_generalise(parts.path.rstrip("/"))
+    query = sorted(q.split("=", 1) for q in parts.query.split("&") if q)
+    query_t = "&".join(
+        f"{kv[0]}={_ref_generalise(kv[1])}" if len(kv) == 2 else kv[0] for kv in query
+    )
+    template = host_t + path_t + ("?" + query_t if query_t else "")
+    return template, "<" in template
+
+
+def reference_url_templates(urls: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for url, domain in urls:
+        template, specific = reference_url_template(url, domain)
+        if specific:
+            out[template] = None
+            if len(out) >= 3:
+                break
+    return tuple(out)
+
+
+def reference_subject_template(subject: str | None, recipients: Iterable[str] = ()) -> str:
+    if not subject:
+        return ""
+    return " ".join(reference_normalise(subject, recipients))[:120]
+
+
+# URL-shaped text: short parts of hex digits, letters and vowels between URL separators, so
+# every class boundary (lengths 5/6/8, stems, dimensions, vowel share) is reached.
+_url_part = st.text(alphabet="0123456789abcdefxkzqAEIOUy~+%\u00e9", max_size=11)
+_urls = st.tuples(
+    st.sampled_from(["http://", "https://", "hxxp://", "www.", "", "HTTP://www."]),
+    st.lists(st.tuples(_url_part, st.sampled_from([*"/_-.=&?", "//", "-_", "?a="])), max_size=10),
+).map(lambda t: t[0] + "".join(a + b for a, b in t[1]))
+
+
+# Fragments that reach every branch: URL schemes and hosts, digits, hex, ids, separators,
+# names that recur as recipients, non-ASCII letters, digits and whitespace.
+_FRAGMENTS = [
+    "http://",
+    "https://",
+    "hxxp://",
+    "HXXPS://",
+    "ftp://",
+    "www.",
+    "WWW.",
+    "://",
+    ".com",
+    ".co.uk",
+    "[",
+    "]",
+    "x7k2",
+    "cheap-meds",
+    "192.168.0.1",
+    "/",
+    "?",
+    "&",
+    "=",
+    "_",
+    "-",
+    ".",
+    "..",
+    " ",
+    "\n",
+    "\t",
+    "\u00a0",
+    "\u2003",
+    "a8f3k2",
+    "deadbeef99",
+    "150x40",
+    "img3",
+    "Maria",
+    "smith",
+    "John.Smith@Example.COM",
+    "ab",
+    "index.php",
+    "strengths",
+    "xqzrtplk",
+    "\u00e9t\u00e9",
+    "\u0663\u0664",
+    "\u00b2",
+    "<",
+    ">",
+    "'",
+    '"',
+    ")",
+    "12345",
+    "$19.95",
+    "\u0130",
+    "\u00df",
+    "K\u212a",
+]
+_texts = st.lists(
+    st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=12), _urls), max_size=40
+).map("".join)
+_recipients = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), _texts), max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_texts, _recipients)
+def test_normalise_equals_the_reference_implementation(text: str, recipients: list[str]) -> None:
+    assert normalise(text, recipients) == reference_normalise(text, recipients)
+    assert personal_tokens(recipients) == _ref_personal_tokens(recipients)
+    assert subject_template(text, recipients) == reference_subject_template(text, recipients)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _texts,
+    st.one_of(st.none(), st.sampled_from(["example.com", "co.uk", "X.biz", ""])),
+)
+def test_url_template_equals_the_reference_implementation(url: str, domain: str | None) -> None:
+    assert url_template(url, domain) == reference_url_template(url, domain)
+    assert url_template(url, domain) == reference_url_template(url, domain)  # cached: same
+    assert _generalise(url) == _ref_generalise(url)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_texts, st.none() | st.sampled_from(["x.com"])), max_size=6))
+def test_url_templates_equal_the_reference_implementation(
+    urls: list[tuple[str, str | None]],
+) -> None:
+    assert url_templates(urls) == reference_url_templates(urls)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_texts, st.text(max_size=20) | st.none(), _recipients), max_size=6))
+def test_fingerprint_batch_equals_the_reference_fields(
+    rows: list[tuple[str, str | None, list[str]]],
+) -> None:
+    items = [FingerprintInput(str(i), t, s, (), tuple(r)) for i, (t, s, r) in enumerate(rows)]
+    fps = fingerprint_batch(items)
+    words = [reference_normalise(t, r) for t, _, r in rows]
+    assert fps.n_words.tolist() == [len(w) for w in words]
+    assert np.array_equal(fps.matrix, word_signatures(words))
+    assert list(fps.subject_templates) == [reference_subject_template(s, r) for _, s, r in rows]

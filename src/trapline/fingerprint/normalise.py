@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 # Bodies are cut here before normalising: the first few KB identify a template, the tail is
 # often long boilerplate, and the cut bounds the cost of a hostile 10 MB body.
@@ -44,8 +45,26 @@ def host_shape(host: str) -> str:
     return "urlhost" + "abcdefghij"[min(len(labels), 9)]
 
 
+@lru_cache(maxsize=4096)
+def _url_token(host: str) -> str:
+    # Hosts repeat across a corpus (a campaign's, the footers'), so the shape is looked up,
+    # not recomputed: one C-level cache probe per URL instead of a split and a list.
+    return " " + host_shape(host) + " "
+
+
+def _url_repl(match: re.Match[str]) -> str:
+    return _url_token(match.group(1))
+
+
 def _tokens(text: str) -> list[str]:
     return text.translate(_TABLE).split()
+
+
+@lru_cache(maxsize=8192)
+def _item_tokens(item: str) -> frozenset[str]:
+    # A trap's addresses and names recur in message after message (SpamAssassin: 14,703
+    # recipient strings, 5,258 distinct), so each one is tokenised once per process.
+    return frozenset(t for t in _tokens(item.lower()) if len(t) >= 3)
 
 
 def personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
@@ -57,7 +76,7 @@ def personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
     tokens: set[str] = set()
     for item in recipients:
         if item:
-            tokens.update(t for t in _tokens(item.lower()) if len(t) >= 3)
+            tokens.update(_item_tokens(item))
     return frozenset(tokens)
 
 
@@ -68,13 +87,19 @@ def normalise(text: str, recipients: Iterable[str] = ()) -> list[str]:
     prices, tracking ids like ``a8f3k2``); recipient names and address parts (so the whole
     address) are dropped. Whitespace and punctuation vanish with tokenisation.
     """
+    return normalise_without(text, personal_tokens(recipients))
+
+
+def normalise_without(text: str, personal: frozenset[str]) -> list[str]:
+    """``normalise`` with the recipients' ``personal_tokens`` already computed (a batch
+    normalises a message's body and subject with the same set)."""
     text = text[:MAX_CHARS].lower()
     if "://" in text or "www." in text:
-        text = _URL_RE.sub(lambda m: " " + host_shape(m.group(1)) + " ", text)
+        text = _URL_RE.sub(_url_repl, text)
     words = _tokens(text)
-    personal = personal_tokens(recipients)
+    # One pass for both rules (personal filter, then the digit rule), not a list per rule.
     if personal:
-        words = [w for w in words if w not in personal]
+        return ["#" if "0" in w else w for w in words if w not in personal]
     return ["#" if "0" in w else w for w in words]
 
 

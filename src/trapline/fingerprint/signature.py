@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from trapline.fingerprint.minhash import NUM_PERM, word_signatures
-from trapline.fingerprint.normalise import normalise
-from trapline.fingerprint.templates import subject_template, url_templates
+from trapline.fingerprint.normalise import normalise_without, personal_tokens
+from trapline.fingerprint.templates import subject_template_without, url_templates
 from trapline.model import Message
 
 
@@ -86,14 +86,18 @@ def input_of(msg: Message) -> FingerprintInput:
 
 def fingerprint_batch(items: Sequence[FingerprintInput]) -> Fingerprints:
     """Fingerprints of many messages at once (pure; the fast path)."""
-    words = [normalise(it.text or "", it.recipients) for it in items]
+    # Body and subject strip the same recipients: their tokens are computed once per message.
+    personal = [personal_tokens(it.recipients) for it in items]
+    words = [normalise_without(it.text or "", p) for it, p in zip(items, personal, strict=True)]
     matrix = word_signatures(words)
     return Fingerprints(
         tuple(it.message_id for it in items),
         matrix,
         np.fromiter((len(w) for w in words), dtype=np.int32, count=len(words)),
         tuple(url_templates(it.urls) for it in items),
-        tuple(subject_template(it.subject, it.recipients) for it in items),
+        tuple(
+            subject_template_without(it.subject, p) for it, p in zip(items, personal, strict=True)
+        ),
     )
 
 
