@@ -474,3 +474,21 @@ def test_fingerprint_batch_equals_the_reference_fields(
     assert fps.n_words.tolist() == [len(w) for w in words]
     assert np.array_equal(fps.matrix, word_signatures(words))
     assert list(fps.subject_templates) == [reference_subject_template(s, r) for _, s, r in rows]
+
+
+def test_fingerprint_batch_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    items = [FingerprintInput("a", "buy cheap pills now at http://x.example/a1b2c3d4 today")]
+    assert gc.isenabled()
+    fingerprint_batch(items)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        fingerprint_batch(items)
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()
+    with pytest.raises(AttributeError):
+        fingerprint_batch([None])  # type: ignore[list-item]
+    assert gc.isenabled()  # re-enabled on the way out of a failure too

@@ -29,6 +29,8 @@ _URL_RE = re.compile(r"(?:(?:https?|hxxps?|ftp)://|www\.)([a-z0-9.\-\[\]]+)[^\s<
 # one C-level str.translate instead of a regex per word (3x faster on 5 KB bodies).
 _TABLE = {c: " " for c in range(128) if not (chr(c).isalnum() or c == ord("_"))}
 _TABLE.update({c: "0" for c in range(ord("0"), ord("9") + 1)})
+# The same table for ASCII text as bytes: bytes.translate is a plain 256-byte lookup.
+_BYTES_TABLE = bytes(ord(_TABLE[c]) if c in _TABLE else c for c in range(256))
 
 
 def host_shape(host: str) -> str:
@@ -86,6 +88,8 @@ def _replace_urls(text: str) -> str:
 
 
 def _tokens(text: str) -> list[str]:
+    if text.isascii():  # 88% of SpamAssassin's bodies
+        return text.encode("ascii").translate(_BYTES_TABLE).decode("ascii").split()
     return text.translate(_TABLE).split()
 
 
