@@ -47,11 +47,16 @@ def host_shape(host: str) -> str:
     return "urlhost" + "abcdefghij"[min(len(labels), 9)]
 
 
-@lru_cache(maxsize=4096)
 def _url_token(host: str) -> str:
-    # Hosts repeat across a corpus (a campaign's, the footers'), so the shape is looked up,
-    # not recomputed: one C-level cache probe per URL instead of a split and a list.
     return " " + host_shape(host) + " "
+
+
+# Hosts repeat across a corpus (a campaign's, the footers'), so their tokens are looked up,
+# not recomputed. Every cache here is bounded in entries and only takes short keys (a host
+# name is at most 253 characters, RFC 1035 section 2.3.4), so a hostile input cannot pin
+# megabytes in a worker.
+_cached_url_token = lru_cache(maxsize=4096)(_url_token)
+_MAX_HOST_CHARS = 253
 
 
 def _replace_urls(text: str) -> str:
@@ -79,7 +84,9 @@ def _replace_urls(text: str) -> str:
         m = _URL_RE.match(text, start)
         if m is not None:
             out.append(text[last:start])
-            out.append(_url_token(m.group(1)))
+            host = m.group(1)
+            cached = len(host) <= _MAX_HOST_CHARS
+            out.append(_cached_url_token(host) if cached else _url_token(host))
             last = m.end()
     if not out:
         return text
@@ -93,11 +100,15 @@ def _tokens(text: str) -> list[str]:
     return text.translate(_TABLE).split()
 
 
-@lru_cache(maxsize=8192)
 def _item_tokens(item: str) -> frozenset[str]:
-    # A trap's addresses and names recur in message after message (SpamAssassin: 14,703
-    # recipient strings, 5,258 distinct), so each one is tokenised once per process.
     return frozenset(t for t in _tokens(item.lower()) if len(t) >= 3)
+
+
+# A trap's addresses and names recur in message after message (SpamAssassin: 14,703
+# recipient strings, 5,258 distinct), so each is tokenised once per process; an address is at
+# most 320 characters (RFC 5321 section 4.5.3.1: 64 local part + "@" + 255 domain).
+_cached_item_tokens = lru_cache(maxsize=8192)(_item_tokens)
+_MAX_ITEM_CHARS = 320
 
 
 def personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
@@ -109,7 +120,8 @@ def personal_tokens(recipients: Iterable[str]) -> frozenset[str]:
     tokens: set[str] = set()
     for item in recipients:
         if item:
-            tokens.update(_item_tokens(item))
+            cached = len(item) <= _MAX_ITEM_CHARS
+            tokens.update(_cached_item_tokens(item) if cached else _item_tokens(item))
     return frozenset(tokens)
 
 

@@ -88,8 +88,20 @@ def input_of(msg: Message) -> FingerprintInput:
 
 
 # A trap's messages reach the same few recipients (SpamAssassin: 6,046 messages, 1,903
-# distinct recipient lists), so each list's tokens are computed once per process.
-_personal_tokens = lru_cache(maxsize=4096)(personal_tokens)
+# distinct recipient lists), so each short list's tokens are computed once per process. Long
+# lists (a hostile 16k-address To:) are not kept: the cache stays a few MB at most.
+_cached_personal_tokens = lru_cache(maxsize=4096)(personal_tokens)
+_MAX_CACHED_RECIPIENTS = 8
+_MAX_CACHED_RECIPIENT_CHARS = 1024
+
+
+def _personal_tokens(recipients: tuple[str, ...]) -> frozenset[str]:
+    if (
+        len(recipients) <= _MAX_CACHED_RECIPIENTS
+        and sum(map(len, recipients)) <= _MAX_CACHED_RECIPIENT_CHARS
+    ):
+        return _cached_personal_tokens(recipients)
+    return personal_tokens(recipients)
 
 
 @contextmanager

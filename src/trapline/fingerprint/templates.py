@@ -26,9 +26,6 @@ _CONSONANT_RUN = re.compile(r"[^aeiouy0-9_\-.]{6,}")
 _SPLIT = re.compile(r"([/_\-.=&?]+)")
 
 
-# Parts repeat far more than they vary (SpamAssassin: 415,236 URL parts, 20,024 distinct), so
-# each is classified once per process; a bounded cache keeps a worker's memory flat.
-@lru_cache(maxsize=16384)
 def classify(part: str) -> str:
     """A URL part, or its class if per-copy: ``<d>`` digits, ``<h>`` hex, ``<a>`` random."""
     if not part or not part.isascii():
@@ -59,11 +56,20 @@ def classify(part: str) -> str:
     return "<a>"
 
 
+# Parts repeat far more than they vary (SpamAssassin: 415,236 URL parts, 20,024 distinct), so
+# parts of short texts are classified once per process; the cache is bounded in entries and
+# key length, so a worker's memory stays flat (a few MB at most) whatever the input.
+_cached_classify = lru_cache(maxsize=16384)(classify)
+_CACHED_TEXT_CHARS = 256
+
+
 def _generalise(text: str) -> str:
     # ``_SPLIT`` has one capturing group, so ``split`` alternates part, separator run, part, ..
     # (parts may be empty): the even items are the parts, the odd ones the separators.
     pieces = _SPLIT.split(text)
-    pieces[::2] = map(classify, pieces[::2])
+    pieces[::2] = map(
+        _cached_classify if len(text) <= _CACHED_TEXT_CHARS else classify, pieces[::2]
+    )
     return "".join(pieces)
 
 
@@ -84,7 +90,7 @@ def url_template(url: str, registered_domain: str | None = None) -> tuple[str, b
 _CACHED_URL_CHARS = 512
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=4096)
 def _cached_url_template(url: str, registered_domain: str | None) -> tuple[str, bool]:
     return _url_template(url, registered_domain)
 
