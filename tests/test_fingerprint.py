@@ -492,3 +492,15 @@ def test_fingerprint_batch_leaves_the_garbage_collector_as_it_found_it() -> None
     with pytest.raises(AttributeError):
         fingerprint_batch([None])  # type: ignore[list-item]
     assert gc.isenabled()  # re-enabled on the way out of a failure too
+
+
+def test_fingerprint_batch_takes_recipient_lists_and_absent_names() -> None:
+    text = "Dear Maria Lopez, your parcel 88213 waits at http://x.example/p?id=a8f3k29 now"
+    recipients = ["Maria Lopez", "maria.lopez@example.org"]
+    ref = reference_normalise(text, recipients)
+    as_list = FingerprintInput("a", text, "Maria: parcel", (), recipients)  # type: ignore[arg-type]
+    with_none = FingerprintInput("b", text, "Maria: parcel", (), (None, *recipients))  # type: ignore[arg-type]
+    fps = fingerprint_batch([as_list, with_none])
+    assert fps.n_words.tolist() == [len(ref), len(ref)]
+    assert np.array_equal(fps.matrix, word_signatures([ref, ref]))
+    assert fps.subject_templates == ("parcel", "parcel")

@@ -96,11 +96,13 @@ _MAX_CACHED_RECIPIENT_CHARS = 1024
 
 
 def _personal_tokens(recipients: tuple[str, ...]) -> frozenset[str]:
-    if (
-        len(recipients) <= _MAX_CACHED_RECIPIENTS
-        and sum(map(len, recipients)) <= _MAX_CACHED_RECIPIENT_CHARS
-    ):
-        return _cached_personal_tokens(recipients)
+    # Callers outside trapline may pass a list, or None for an absent name: not cached.
+    if isinstance(recipients, tuple) and len(recipients) <= _MAX_CACHED_RECIPIENTS:
+        try:
+            if sum(map(len, recipients)) <= _MAX_CACHED_RECIPIENT_CHARS:
+                return _cached_personal_tokens(recipients)
+        except TypeError:
+            pass
     return personal_tokens(recipients)
 
 
