@@ -158,6 +158,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def clean_text(value: str) -> str:
     """Valid UTF-8 text: lone surrogates become U+FFFD; NULs (legal in mail, fatal to tools) go."""
+    if value.isascii():  # no surrogates possible: skip the regex scan (most mail)
+        return value.replace("\x00", "")
     return _SURROGATE.sub("\ufffd", value).replace("\x00", "")
 
 
