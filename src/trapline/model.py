@@ -8,6 +8,7 @@ every layer and must stay cheap to import and to pickle.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -16,6 +17,20 @@ from typing import Literal
 def message_id_of(data: bytes) -> str:
     """A message's id: the lowercase hex SHA-256 of its raw bytes (content address)."""
     return hashlib.sha256(data).hexdigest()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """Valid UTF-8 text: lone surrogates become U+FFFD; NULs (legal in mail, fatal to tools) go.
+
+    The form every string takes in the store; code that must agree with stored values (the
+    fingerprints made at parse time) applies it too.
+    """
+    if value.isascii():  # no surrogates possible: skip the regex scan (most mail)
+        return value.replace("\x00", "")
+    return _SURROGATE.sub("\ufffd", value).replace("\x00", "")
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 from trapline.fingerprint.minhash import NUM_PERM, word_signatures
 from trapline.fingerprint.normalise import normalise_without, personal_tokens
 from trapline.fingerprint.templates import subject_template_without, url_templates
-from trapline.model import Message
+from trapline.model import Message, clean_text
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,19 +71,33 @@ class Fingerprints:
             )
 
 
+def _url(pair: tuple[str, str | None]) -> str:
+    return pair[0]
+
+
+def _clean(value: str | None) -> str | None:
+    return None if value is None else clean_text(value)
+
+
 def input_of(msg: Message) -> FingerprintInput:
-    """The fingerprint fields of a parsed ``Message`` (recipients from To/Cc and the envelope)."""
-    recipients: list[str] = []
-    for addr in (*msg.to, *msg.cc):
-        recipients.extend(x for x in (addr.name, addr.addr) if x)
-    if msg.envelope:
-        recipients.extend(msg.envelope.rcpt_to)
+    """The fingerprint fields of a parsed ``Message``, as the store gives them back.
+
+    Strings cleaned as the writer stores them (``clean_text``), URLs in ``ORDER BY url`` order
+    (URL templates keep the first ones), recipients from To/Cc and the SMTP envelope: so a
+    signature made from the record at parse time equals one made later from stored rows
+    (``fingerprint.stage.fingerprint_ids``).
+    """
+    urls = sorted(((clean_text(u.url), _clean(u.registered_domain)) for u in msg.urls), key=_url)
+    names = [clean_text(a.name) for a in (*msg.to, *msg.cc) if a.name is not None]
+    addrs = [clean_text(a.addr) for a in (*msg.to, *msg.cc) if a.addr is not None]
+    if msg.envelope is not None:
+        addrs.extend(clean_text(a) for a in msg.envelope.rcpt_to)
     return FingerprintInput(
         msg.id,
-        msg.text,
-        msg.subject,
-        tuple((u.url, u.registered_domain) for u in msg.urls),
-        tuple(recipients),
+        clean_text(msg.text or ""),
+        _clean(msg.subject),
+        tuple(urls),
+        tuple([*names, *addrs]),
     )
 
 

@@ -6,8 +6,8 @@ the writer gives the rows the next ``seq`` numbers (the processing order campaig
 follows) in the batch's own transaction. ``fingerprint_ids`` computes the same signatures from
 stored rows: for messages stored without them (``analyze campaigns`` backfills), for
 ``refingerprint_all``, and as the post-ingest stage ``fingerprint_stage``. Both paths read the
-same field values (``stored_input`` applies the writer's string cleaning and the query's URL
-order), so they give identical signatures.
+same field values (``signature.input_of`` applies the writer's string cleaning and the query's
+URL order), so they give identical signatures.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.fingerprint.signature import FingerprintInput, Fingerprints, fingerprint_batch
+from trapline.fingerprint.signature import (
+    FingerprintInput,
+    Fingerprints,
+    fingerprint_batch,
+    input_of,
+)
 from trapline.model import Message
-from trapline.store.writer import clean_text
 
 _FIELDS_SQL = """
 WITH ids AS (SELECT unnest($ids::VARCHAR[]) AS id, generate_subscripts($ids::VARCHAR[], 1) AS pos),
@@ -94,38 +98,12 @@ def _table(fps: Fingerprints, received_at: pa.Array, seqs: list[int] | None) -> 
     return pa.table(columns)
 
 
-def _url(pair: tuple[str, str | None]) -> str:
-    return pair[0]
-
-
-def _clean(value: str | None) -> str | None:
-    return None if value is None else clean_text(value)
-
-
-def stored_input(msg: Message) -> FingerprintInput:
-    """The fingerprint fields of a parsed message as ``fingerprint_ids`` reads them back from
-    the store: strings cleaned as the writer stores them, URLs in ``ORDER BY url`` order (URL
-    templates keep the first ones), recipients from To/Cc and the SMTP envelope."""
-    urls = sorted(((clean_text(u.url), _clean(u.registered_domain)) for u in msg.urls), key=_url)
-    names = [clean_text(a.name) for a in (*msg.to, *msg.cc) if a.name is not None]
-    addrs = [clean_text(a.addr) for a in (*msg.to, *msg.cc) if a.addr is not None]
-    if msg.envelope is not None:
-        addrs.extend(clean_text(a) for a in msg.envelope.rcpt_to)
-    return FingerprintInput(
-        msg.id,
-        clean_text(msg.text or ""),
-        _clean(msg.subject),
-        tuple(urls),
-        tuple([*names, *addrs]),
-    )
-
-
 def signature_table(messages: Sequence[Message]) -> pa.Table:
     """``signatures`` rows (no ``seq`` yet) for parsed messages: pure, runs in the parse workers.
 
     ``received_at`` is converted to naive UTC exactly as the ``messages`` column is.
     """
-    fps = fingerprint_batch([stored_input(m) for m in messages])
+    fps = fingerprint_batch([input_of(m) for m in messages])
     return _table(fps, pa.array([m.received_at for m in messages], pa.timestamp("us")), None)
 
 

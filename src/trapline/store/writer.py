@@ -8,7 +8,6 @@ here once rather than trusted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trapline.model import Address, Message, Quarantined, SourceProblem
+from trapline.model import Address, Message, Quarantined, SourceProblem, clean_text
 from trapline.store.raw import rollback, utcnow
 
 _S = pa.string()
@@ -151,16 +150,6 @@ def _batch_from_ipc(
 ) -> Batch:
     tables = {name: pa.ipc.open_stream(data).read_all() for name, data in streams.items()}
     return Batch(tables, message_ids, quarantined_ids)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(value: str) -> str:
-    """Valid UTF-8 text: lone surrogates become U+FFFD; NULs (legal in mail, fatal to tools) go."""
-    if value.isascii():  # no surrogates possible: skip the regex scan (most mail)
-        return value.replace("\x00", "")
-    return _SURROGATE.sub("\ufffd", value).replace("\x00", "")
 
 
 def _has_nul(arr: pa.Array) -> bool:
