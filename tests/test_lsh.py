@@ -87,8 +87,8 @@ def test_text_candidates_follow_the_rule_from_scratch_and_with_stored_buckets(se
         nodes = np.sort(rng.choice(np.arange(n_old, 5 * n_new), n_new, replace=False))
         nodes = nodes.astype(np.int32)
     keys = rng.integers(0, 60, n_new).astype(np.int64) << KEY_FREE_BITS
-    assert text_candidates(nodes, keys, EMPTY_TEXT)[0].size > 0
     a, b, _ = text_candidates(nodes, keys, EMPTY_TEXT)
+    assert a.size > 0
     assert _pairs(a, b) == _text_rule(nodes.tolist(), keys.tolist(), {}, {})
     # Stored buckets: a third of the keys were seen before, with first/last among old nodes.
     stored = np.unique(keys)[::3]

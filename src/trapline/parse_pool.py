@@ -9,6 +9,7 @@ Workers ignore SIGINT; the main process decides when to stop.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import multiprocessing
@@ -20,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from trapline.config import DEFAULTS
 from trapline.model import Message, Quarantined, RawMessage
 from trapline.store.writer import Batch, tables_for
 
@@ -65,6 +67,11 @@ def parse_records(
     return parse_many(list(raws), trust=trust, ids=ids)
 
 
+def fingerprint_at_ingest(settings: dict[str, Any]) -> bool:
+    """Whether parsing also fingerprints (``fingerprint_at_ingest``; see fingerprint/stage.py)."""
+    return bool(settings.get("fingerprint_at_ingest", DEFAULTS["fingerprint_at_ingest"]))
+
+
 def batch_for(records: Sequence[Message | Quarantined], *, fingerprint: bool) -> Batch:
     """The write batch for parsed ``records``: their tables and, when ``fingerprint``, their
     signatures (pure; fingerprinting here spreads it over the workers and reads nothing back)."""
@@ -73,13 +80,11 @@ def batch_for(records: Sequence[Message | Quarantined], *, fingerprint: bool) ->
         from trapline.fingerprint.stage import signature_table
 
         messages = [r for r in records if isinstance(r, Message)]
-        try:
+        # A fingerprint bug must not cost the messages their rows: the batch goes without
+        # signatures (the ingest says so) and `analyze campaigns` computes them later from
+        # the stored rows.
+        with contextlib.suppress(Exception):
             batch.tables["signatures"] = signature_table(messages)
-        except Exception:
-            # A fingerprint bug must not cost the messages their rows: the batch goes without
-            # signatures (the ingest says so) and `analyze campaigns` computes them later
-            # from the stored rows.
-            return batch
     return batch
 
 

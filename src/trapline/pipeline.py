@@ -27,6 +27,7 @@ from trapline.model import Message, Quarantined, RawMessage, SourceProblem, mess
 from trapline.parse_pool import (
     StopFlag,
     batch_for,
+    fingerprint_at_ingest,
     parse_records,
     parse_task,
     start_pool,
@@ -233,11 +234,6 @@ class _Run:
             self.submit(items)
         if pending:
             self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
-
-
-def fingerprint_at_ingest(settings: dict[str, Any]) -> bool:
-    """Whether parsing also fingerprints (``fingerprint_at_ingest``; see fingerprint/stage.py)."""
-    return bool(settings.get("fingerprint_at_ingest", DEFAULTS["fingerprint_at_ingest"]))
 
 
 def _trust_for(specs: Sequence[str]) -> Any:

@@ -214,8 +214,7 @@ def _parse_and_write(
     from trapline.ingest.parse import parse_many
     from trapline.ingest.received import TrustBoundary
     from trapline.model import Message, Quarantined
-    from trapline.parse_pool import batch_for
-    from trapline.pipeline import fingerprint_at_ingest
+    from trapline.parse_pool import batch_for, fingerprint_at_ingest
     from trapline.store.writer import write_batch
 
     trust = TrustBoundary.from_specs(list(settings.get("trust") or []))
