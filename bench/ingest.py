@@ -9,7 +9,7 @@ message, repeated until ``--min-messages``; every repeat gets a distinct ``X-Ben
 header line first, or the content-addressed store would (rightly) keep one copy. Then, in the
 same run and on the same files:
 
-* pipeline: ``trapline.pipeline.ingest`` into a fresh temporary store: reading, hashing, raw
+* pipeline: ``trapline.pipeline.run.ingest`` into a fresh temporary store: reading, hashing, raw
   archive, parsing in the process pool, Arrow writes, one transaction per batch, checkpoint at
   close. This is issue 2's pipeline and gives the top-level keys (``pipeline_msgs_per_s``,
   ``ratio``, ``peak_rss_mb``, ...);
@@ -161,7 +161,7 @@ def _timed_ingest(
     """One pipeline run into a fresh store: issue 2's pipeline when ``core``, else everything
     the configured ingest does (fingerprints at ingest, post-ingest stages)."""
     from trapline.config import load_settings
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
 
     overrides: dict[str, Any] = {"data_dir": str(store)}
     if core:

@@ -310,7 +310,7 @@ def test_stage_switches_itself_off_without_snapshots(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def corpus_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole SpamAssassin corpus ingested through the real pipeline with the 2008 table."""
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
 
     folder = tmp_path_factory.mktemp("sa2002")
     with open_store(folder) as store:

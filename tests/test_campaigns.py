@@ -54,7 +54,7 @@ def _personalise(raw: bytes, name: str, addr: str, host: str) -> bytes:
 def test_real_copies_with_other_names_and_rotated_urls_join_unrelated_do_not(
     tmp_path: Path,
 ) -> None:
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
 
     folder = shared("mail", "spamassassin-2002", "spam")
     advert = next(folder.glob("00010.*")).read_bytes()  # real "Dear ricardo1" advert
@@ -172,7 +172,7 @@ def test_cli_lists_and_shows_campaigns(tmp_path: Path, bases: list[Any]) -> None
 
 def test_incremental_equals_rebuild_on_real_corpora(tmp_path: Path) -> None:
     """Two real corpora ingested on two "days": same campaigns as one rebuild over both."""
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
 
     spam = shared("mail", "spamassassin-2002", "spam")
     spam_2 = shared("mail", "spamassassin-2002", "spam_2")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import shared
 from test_pipeline import _cli_env
-from trapline.pipeline import ingest
+from trapline.pipeline.run import ingest
 from trapline.store.duckdb import open_store
 from trapline.store.queries import stats
 from trapline.store.raw import iter_raw, read_raw

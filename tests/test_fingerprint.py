@@ -131,7 +131,7 @@ def test_empty_text_gets_an_empty_signature_that_cannot_join() -> None:
 
 
 def test_fingerprints_are_computed_at_ingest_on_real_mail(tmp_path: Path) -> None:
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
     from trapline.store.duckdb import open_store
 
     folder = shared("mail", "spamassassin-2002", "spam")
@@ -164,7 +164,7 @@ def test_signatures_made_at_parse_time_equal_those_made_from_stored_rows(tmp_pat
     back. On real mail, hostile edge cases included (NULs, broken charsets, odd URLs), both
     must give the same signature to every message, or incremental runs would drift."""
     from trapline.fingerprint.stage import fingerprint_ids
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
     from trapline.store.duckdb import open_store
 
     # Encoded words may carry NULs the parser keeps (the writer drops them on store).
@@ -230,7 +230,7 @@ def test_a_fingerprint_failure_at_ingest_stores_the_messages_and_says_so(
 ) -> None:
     from trapline.analyze.campaigns import analyze_campaigns
     from trapline.fingerprint import stage
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
     from trapline.store.duckdb import open_store
 
     def broken(messages: object) -> None:

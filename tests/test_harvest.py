@@ -14,9 +14,9 @@ from trap_helpers import spam_bodies
 from trapline.config import load_settings
 from trapline.enrich import harvest
 from trapline.errors import NotConfigured
+from trapline.pipeline.drain import drain
 from trapline.store.duckdb import Store, open_store
 from trapline.traps import addresses
-from trapline.traps.drain import drain
 from trapline.traps.smtp.spool import Spool, SpoolRecord
 
 TRAP = "traps.example.org"

@@ -165,7 +165,7 @@ def test_ranking_without_traps_tables(crafted: Path) -> None:
 @pytest.fixture(scope="module")
 def spam_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The SpamAssassin spam folders (what a trap would catch) with the 2008 table and DROP history."""
-    from trapline.pipeline import ingest
+    from trapline.pipeline.run import ingest
 
     folder = tmp_path_factory.mktemp("spam")
     with open_store(folder) as store:

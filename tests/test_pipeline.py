@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT, shared
 from trapline.errors import NotConfigured, SourceError
 from trapline.model import RawMessage
-from trapline.pipeline import ingest
+from trapline.pipeline.run import ingest
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
 from trapline.store.queries import stats
@@ -342,7 +342,7 @@ def worker_killer_stage(store: Store, message_ids: list[str], settings: dict[str
     """Kills one parse worker after the first batch, as the OOM killer would.
 
     Workers are forked from this process, or from a fork server when this process already ran
-    rensa (see parse_pool.start_pool): either way they are the leaves of its process tree.
+    rensa (see pipeline.pool.start_pool): either way they are the leaves of its process tree.
     """
     if not settings.get("_killed"):
         settings["_killed"] = True
@@ -411,7 +411,7 @@ def test_parse_workers_run_with_the_raised_gc_threshold_and_frozen_parent_object
     import gc
 
     from trapline.ingest.received import DEFAULT_TRUST
-    from trapline.parse_pool import WORKER_GC_THRESHOLD, start_pool
+    from trapline.pipeline.pool import WORKER_GC_THRESHOLD, start_pool
 
     pool = start_pool(2, DEFAULT_TRUST)
     assert pool is not None
@@ -428,7 +428,7 @@ def test_raw_messages_cross_the_worker_pipe_unchanged() -> None:
     from datetime import UTC, datetime
     from multiprocessing.reduction import ForkingPickler
 
-    import trapline.parse_pool  # noqa: F401  (registers the reducer)
+    import trapline.pipeline.pool  # noqa: F401  (registers the reducer)
     from trapline.model import Envelope
 
     when = datetime(2026, 1, 1, tzinfo=UTC)
@@ -449,7 +449,7 @@ def test_a_parse_pool_started_after_in_process_fingerprinting_does_not_hang(
     script = (
         "import sys\n"
         "from trapline.config import load_settings\n"
-        "from trapline.pipeline import ingest\n"
+        "from trapline.pipeline.run import ingest\n"
         "for n, workers in enumerate((1, 2)):\n"
         f"    settings = load_settings({{'data_dir': r'{tmp_path}' + f'/s{{n}}',\n"
         "                              'post_ingest_stages': []})\n"

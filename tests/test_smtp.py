@@ -410,8 +410,8 @@ def test_drained_events_land_in_their_tables_exactly_once(
 ) -> None:
     """Relay attempts, limit hits and sessions reach the store; replaying the same segments (a
     crash after the store commit but before the move to done/) changes nothing."""
+    from trapline.pipeline.drain import drain
     from trapline.store.duckdb import open_store
-    from trapline.traps.drain import drain
 
     trap = trap_server(smtp_max_recipients=1)
     with smtplib.SMTP("127.0.0.1", trap.port, timeout=10) as client:
@@ -463,8 +463,8 @@ def test_long_commands_from_bots_are_accepted_up_to_the_trap_limit(
 
 
 def test_undecodable_client_bytes_cannot_break_the_spool_or_the_drain(tmp_path: Path) -> None:
+    from trapline.pipeline.drain import drain
     from trapline.store.duckdb import open_store
-    from trapline.traps.drain import drain
 
     bad = b"bot\xff\xfe.example".decode("utf-8", "surrogateescape")  # what surrogateescape yields
     spool = Spool(tmp_path / "spool")
@@ -480,8 +480,8 @@ def test_undecodable_client_bytes_cannot_break_the_spool_or_the_drain(tmp_path: 
 
 
 def test_a_poison_segment_is_set_aside_and_does_not_block_the_drain(tmp_path: Path) -> None:
+    from trapline.pipeline.drain import drain
     from trapline.store.duckdb import open_store
-    from trapline.traps.drain import drain
 
     spool = Spool(tmp_path / "spool")
     spool.write_now([SpoolRecord("relay", {"id": "ok-1", "rcpt_to": "a@b.example"})])

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from trapline.config import load_settings
+from trapline.pipeline.drain import drain
 from trapline.serve.runner import _QuietServer
 from trapline.store.duckdb import Store, open_store
 from trapline.traps import addresses
-from trapline.traps.drain import drain
 from trapline.traps.sensor import StoreSensors, add_sensor
 from trapline.traps.smtp.spool import Spool, SpoolRecord, decode_segment
 from trapline.traps.web import DISALLOWED, TrapSite, VisitIssuer, client_ip, create_app

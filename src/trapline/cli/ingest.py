@@ -1,7 +1,7 @@
 """Commands over the core store: ingest, stats, show, query, demo.
 
 Each command parses options, calls one library function and renders its result; the work lives
-in ``trapline.pipeline``, ``trapline.store.queries`` and ``trapline.demo``.
+in ``trapline.pipeline``, ``trapline.store.queries`` and ``trapline.pipeline.demo``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
-from trapline.pipeline import IngestSummary, ingest
+from trapline.pipeline.run import IngestSummary, ingest
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _out = Console(highlight=False, soft_wrap=True)
@@ -280,7 +280,7 @@ def demo_cmd(app: AppContext) -> None:
 
     Example: trapline --data-dir /tmp/demo demo
     """
-    from trapline.demo import run_demo
+    from trapline.pipeline.demo import run_demo
 
     with _progress(app) as on_progress:
         result = run_demo(app.settings, on_progress=on_progress, on_note=_note(app))

@@ -129,7 +129,7 @@ def _gc_paused() -> Iterator[None]:
     all the batch's parsed ``Message`` records, none of which the batch can free. At the
     default threshold that walking was 18 us of the 134 us a message ``signature_table`` cost
     on SpamAssassin (``fingerprint_ids`` in the main process); parse workers already collect
-    rarely (``parse_pool.WORKER_GC_THRESHOLD``) and gain ~3 us. Reference counting still frees
+    rarely (``pipeline.pool.WORKER_GC_THRESHOLD``) and gain ~3 us. Reference counting still frees
     everything at once; only cycles wait, and the batch creates none.
     """
     if not gc.isenabled():

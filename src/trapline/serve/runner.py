@@ -30,9 +30,9 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from trapline.errors import ServiceError, UsageError
+from trapline.pipeline.drain import DrainResult, drain
 from trapline.store.duckdb import Store, open_store
 from trapline.traps import addresses
-from trapline.traps.drain import DrainResult, drain
 from trapline.traps.smtp.spool import Spool
 
 log = logging.getLogger("trapline.serve")

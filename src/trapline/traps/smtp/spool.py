@@ -11,7 +11,7 @@ paying 100. Each 250 still waits for the segment holding its own message.
 
 Visits, SMTP sessions, relay attempts and limit events travel through the same spool (not
 fsync-awaited by anyone, written with the next segment or after ``linger_s``), so the trap
-processes never touch the store and the drain (``traps.drain``) is the store's only writer.
+processes never touch the store and the drain (``pipeline.drain``) is the store's only writer.
 
 Segment format: records back to back, each ``TRAPSPOOL1 <kind> <json-bytes> <data-bytes>\\n``
 followed by the JSON object, the raw data and ``\\n``.

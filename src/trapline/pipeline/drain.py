@@ -186,7 +186,7 @@ def ingest_raws(
 
     Returns how many were new. In-process and batch-sized (the spool hands over at most a few
     thousand messages at a time), built on the store's and parser's public functions rather
-    than the file-oriented ``trapline.pipeline.ingest``.
+    than the file-oriented ``trapline.pipeline.run.ingest``.
     """
     from trapline.store import raw as rawstore
 
@@ -214,7 +214,7 @@ def _parse_and_write(
     from trapline.ingest.parse import parse_many
     from trapline.ingest.received import TrustBoundary
     from trapline.model import Message, Quarantined
-    from trapline.parse_pool import batch_for, fingerprint_at_ingest
+    from trapline.pipeline.pool import batch_for, fingerprint_at_ingest
     from trapline.store.writer import write_batch
 
     trust = TrustBoundary.from_specs(list(settings.get("trust") or []))

@@ -119,7 +119,7 @@ def start_pool(
             method = "forkserver"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["trapline.parse_pool", "trapline.fingerprint.stage"])
+        ctx.set_forkserver_preload(["trapline.pipeline.pool", "trapline.fingerprint.stage"])
     pool = ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(trust, fingerprint)
     )

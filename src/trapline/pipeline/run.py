@@ -2,11 +2,11 @@
 
 The main process is the only writer (DuckDB allows one). It reads sources, hashes and
 de-duplicates, commits the new raw bytes (raw first, ARCHITECTURE rule 2) and only then hands
-them to the parse workers. Workers return finished Arrow tables (``parse_pool.batch_for``), so
+them to the parse workers. Workers return finished Arrow tables (``pool.batch_for``), so
 the main process does no per-message Python work after the hash. In-flight work is bounded, so
 memory stays flat on any input size. A Ctrl-C or a kill loses no committed batch: the next run
 finds archived messages that have neither a ``messages`` nor a ``quarantine`` row and parses them.
-Post-ingest stages (``trapline.stages``) run on their own thread and cursor after each commit.
+Post-ingest stages (``trapline.pipeline.stages``) run on their own thread and cursor after each commit.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import IO, Any
 from trapline.config import DEFAULTS
 from trapline.errors import IngestError, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
-from trapline.parse_pool import (
+from trapline.pipeline.pool import (
     StopFlag,
     batch_for,
     fingerprint_at_ingest,
@@ -33,7 +33,7 @@ from trapline.parse_pool import (
     start_pool,
     unstick_if_a_worker_died,
 )
-from trapline.stages import NoteFn, PostIngestStages
+from trapline.pipeline.stages import NoteFn, PostIngestStages
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
 from trapline.store.writer import Batch, merge, write_batch, write_problems

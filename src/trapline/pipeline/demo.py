@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from trapline.pipeline import IngestSummary, NoteFn, ProgressFn, ingest
+from trapline.pipeline.run import IngestSummary, NoteFn, ProgressFn, ingest
 from trapline.store.duckdb import Store, open_store
 from trapline.store.queries import stats
 
