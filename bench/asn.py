@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trapline.enrich import asn_index
-from trapline.enrich.asn import LoadedSnapshot, Routing, Snapshot, day_numbers
-from trapline.enrich.routing_formats import read_pyasn_dat
+from trapline.routing import index as routing_index
+from trapline.routing.formats import read_pyasn_dat
+from trapline.routing.lookup import LoadedSnapshot, Routing, day_numbers
+from trapline.routing.snapshots import Snapshot
 
 DEFAULT_TABLE = (
     Path(__file__).resolve().parent.parent.parent
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parsed = read_pyasn_dat(args.table)
     parse_s = time.perf_counter() - t
     t = time.perf_counter()
-    index = asn_index.build(parsed.routes)
+    index = routing_index.build(parsed.routes)
     build_s = time.perf_counter() - t
     info = Snapshot(
         "bench@2008-05-01",
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     _snap, route, _family = routing.lookup_many(ips, days)
     ours_s = time.perf_counter() - t
     ours = np.where(route >= 0, np.asarray(index.v4_asn, dtype=np.int64)[np.maximum(route, 0)], -1)
-    values, _ = asn_index.parse_ipv4(ips)
+    values, _ = routing_index.parse_ipv4(ips)
     t = time.perf_counter()
-    asn_index.lookup_v4(index, values)
+    routing_index.lookup_v4(index, values)
     search_s = time.perf_counter() - t
 
     base_s, base = _baseline(

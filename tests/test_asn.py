@@ -16,10 +16,13 @@ from hypothesis import strategies as st
 
 from conftest import TESTS_DATA, shared
 from trapline.config import load_settings
-from trapline.enrich import asn, asn_index
-from trapline.enrich.asn_enrich import enrich_all
-from trapline.enrich.routing_formats import Route, cidr_route, read_pyasn_dat
+from trapline.enrich import asn
+from trapline.enrich.asn_enrich import enrich_all, enrich_stage
 from trapline.errors import NotConfigured, UsageError
+from trapline.routing import index as routing_index
+from trapline.routing.formats import Route, cidr_route, read_pyasn_dat
+from trapline.routing.lookup import day_numbers
+from trapline.store import routing as store_routing
 from trapline.store.duckdb import Store, open_store
 
 PYASN = ("routing", "routeviews-pyasn")
@@ -50,7 +53,7 @@ def test_nested_prefixes_longest_match_and_gaps() -> None:
             ("3.0.0.0/9", 5),
         ]
     ]
-    index = asn_index.build(routes)
+    index = routing_index.build(routes)
     ips = [
         "1.0.0.0",
         "1.0.0.3",
@@ -62,9 +65,9 @@ def test_nested_prefixes_longest_match_and_gaps() -> None:
         "3.128.0.0",
         "5.0.0.0",
     ]
-    values, ok = asn_index.parse_ipv4(ips)
+    values, ok = routing_index.parse_ipv4(ips)
     assert ok.all()
-    owners = asn_index.lookup_v4(index, values)
+    owners = routing_index.lookup_v4(index, values)
     got = [int(index.v4_asn[o]) if o >= 0 else None for o in owners]
     assert got == [1, 1, 2, 2, None, 3, 5, 4, None]
 
@@ -91,12 +94,12 @@ def _nested_tables(draw: st.DrawFn) -> list[Route]:
 @settings(max_examples=150, deadline=None)
 @given(routes=_nested_tables(), probes=st.lists(st.integers(0, (1 << 32) - 1), max_size=30))
 def test_index_equals_brute_force_longest_match(routes: list[Route], probes: list[int]) -> None:
-    index = asn_index.build(routes)
+    index = routing_index.build(routes)
     # Probe the edges of every block too: off-by-one errors live there.
     points = probes + [
         p for r in routes for p in (r.start, r.end, r.start - 1, r.end + 1) if 0 <= p < 1 << 32
     ]
-    owners = asn_index.lookup_v4(index, np.array(points, dtype=np.uint32))
+    owners = routing_index.lookup_v4(index, np.array(points, dtype=np.uint32))
     assert [int(o) for o in owners] == [_brute(routes, 4, p) for p in points]
 
 
@@ -109,13 +112,13 @@ def test_ipv6_index_equals_brute_force(values: list[int], seed: int) -> None:
         length = rnd.choice([16, 29, 32, 48, 64, 128])
         routes.append(cidr_route(f"{ipaddress.IPv6Address(v)}/{length}", rnd.randrange(1, 1 << 32)))
     routes = list({(r.start, r.end): r for r in routes}.values())
-    index = asn_index.build(routes)
+    index = routing_index.build(routes)
     points = (
         values + [r.end + 1 for r in routes if r.end + 1 < 1 << 128] + [r.start for r in routes]
     )
     hi = np.array([p >> 64 for p in points], dtype=np.uint64)
     lo = np.array([p & ((1 << 64) - 1) for p in points], dtype=np.uint64)
-    owners = asn_index.lookup_v6(index, hi, lo)
+    owners = routing_index.lookup_v6(index, hi, lo)
     assert [int(o) for o in owners] == [_brute(routes, 6, p) for p in points]
 
 
@@ -130,7 +133,7 @@ def test_ipv6_index_equals_brute_force(values: list[int], seed: int) -> None:
     )
 )
 def test_vectorised_ipv4_parser_agrees_with_ipaddress(texts: list[str]) -> None:
-    values, ok = asn_index.parse_ipv4(texts)
+    values, ok = routing_index.parse_ipv4(texts)
     for text, value, valid in zip(texts, values.tolist(), ok.tolist(), strict=True):
         try:
             expected = int(ipaddress.IPv4Address(text))
@@ -154,8 +157,8 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "ipasn_20140513.dat.gz",
             "ipasn6_20151101.dat.gz",
         ):
-            asn.import_routing(store, shared(*PYASN, name))
-        asn.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
+            store_routing.import_routing(store, shared(*PYASN, name))
+        store_routing.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
     return folder
 
 
@@ -164,7 +167,7 @@ def test_cymru_reference_answers(routed: Path) -> None:
     text = (TESTS_DATA / "routing" / "cymru.map").read_text()
     reference: dict[str, int | None] = ast.literal_eval(text[text.index("{") :])
     with open_store(routed) as store:
-        answers = asn.lookup(store, list(reference), date(2014, 5, 13))
+        answers = store_routing.lookup(store, list(reference), date(2014, 5, 13))
     assert {a.snapshot for a in answers if a.asn} == {"ipasn_20140513@2014-05-13"}
     differ = [(a.ip, a.asn, reference[a.ip]) for a in answers if a.asn != reference[a.ip]]
     print(
@@ -180,10 +183,10 @@ def test_cymru_reference_answers(routed: Path) -> None:
 def test_mccolo_prefixes_in_2008_and_elsewhere_in_2014(routed: Path) -> None:
     ips = [str(ipaddress.ip_network(p)[k]) for p in MCCOLO for k in (0, -1)]
     with open_store(routed) as store:
-        in_2008 = asn.lookup(store, ips, date(2008, 11, 1))
-        in_2014 = asn.lookup(store, ips, date(2014, 6, 1))
-        latest_before = asn.lookup(store, ips, date(2013, 12, 31), "latest-before")
-        nearest = asn.lookup(store, ips, date(2013, 12, 31), "nearest")
+        in_2008 = store_routing.lookup(store, ips, date(2008, 11, 1))
+        in_2014 = store_routing.lookup(store, ips, date(2014, 6, 1))
+        latest_before = store_routing.lookup(store, ips, date(2013, 12, 31), "latest-before")
+        nearest = store_routing.lookup(store, ips, date(2013, 12, 31), "nearest")
     assert {(a.asn, a.snapshot_date) for a in in_2008} == {(26780, date(2008, 5, 1))}
     assert [a.prefix for a in in_2008] == [p for p in MCCOLO for _ in (0, 1)]
     assert all(a.asn != 26780 and a.snapshot == "ipasn_20140513@2014-05-13" for a in in_2014)
@@ -194,8 +197,8 @@ def test_mccolo_prefixes_in_2008_and_elsewhere_in_2014(routed: Path) -> None:
 
 def test_snapshot_choice_boundaries(routed: Path) -> None:
     with open_store(routed) as store:
-        routing = asn.load_routing(store)
-    days = asn.day_numbers(
+        routing = store_routing.load_routing(store)
+    days = day_numbers(
         [
             date(2000, 1, 1),
             date(2008, 5, 1),
@@ -232,7 +235,7 @@ def test_ipv6_from_the_2015_table_matches_brute_force(routed: Path) -> None:
     picks = [r.start + rnd.randrange(r.end - r.start + 1) for r in rnd.sample(v6, 300)]
     ips = [str(ipaddress.IPv6Address(p)) for p in picks]
     with open_store(routed) as store:
-        answers = asn.lookup(store, ips, datetime(2008, 11, 1, 12))
+        answers = store_routing.lookup(store, ips, datetime(2008, 11, 1, 12))
     expected = [v6[_brute(v6, 6, p)] for p in picks]
     assert [a.asn for a in answers] == [r.asn for r in expected]
     assert [a.prefix for a in answers] == [
@@ -244,15 +247,18 @@ def test_ipv6_from_the_2015_table_matches_brute_force(routed: Path) -> None:
 def test_2026_csv_maps_mccolo_space_elsewhere(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         with pytest.raises(UsageError, match="--as-of"):
-            asn.import_routing(store, shared("routing", "ip-location-db-asn-2026", "asn-ipv4.csv"))
-        asn.import_routing(
+            store_routing.import_routing(
+                store, shared("routing", "ip-location-db-asn-2026", "asn-ipv4.csv")
+            )
+        store_routing.import_routing(
             store,
             shared("routing", "ip-location-db-asn-2026", "asn-ipv4.csv"),
             as_of=date(2026, 6, 17),
         )
-        asn.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
+        store_routing.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
         then, now = (
-            asn.lookup(store, ["208.66.192.5"], d)[0] for d in (date(2008, 11, 1), date(2026, 7, 1))
+            store_routing.lookup(store, ["208.66.192.5"], d)[0]
+            for d in (date(2008, 11, 1), date(2026, 7, 1))
         )
     assert (then.asn, then.snapshot) == (26780, "ipasn_20080501_v12@2008-05-01")
     # SOURCE.txt: 208.66.192.0/22 -> AS33724 VOLICO in the 2026 table; names come from the CSV.
@@ -261,10 +267,10 @@ def test_2026_csv_maps_mccolo_space_elsewhere(tmp_path: Path) -> None:
 
 def test_index_is_memory_mapped_rebuilt_when_missing_and_shared_with_workers(routed: Path) -> None:
     with open_store(routed) as store:
-        routing = asn.load_routing(store)
+        routing = store_routing.load_routing(store)
         assert isinstance(routing.snapshots[0].index.v4_bounds, np.memmap)
         ips = [f"{a}.{b}.{c}.1" for a in (4, 24, 61, 208) for b in (0, 66, 128) for c in (0, 192)]
-        here = asn.lookup(store, ips, date(2008, 6, 1), routing=routing)
+        here = store_routing.lookup(store, ips, date(2008, 6, 1), routing=routing)
     with ProcessPoolExecutor(max_workers=1) as pool:
         there = pool.submit(_lookup_in_worker, routed, ips).result()
     assert [(a.asn, a.prefix) for a in here] == there
@@ -272,27 +278,27 @@ def test_index_is_memory_mapped_rebuilt_when_missing_and_shared_with_workers(rou
 
 def _lookup_in_worker(folder: Path, ips: list[str]) -> list[tuple[int | None, str | None]]:
     with open_store(folder, read_only=True) as store:
-        return [(a.asn, a.prefix) for a in asn.lookup(store, ips, date(2008, 6, 1))]
+        return [(a.asn, a.prefix) for a in store_routing.lookup(store, ips, date(2008, 6, 1))]
 
 
 def test_missing_index_cache_is_rebuilt(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        snap = asn.import_routing(
+        snap = store_routing.import_routing(
             store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat"
         )
-        before = asn.lookup(store, ["208.66.193.1", "208.72.173.9", "208.75.0.1"])
-        for f in asn.index_dir(store, snap.snapshot_id).iterdir():
+        before = store_routing.lookup(store, ["208.66.193.1", "208.72.173.9", "208.75.0.1"])
+        for f in store_routing.index_dir(store, snap.snapshot_id).iterdir():
             f.unlink()
-        after = asn.lookup(store, ["208.66.193.1", "208.72.173.9", "208.75.0.1"])
+        after = store_routing.lookup(store, ["208.66.193.1", "208.72.173.9", "208.75.0.1"])
     assert before == after
     assert [a.asn for a in before][:2] == [26780, 26780]
 
 
 def test_bundled_routing_names_mccolo_as_it_was(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        line = asn.import_bundled_routing(store)
-        answer = asn.lookup(store, ["208.66.195.10"], date(2008, 11, 11))[0]
-        later = asn.as_names(store, [26780], [date(2015, 1, 1)])
+        line = store_routing.import_bundled_routing(store)
+        answer = store_routing.lookup(store, ["208.66.195.10"], date(2008, 11, 11))[0]
+        later = store_routing.as_names(store, [26780], [date(2015, 1, 1)])
     assert "270,849" in line
     assert (answer.asn, answer.prefix) == (26780, "208.66.192.0/22")
     assert answer.as_name is not None and "McColo" in answer.as_name
@@ -304,7 +310,7 @@ def test_bundled_routing_names_mccolo_as_it_was(tmp_path: Path) -> None:
 
 def test_stage_switches_itself_off_without_snapshots(tmp_path: Path) -> None:
     with open_store(tmp_path) as store, pytest.raises(NotConfigured):
-        asn.enrich_stage(store, [], {})
+        enrich_stage(store, [], {})
 
 
 @pytest.fixture(scope="module")
@@ -314,8 +320,8 @@ def corpus_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("sa2002")
     with open_store(folder) as store:
-        asn.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
-        asn.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
+        store_routing.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
+        store_routing.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
     settings = load_settings({"data_dir": str(folder), "workers": 1})
     summary = ingest([shared("mail", "spamassassin-2002")], settings=settings)
     assert summary.new > 6000
@@ -354,7 +360,9 @@ def test_enrich_all_is_repeatable_and_covers_hops_and_urls(corpus_store: Path) -
 
 def test_enrich_without_traps_tables(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        asn.import_routing(store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat")
+        store_routing.import_routing(
+            store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat"
+        )
         store.con.execute("DROP TABLE IF EXISTS visits")
         store.con.execute("DROP TABLE IF EXISTS dictionary_attacks")
         _message(store, "m1", "208.66.193.7", datetime(2008, 10, 1))
@@ -378,12 +386,12 @@ def test_undated_names_lose_to_dated_ones(tmp_path: Path) -> None:
     undated.write_text('{"26780": "LATER-HOLDER"}')
     dated.write_text('{"AS26780": "MCCOLO"}')
     with open_store(tmp_path / "d") as store:
-        asn.import_asnames(store, undated)
-        assert asn.as_names(store, [26780], [date(2008, 5, 1)]) == {
+        store_routing.import_asnames(store, undated)
+        assert store_routing.as_names(store, [26780], [date(2008, 5, 1)]) == {
             (26780, date(2008, 5, 1)): "LATER-HOLDER"
         }
-        asn.import_asnames(store, dated, as_of=date(2008, 5, 1))
-        assert asn.as_names(store, [26780], [date(2020, 1, 1)]) == {
+        store_routing.import_asnames(store, dated, as_of=date(2008, 5, 1))
+        assert store_routing.as_names(store, [26780], [date(2020, 1, 1)]) == {
             (26780, date(2020, 1, 1)): "MCCOLO"
         }
 
@@ -402,7 +410,7 @@ def test_pure_stage_agrees_with_the_store(corpus_store: Path) -> None:
         if isinstance(m, Message)
     ]
     with open_store(corpus_store, read_only=True) as store:
-        routing = asn.load_routing(store)
+        routing = store_routing.load_routing(store)
         stored = dict(
             (r[0], (r[1], r[2], r[3]))
             for r in store.con.execute(

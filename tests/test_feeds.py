@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TESTS_DATA, shared
-from trapline.enrich import asn
 from trapline.enrich.feeds import classify, date_from_path, import_feeds, kind_from_name, read_feed
 from trapline.errors import FeedError, UsageError
+from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
 
 MONTHLY = ("blocklists", "spamhaus-drop-history", "monthly")
@@ -143,7 +143,9 @@ def test_spamhaus_text_with_sbl_comments_and_folder_dates(tmp_path: Path) -> Non
 
 def test_indicator_csv_merges_duplicates(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        asn.import_routing(store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat")
+        store_routing.import_routing(
+            store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat"
+        )
         result = import_feeds(store, TESTS_DATA / "routing" / "indicators.csv")
         rows = {
             r[0] + " " + r[1]: r[2:]

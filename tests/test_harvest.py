@@ -194,7 +194,7 @@ def test_stage_switches_itself_off_without_a_secret_or_domains(tmp_path: Path) -
 def test_harvester_asn_comes_from_routing_as_of_the_visit(tmp_path: Path) -> None:
     """A harvester on McColo space in 2008 maps to AS26780 with the 2008 RouteViews table."""
     from conftest import shared
-    from trapline.enrich.asn import import_routing
+    from trapline.store.routing import import_routing
 
     real = shared("routing", "routeviews-pyasn", "mccolo_AS26780_prefixes_20080501.txt").read_text()
     table = tmp_path / "ipasn_20080501.dat"

@@ -14,10 +14,10 @@ from conftest import TESTS_DATA, shared
 from trapline.analyze.networks import network_scores
 from trapline.cli.main import cli
 from trapline.config import load_settings
-from trapline.enrich import asn
 from trapline.enrich.asn_enrich import enrich_all
 from trapline.enrich.feeds import import_feeds
 from trapline.export.dossier import build_dossier, render_html, render_markdown, write_dossier
+from trapline.store import routing as store_routing
 from trapline.store.duckdb import Store, open_store
 
 PYASN = ("routing", "routeviews-pyasn")
@@ -46,8 +46,8 @@ def _crafted(folder: Path) -> Path:
     (folder / "cc.csv").write_text(CRAFTED_CC)
     data = folder / "data"
     with open_store(data) as store:
-        asn.import_routing(store, table)
-        asn.import_asnames(store, folder / "asnames.json", as_of=date(2008, 5, 1))
+        store_routing.import_routing(store, table)
+        store_routing.import_asnames(store, folder / "asnames.json", as_of=date(2008, 5, 1))
         for i, (ip, at) in enumerate(
             [
                 ("11.0.0.1", "2008-06-01 00:00"),
@@ -169,8 +169,8 @@ def spam_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("spam")
     with open_store(folder) as store:
-        asn.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
-        asn.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
+        store_routing.import_routing(store, shared(*PYASN, "ipasn_20080501_v12.dat.gz"))
+        store_routing.import_asnames(store, shared(*PYASN, "asnames.json"), as_of=date(2015, 6, 1))
     corpus = shared("mail", "spamassassin-2002")
     ingest(
         [corpus / "spam", corpus / "spam_2"],
@@ -229,7 +229,7 @@ def _self_contained(html: str) -> None:
 def test_mccolo_dossier(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with open_store(data) as store:
-        asn.import_bundled_routing(store)
+        store_routing.import_bundled_routing(store)
         import_feeds(store, TESTS_DATA / "routing" / "indicators.csv")
         _message(store, "mc1", "208.66.195.7", datetime(2008, 9, 3, 10))
         _message(store, "mc2", "208.72.169.44", datetime(2008, 11, 10, 9))

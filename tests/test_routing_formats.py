@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TESTS_DATA, shared
-from trapline.enrich.routing_formats import (
+from trapline.errors import RoutingDataError
+from trapline.routing.formats import (
     cidr_route,
     date_from_name,
     guess_format,
@@ -20,7 +21,6 @@ from trapline.enrich.routing_formats import (
     read_pyasn_dat,
     read_table,
 )
-from trapline.errors import RoutingDataError
 
 PYASN = ("routing", "routeviews-pyasn")
 

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     # switch itself off (say, no routing snapshot imported yet).
     "post_ingest_stages": [
         "trapline.enrich.harvest:harvest_stage",
-        "trapline.enrich.asn:enrich_stage",
+        "trapline.enrich.asn_enrich:enrich_stage",
     ],
     # Near-duplicate signatures (issue 5) computed by the parse workers from the parsed records
     # and stored in each batch's transaction. False leaves them to `analyze campaigns` (or to

@@ -25,11 +25,11 @@ from datetime import date, datetime, time
 from typing import Any
 
 from trapline.config import DEFAULTS
-from trapline.enrich import asn_index
-from trapline.enrich.asn import as_names, index_dir, list_snapshots
 from trapline.enrich.asn_enrich import table_exists
 from trapline.errors import ConfigError
+from trapline.routing import index as routing_index
 from trapline.store.duckdb import Store
+from trapline.store.routing import as_names, index_dir, list_snapshots
 
 EVIDENCE_TYPES = ("spam", "harvester", "dictionary", "url_host", "cc", "blocklist")
 # Weights and the other knobs live in trapline.config.DEFAULTS ("network_*"); the reasons:
@@ -171,8 +171,8 @@ def _announced(store: Store, snapshot_ids: set[str]) -> dict[str, dict[int, int]
     out: dict[str, dict[int, int]] = {}
     for sid in snapshot_ids:
         folder = index_dir(store, sid)
-        if asn_index.is_saved(folder):
-            asns, sizes = asn_index.announced_v4(asn_index.load(folder))
+        if routing_index.is_saved(folder):
+            asns, sizes = routing_index.announced_v4(routing_index.load(folder))
             out[sid] = dict(zip(asns.tolist(), sizes.tolist(), strict=True))
     return out
 

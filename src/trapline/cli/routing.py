@@ -1,6 +1,6 @@
 """Commands for networks: routing snapshots, feeds, enrichment, network ranking, dossiers.
 
-Each command parses options, calls one library function from ``trapline.enrich.asn``,
+Each command parses options, calls one library function from ``trapline.store.routing``,
 ``trapline.enrich.feeds``, ``trapline.analyze.networks`` or ``trapline.export.dossier`` and renders.
 """
 
@@ -16,11 +16,14 @@ from rich.table import Table
 
 from trapline.analyze.networks import network_scores
 from trapline.cli.common import AppContext, F, echo_json, json_option, pass_app
-from trapline.enrich import asn
 from trapline.enrich.asn_enrich import enrich_all
 from trapline.enrich.feeds import KINDS, import_feeds
-from trapline.enrich.routing_formats import FORMATS
+from trapline.errors import UsageError
 from trapline.export.dossier import write_dossier
+from trapline.routing.formats import FORMATS
+from trapline.routing.lookup import CHOICES
+from trapline.routing.snapshots import Snapshot
+from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
 
 _out = Console(highlight=False, soft_wrap=True)
@@ -29,10 +32,20 @@ if not _out.is_terminal:
 
 
 def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
     try:
-        return asn.require_date(value)
-    except Exception as exc:
-        raise click.BadParameter(str(exc)) from exc
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD") from exc
+
+
+def _parse_asn(text: str) -> int:
+    """'AS26780', 'as26780' or '26780' → 26780."""
+    body = text.strip().upper().removeprefix("AS")
+    if not body.isdigit():
+        raise UsageError(f"{text!r} is not an AS number; write it as AS26780 or 26780")
+    return int(body)
 
 
 def _date_option(name: str, help_text: str) -> Callable[[F], F]:
@@ -67,7 +80,7 @@ def routing_import(
     Example: trapline routing import rib.20081101.0000.bz2 --as-of 2008-11-01
     """
     with open_store(app.data_dir) as store:
-        result = asn.import_any(store, path, as_of=as_of, fmt=fmt)
+        result = store_routing.import_any(store, path, as_of=as_of, fmt=fmt)
     if as_json:
         echo_json(
             {"snapshot": result.snapshot and _snap_dict(result.snapshot), "names": result.names}
@@ -78,7 +91,7 @@ def routing_import(
         _out.print(f"note: {note}", markup=False)
 
 
-def _snap_dict(s: asn.Snapshot) -> dict[str, object]:
+def _snap_dict(s: Snapshot) -> dict[str, object]:
     return {
         "snapshot": s.snapshot_id,
         "as_of": s.as_of,
@@ -100,7 +113,7 @@ def routing_list(app: AppContext, as_json: bool) -> None:
     Example: trapline routing list --json
     """
     with open_store(app.data_dir) as store:
-        snaps = asn.list_snapshots(store)
+        snaps = store_routing.list_snapshots(store)
     if as_json:
         echo_json([_snap_dict(s) for s in snaps])
         return
@@ -123,7 +136,7 @@ def routing_list(app: AppContext, as_json: bool) -> None:
 @_date_option("--at", "Map as of this day (default: the newest snapshot).")
 @click.option(
     "--choice",
-    type=click.Choice(asn.CHOICES),
+    type=click.Choice(CHOICES),
     default=None,
     help="Snapshot choice [settings routing_choice; default nearest].",
 )
@@ -137,7 +150,7 @@ def routing_lookup(
     Example: trapline routing lookup 208.66.192.5 --at 2008-11-01 --json
     """
     with open_store(app.data_dir) as store:
-        answers = asn.lookup(
+        answers = store_routing.lookup(
             store, list(ips), at, choice or app.settings.get("routing_choice", "nearest")
         )
     if as_json:
@@ -321,7 +334,7 @@ def dossier(
 
     Example: trapline dossier AS26780 --out mccolo.html
     """
-    number = asn.parse_asn(asn_text)
+    number = _parse_asn(asn_text)
     with open_store(app.data_dir) as store:
         paths = write_dossier(
             store, app.settings, number, out or Path(f"AS{number}.html"), since=since, until=until

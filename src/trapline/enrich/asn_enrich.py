@@ -15,9 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.enrich.asn import Routing, day_numbers, load_routing
+from trapline.enrich.asn import routing_answers
 from trapline.errors import NotConfigured
+from trapline.routing.lookup import Routing
 from trapline.store.duckdb import Store
+from trapline.store.routing import load_routing
 
 _LITERAL_IP = r"^\[?([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\]?$"
 INT32_MAX = 2**31 - 1  # messages.origin_asn is INTEGER; larger (private-use) ASNs stay NULL there
@@ -115,27 +117,6 @@ def _subjects(store: Store, scope: str) -> str:
 CHUNK = 200_000  # addresses per lookup batch: bounded memory on large stores
 
 
-def _answers(routing: Routing, part: pa.Table, mode: str, now: datetime) -> pa.Table:
-    """Routing answers for one slice of (subject, subject_id, message_id, ip, seen_at) rows."""
-    ips = [str(x) for x in part.column(3).to_pylist()]
-    times = part.column(4).to_pylist()
-    snap, route, family = routing.lookup_many(ips, day_numbers(times), mode)
-    asns, prefixes, snaps = routing.describe(snap, route, family)
-    return pa.table(
-        {
-            "subject": part.column(0).cast(pa.string()),
-            "subject_id": part.column(1).cast(pa.string()),
-            "message_id": part.column(2).cast(pa.string()),
-            "ip": pa.array(ips, pa.string()),
-            "seen_at": pa.array(times, pa.timestamp("us")),
-            "asn": pa.array(asns, pa.int64()),
-            "prefix": pa.array(prefixes, pa.string()),
-            "snapshot_id": pa.array(snaps, pa.string()),
-            "enriched_at": pa.array([now] * len(ips), pa.timestamp("us")),
-        }
-    )
-
-
 def enrich(
     store: Store,
     settings: dict[str, Any],
@@ -184,7 +165,7 @@ def enrich(
                 "routing_snapshot = NULL" + only
             )
         for offset in range(0, subjects.num_rows, CHUNK):
-            answers = _answers(routing, subjects.slice(offset, CHUNK), mode, now)
+            answers = routing_answers(routing, subjects.slice(offset, CHUNK), mode, now)
             con.register("new_answers", answers)
             try:
                 con.execute("INSERT INTO ip_routing SELECT * FROM new_answers")
@@ -233,8 +214,9 @@ def _update_asn_indicators(store: Store) -> None:
     )
 
 
-def enrich_messages(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
-    """The post-ingest stage: map just-ingested messages; NotConfigured without snapshots."""
+def enrich_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+    """Pipeline stage (settings ``post_ingest_stages``): map the new messages' addresses;
+    NotConfigured without snapshots."""
     return enrich(store, settings, message_ids).summary()
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.enrich.routing_formats import date_from_name, read_bytes
 from trapline.errors import FeedError, NotConfigured, UsageError
+from trapline.routing.formats import date_from_name, read_bytes
 from trapline.store.duckdb import Store
 
 SPAMHAUS_KINDS = ("drop", "edrop", "dropv6", "asn-drop")

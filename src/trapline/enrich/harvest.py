@@ -226,7 +226,7 @@ def _asn_of(
     if not ips:
         return {}
     try:
-        from trapline.enrich.asn import load_routing, lookup
+        from trapline.store.routing import load_routing, lookup
     except ImportError:  # routing support absent from this build
         return {}
     out: dict[str, tuple[int | None, str | None]] = {}

@@ -20,7 +20,7 @@ from trapline.store.duckdb import Store, open_store
 from trapline.store.queries import stats
 
 # The routing area's import of the bundled 2008 RouteViews table: ``fn(store) -> str``.
-ROUTING_IMPORT = "trapline.enrich.asn:import_bundled_routing"
+ROUTING_IMPORT = "trapline.store.routing:import_bundled_routing"
 
 # The corpus collector's own relays have public addresses: mail.webnote.net (its forwarding
 # mailbox, fetched by POP) and mandark (213.105.180.140, its other server). Without trusting them

@@ -23,8 +23,9 @@ import json
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,8 +35,30 @@ from starlette.routing import BaseRoute, Route
 from trapline.errors import StoreError
 from trapline.store.duckdb import Store
 
-if TYPE_CHECKING:
-    from trapline.traps.web import TrapSite
+
+class SensorSite(Protocol):
+    """What the sensor API uses of the honeypot (``web.TrapSite``), named here so this module
+    does not import the web module that mounts it."""
+
+    @property
+    def sensor_lookup(self) -> Callable[[str], str | None]: ...
+
+    @property
+    def sensor_visits(self) -> Callable[[str, int], list[dict[str, Any]]]: ...
+
+    def issue(
+        self,
+        *,
+        ip: str,
+        user_agent: str | None,
+        method: str,
+        host: str | None,
+        path: str,
+        referer: str | None,
+        headers: dict[str, str],
+        sensor_id: str | None = None,
+    ) -> dict[str, Any]: ...
+
 
 API_PREFIX = "/api/sensor/v1"
 MAX_BODY = 16 * 1024
@@ -106,7 +129,7 @@ class StoreSensors:
 # --- HTTP side ----------------------------------------------------------------------------------
 
 
-async def _sensor_of(site: TrapSite, request: Request) -> str | None:
+async def _sensor_of(site: SensorSite, request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -125,7 +148,7 @@ def _unauthorised() -> Response:
     )
 
 
-def routes(site: TrapSite) -> list[BaseRoute]:
+def routes(site: SensorSite) -> list[BaseRoute]:
     async def address(request: Request) -> Response:
         sensor_id = await _sensor_of(site, request)
         if sensor_id is None:

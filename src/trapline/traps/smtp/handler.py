@@ -19,13 +19,31 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trapline.traps.addresses import is_trap_domain
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
 
-if TYPE_CHECKING:
-    from trapline.traps.smtp.server import TrapSMTP
+
+class RateState(Protocol):
+    def allow(self, ip: str, now: float, per_minute: int) -> bool: ...
+
+
+class TrapServer(Protocol):
+    """What the handler uses of its server (``server.TrapSMTP``), named here so the handler
+    does not import the server that imports it."""
+
+    trace: SessionTrace
+    hostname: str
+    loop: asyncio.AbstractEventLoop
+    state: RateState
+    max_recipients: int
+    per_ip_per_minute: int
+
+    def event_id(self) -> str: ...
+
+    def note_limit(self, kind: str, reply: str, detail: str = "") -> None: ...
+
 
 log = logging.getLogger("trapline.smtp")
 
@@ -165,14 +183,14 @@ class TrapHandler:
         self.hostname = hostname
 
     async def handle_HELO(
-        self, server: TrapSMTP, session: Any, envelope: Any, hostname: str
+        self, server: TrapServer, session: Any, envelope: Any, hostname: str
     ) -> str:
         session.host_name = hostname
         server.trace.helo, server.trace.esmtp = hostname, False
         return f"250 {server.hostname}"
 
     async def handle_EHLO(
-        self, server: TrapSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+        self, server: TrapServer, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
         server.trace.helo, server.trace.esmtp = hostname, True
@@ -181,7 +199,7 @@ class TrapHandler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
-        self, server: TrapSMTP, session: Any, envelope: Any, address: str, options: list[str]
+        self, server: TrapServer, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if len(server.trace.mail_from) < 1000:  # bounded: a session may loop forever
             server.trace.mail_from.append(address)
@@ -196,7 +214,7 @@ class TrapHandler:
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
-        self, server: TrapSMTP, session: Any, envelope: Any, address: str, options: list[str]
+        self, server: TrapServer, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if len(server.trace.rcpt_to) < 1000:
             server.trace.rcpt_to.append(address)
@@ -226,7 +244,7 @@ class TrapHandler:
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: TrapSMTP, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: TrapServer, session: Any, envelope: Any) -> str:
         trace = server.trace
         when = utcnow()
         n = trace.messages + 1

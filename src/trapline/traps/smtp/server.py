@@ -32,7 +32,14 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 
 from trapline.errors import ConfigError
-from trapline.traps.smtp.handler import SessionTrace, TrapHandler, fingerprint, timing, utcnow
+from trapline.traps.smtp.handler import (
+    SessionTrace,
+    TrapHandler,
+    fingerprint,
+    helo_shape,
+    timing,
+    utcnow,
+)
 from trapline.traps.smtp.spool import Spool, SpoolRecord
 
 log = logging.getLogger("trapline.smtp")
@@ -214,8 +221,6 @@ class TrapSMTP(SMTP):
         trace = self.trace
         fp_text, fp = fingerprint(trace)
         first_ms, gap_ms = timing(trace)
-        from trapline.traps.smtp.handler import helo_shape
-
         try:
             self.spool.submit(
                 SpoolRecord(

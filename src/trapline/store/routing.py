@@ -1,14 +1,12 @@
-"""Routing snapshots in the store: import tables and AS names, list them, find their index.
+"""The store side of routing: import tables and AS names, list snapshots, load the lookup context.
 
-Each snapshot is one table with the date it describes: a row in ``routing_snapshots``, its blocks
-in ``routing_prefixes`` and its lookup index in ``<data_dir>/routing/<snapshot>/*.npy``. Lookups
-over them live in ``trapline.enrich.asn``.
+Each snapshot is a row in ``routing_snapshots``, its blocks in ``routing_prefixes`` and its index
+in ``<data_dir>/routing/<snapshot>/*.npy``; the lookups themselves are ``trapline.routing``'s.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -16,42 +14,26 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from trapline.enrich import asn_index
-from trapline.enrich.routing_formats import (
+from trapline.errors import NotFound, UsageError
+from trapline.routing import index as routing_index
+from trapline.routing import snapshots
+from trapline.routing.formats import (
     ParsedTable,
     date_from_name,
     guess_format,
     read_asnames_json,
     read_table,
 )
-from trapline.errors import UsageError
+from trapline.routing.lookup import LoadedSnapshot, Lookup, Routing, day_numbers
+from trapline.routing.snapshots import Snapshot
 from trapline.store.duckdb import Store
-
-
-@dataclass(slots=True, frozen=True)
-class Snapshot:
-    snapshot_id: str
-    as_of: date
-    source: str
-    format: str
-    n_v4: int
-    n_v6: int
-    n_asns: int
-    notes: tuple[str, ...] = ()
-
 
 # --- import ------------------------------------------------------------------------------------
 
 
-def _stem(path: Path) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".bz2", ".xz", ".dat", ".csv", ".json", ".mrt", ".txt"):
-        name = name.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "table"
-
-
-def index_dir(store: Store, snapshot_id: str) -> Path:
-    return store.data_dir / "routing" / re.sub(r"[^A-Za-z0-9_.-]+", "_", snapshot_id)
+def index_dir(store: Store, snapshot: str) -> Path:
+    """The folder of ``snapshot``'s memory-mapped index in ``store``'s data directory."""
+    return snapshots.index_dir(store.data_dir, snapshot)
 
 
 def import_routing(
@@ -68,7 +50,7 @@ def import_routing(
     fmt = fmt or guess_format(path)
     table = read_table(path, fmt)
     snapshot = Snapshot(
-        snapshot_id=f"{_stem(path)}@{as_of.isoformat()}",
+        snapshot_id=snapshots.snapshot_id(path, as_of),
         as_of=as_of,
         source=str(path),
         format=fmt,
@@ -77,8 +59,8 @@ def import_routing(
         n_asns=len({r.asn for r in table.routes}),
         notes=table.notes,
     )
-    index = asn_index.build(table.routes)
-    asn_index.save(index, index_dir(store, snapshot.snapshot_id))
+    index = routing_index.build(table.routes)
+    routing_index.save(index, index_dir(store, snapshot.snapshot_id))
     _write_snapshot(store, snapshot, table)
     if table.names:
         _write_names(store, table.names, source=str(path), as_of=as_of)
@@ -91,7 +73,9 @@ def _write_snapshot(store: Store, snap: Snapshot, table: ParsedTable) -> None:
         {
             "snapshot_id": pa.array([snap.snapshot_id] * len(routes)),
             "family": pa.array([r.family for r in routes], pa.int8()),
-            "prefix": pa.array([_route_text(r.family, r.start, r.end, r.length) for r in routes]),
+            "prefix": pa.array(
+                [snapshots.route_text(r.family, r.start, r.end, r.length) for r in routes]
+            ),
             "asn": pa.array([r.asn for r in routes], pa.int64()),
             "addresses": pa.array([float(r.end - r.start + 1) for r in routes]),
             "first4": pa.array([r.start if r.family == 4 else None for r in routes], pa.int64()),
@@ -124,13 +108,6 @@ def _write_snapshot(store: Store, snap: Snapshot, table: ParsedTable) -> None:
     except Exception:
         con.execute("ROLLBACK")
         raise
-
-
-def _route_text(family: int, start: int, end: int, length: int) -> str:
-    addr = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    if length >= 0:
-        return f"{addr(start)}/{length}"
-    return f"{addr(start)}-{addr(end)}"
 
 
 def import_asnames(
@@ -212,3 +189,72 @@ def list_snapshots(store: Store) -> list[Snapshot]:
         "FROM routing_snapshots ORDER BY as_of, snapshot_id"
     ).fetchall()
     return [Snapshot(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ())) for r in rows]
+
+
+def load_routing(store: Store) -> Routing:
+    """Load (memory-map) every snapshot's index; rebuild any index missing from the data dir."""
+    loaded = []
+    for info in list_snapshots(store):
+        folder = index_dir(store, info.snapshot_id)
+        if not routing_index.is_saved(folder):
+            routing_index.save(_rebuild(store, info.snapshot_id), folder)
+        loaded.append(LoadedSnapshot(info, routing_index.load(folder)))
+    return Routing(tuple(loaded))
+
+
+def _rebuild(store: Store, snapshot_id: str) -> routing_index.Index:
+    """The index from ``routing_prefixes`` when the .npy cache was deleted or not copied."""
+    rows = store.con.execute(
+        "SELECT prefix, asn, first4, last4 FROM routing_prefixes WHERE snapshot_id = ?",
+        [snapshot_id],
+    ).fetchall()
+    return routing_index.build(snapshots.routes_from_rows(rows))
+
+
+def as_names(
+    store: Store, asns: Sequence[int], near: Sequence[date | None]
+) -> dict[tuple[int, date | None], str]:
+    """Name per (asn, date): the name whose ``as_of`` is nearest that date (ASNs get reused)."""
+    wanted = sorted({a for a in asns if a is not None})
+    if not wanted:
+        return {}
+    rows = store.con.execute(
+        "SELECT asn, name, as_of FROM as_names WHERE asn IN (SELECT unnest(?::BIGINT[])) "
+        "ORDER BY asn, as_of NULLS LAST, source",
+        [wanted],
+    ).fetchall()
+    by_asn: dict[int, list[tuple[date | None, str]]] = {}
+    for asn, name, as_of in rows:
+        by_asn.setdefault(asn, []).append((as_of, name))
+    out: dict[tuple[int, date | None], str] = {}
+    for asn, day in zip(asns, near, strict=True):
+        options = by_asn.get(asn)
+        if options:
+            out[(asn, day)] = snapshots.nearest_name(options, day)
+    return out
+
+
+def lookup(
+    store: Store,
+    ips: Sequence[str],
+    at: datetime | date | None = None,
+    mode: str = "nearest",
+    routing: Routing | None = None,
+) -> list[Lookup]:
+    """Map addresses as of ``at`` (None: the newest snapshot)."""
+    routing = routing or load_routing(store)
+    if not routing.snapshots:
+        raise NotFound("no routing snapshot imported; run `trapline routing import FILE` first")
+    days = day_numbers([at] * len(ips))
+    snap, route, family = routing.lookup_many(ips, days, mode)
+    asns, prefixes, snaps = routing.describe(snap, route, family)
+    dates = [routing.snapshots[s].info.as_of if s >= 0 else None for s in snap.tolist()]
+    names = as_names(
+        store,
+        [a for a in asns if a is not None],
+        [d for a, d in zip(asns, dates, strict=True) if a is not None],
+    )
+    return [
+        Lookup(ip, p, a, names.get((a, d)) if a is not None else None, sid, d)
+        for ip, a, p, sid, d in zip(ips, asns, prefixes, snaps, dates, strict=True)
+    ]

@@ -1,7 +1,7 @@
 """Readers for routing tables: pyasn ``.dat``, MRT RIB dumps, IP-range CSV, and AS-name JSON.
 
 Every reader returns a ``ParsedTable``: one row per announced prefix (or range) with its origin AS,
-as plain Python tuples. Building the fast lookup structure is ``asn_index``'s job; keeping the two
+as plain Python tuples. Building the fast lookup structure is ``trapline.routing.index``'s job; keeping the two
 apart lets a reader be tested against another reader (the MRT sample against the ``.dat`` made
 from the same RIB) without any index in between.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trapline.enrich.routing_formats import Route
+from trapline.routing.formats import Route
 
 V4_FILES = ("v4_bounds", "v4_owner", "v4_direct", "v4_start", "v4_end", "v4_len", "v4_asn")
 DIRECT_BITS = 20  # v4_direct has one entry per /20 block
