@@ -22,11 +22,10 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names if a.name.startswith("trapline"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("trapline"):
-                names.add(node.module)
-                # ``from trapline.x import y`` may name a submodule y
-                names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trapline"):
+            names.add(str(node.module))
+            # ``from trapline.x import y`` may name a submodule y
+            names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
 
 
@@ -57,7 +56,7 @@ def test_no_import_cycles() -> None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt) :] + [nxt])
+                cycles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt)
         path.pop()
