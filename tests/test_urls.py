@@ -93,8 +93,8 @@ def test_html_links_sources_and_dedup() -> None:
     assert [(u.url, u.source) for u in urls] == [
         ("http://Link.Example.com/a", "href"),
         ("http://img.example.net/p.gif", "src"),
-        ("http://post.example.org/f", "other"),
-        ("http://link.example.com/visible", "text"),
+        ("http://post.example.org/f", "action"),
+        ("http://link.example.com/visible", "html-text"),
     ]
 
 

@@ -101,8 +101,14 @@ class Url:
     url: str  # as found (obfuscated forms kept as-is)
     host: str | None
     registered_domain: str | None  # via the offline Public Suffix List
-    source: Literal["text", "href", "src", "other"] = "text"
+    # Where it was found: plain text, the rendered text of an HTML part, or an HTML attribute.
+    source: Literal[
+        "text", "html-text", "href", "src", "action", "background", "refresh", "base"
+    ] = "text"
     obfuscated: bool = False  # hxxp://, [.] and similar defanging
+    # Which part: "plain.N" / "html.N" (Nth body part of that kind), "attachment.N" (Nth
+    # attachment), nested with "/" for parts of an embedded message ("attachment.2/html.1").
+    part: str = ""
 
 
 @dataclass(slots=True, frozen=True)

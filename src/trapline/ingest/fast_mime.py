@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import fast_mail_parser as fmp
 
+from trapline.ingest.embedded import ExtraTexts
 from trapline.ingest.headers import (
     decode_8bit,
     decode_rfc2047,
@@ -235,7 +236,10 @@ def fast_fields(
     attachments = mail.attachments
     if len(attachments) > limits.max_attachments:
         defects.append("too-many-attachments")
+    embedded = _embedded_parser(out.extra, limits)
+    index = 0  # 1-based position among the attachments, for the URL part locator
     for part in attachments[: limits.max_attachments]:
+        index += 1
         try:
             content = part.content  # lazy mode decodes here, and may fail for this part only
         except fmp.ParseError:
@@ -243,6 +247,8 @@ def fast_fields(
                 defects.append("undecodable-attachment")
             continue
         out.attachments.append(_attachment(part.filename, part.mimetype, content))
+        mimetype = (part.mimetype or "").lower()
+        out.extra.attachment(f"attachment.{index}", mimetype, content, embedded)
     if boundary and len(out.attachments) < limits.max_attachments:
         _salvage_after_close(payload, boundary.encode("latin-1"), out, limits)
     for warning in mail.warnings:
@@ -256,6 +262,29 @@ def fast_fields(
             defects.append(code)
     _fix_8bit_headers(out, payload, limits)
     return out
+
+
+def _embedded_parser(extra: ExtraTexts, limits: ParseLimits) -> Callable[[bytes, str, int], None]:
+    """A parser for embedded messages that files their texts and attachments in ``extra``."""
+
+    def parse(content: bytes, part: str, depth: int) -> None:
+        try:
+            mail = fmp.parse_email(content)
+        except Exception:  # an unreadable embedded message costs its URLs, not the message
+            return
+        for i, text in enumerate(mail.text_plain, start=1):
+            extra.add(f"{part}/plain.{i}", "plain", text)
+        for i, html in enumerate(mail.text_html, start=1):
+            extra.add(f"{part}/html.{i}", "html", html)
+        for i, inner in enumerate(mail.attachments[: limits.max_attachments], start=1):
+            try:
+                content = inner.content
+            except fmp.ParseError:
+                continue
+            mimetype = (inner.mimetype or "").lower()
+            extra.attachment(f"{part}/attachment.{i}", mimetype, content, parse, depth)
+
+    return parse
 
 
 def _attachment(filename: str | None, mimetype: str | None, content: bytes) -> Attachment:

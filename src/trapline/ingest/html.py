@@ -7,9 +7,11 @@ before parsing so a multi-megabyte body cannot dominate a batch.
 
 from __future__ import annotations
 
+import contextlib
 import html as htmllib
 import re
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser
 
@@ -31,13 +33,16 @@ _ODD_SPACES = ("\t", "\r", "\f", "\v", "\u00a0")
 _SPACE_RUN = re.compile("   *")
 _BLANK_LINES = re.compile(r"\n\n\n+")
 _INVISIBLE = ["script", "style", "noscript", "title", "head", "template"]
-# Attributes that carry URLs a reader's client would fetch or follow.
-_LINK_SELECTOR = "[href],[src],[action],[background]"
-_ATTRS = (("href", "href"), ("src", "src"), ("action", "other"), ("background", "other"))
-_SOURCE = {"href": "href", "src": "src", "action": "other", "background": "other"}
+# Attributes that carry URLs a reader's client would fetch or follow; each is its own source.
+_LINK_SELECTOR = "[href],[src],[action],[background],meta[http-equiv]"
+_ATTRS = ("href", "src", "action", "background")
 _LINK_ATTR = re.compile(
     r"""\b(href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
 )
+# HTML §4.2.5.3 (refresh pragma): content="5; url=http://..." (quotes around the URL optional).
+_REFRESH_URL = re.compile(r"""^\s*[\d.]*\s*[;,]?\s*(?:url\s*=\s*)?["']?([^"'\s]+)""", re.IGNORECASE)
+_ABSOLUTE = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
+_HAS_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 _HIDDEN_BLOCKS = re.compile(
     r"<(script|style|noscript|title|head|template)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL
 )
@@ -82,6 +87,32 @@ def _too_deep(html: str) -> bool:
     return html.count("<") - 2 * closes > MAX_OPEN_ELEMENTS
 
 
+def refresh_url(content: str) -> str | None:
+    """The URL of a ``<meta http-equiv=refresh content=...>`` value, if it names one."""
+    if "url" not in content.lower() and "/" not in content:
+        return None  # "5": a plain reload of the same page
+    match = _REFRESH_URL.match(content)
+    return match.group(1) if match else None
+
+
+def _resolved(links: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Relative links resolved against the document's first absolute ``<base href>``.
+
+    HTML §4.2.3: the base URL applies to every relative URL in the document, so a link
+    written "/offer" under ``<base href="http://spam.example/">`` leads to that host.
+    """
+    base = next((url for source, url in links if source == "base"), None)
+    if base is None or not _ABSOLUTE.match(base):
+        return links
+    out = []
+    for source, url in links:
+        if source != "base" and not _HAS_SCHEME.match(url) and not url.startswith("#"):
+            with contextlib.suppress(ValueError):  # malformed: keep the link as written
+                url = urljoin(base, url)
+        out.append((source, url))
+    return out
+
+
 def _render_shallow(html: str, *, max_links: int, text: bool) -> RenderedHtml:
     """A regex reading of HTML too deeply nested for the DOM builder: linear, never raises."""
     links: list[tuple[str, str]] = []
@@ -90,12 +121,12 @@ def _render_shallow(html: str, *, max_links: int, text: bool) -> RenderedHtml:
             break
         value = next(v for v in match.groups()[1:] if v is not None).strip()
         if value:
-            links.append((_SOURCE[match.group(1).lower()], htmllib.unescape(value)))
+            links.append((match.group(1).lower(), htmllib.unescape(value)))
     rendered = ""
     if text:
         body = _TAG.sub("", _BLOCK.sub("\n<", _HIDDEN_BLOCKS.sub("", html)))
         rendered = normalise_text(htmllib.unescape(body))
-    return RenderedHtml(text=rendered, links=tuple(links), shallow=True)
+    return RenderedHtml(text=rendered, links=tuple(_resolved(links)), shallow=True)
 
 
 def render(
@@ -123,9 +154,16 @@ def render(
         links: list[tuple[str, str]] = []
         for node in tree.css(_LINK_SELECTOR):
             attrs = node.attributes
-            for attr, source in _ATTRS:
+            if node.tag == "meta":
+                if (attrs.get("http-equiv") or "").strip().lower() == "refresh":
+                    url = refresh_url(attrs.get("content") or "")
+                    if url and len(links) < max_links:
+                        links.append(("refresh", url))
+                continue
+            for attr in _ATTRS:
                 value = attrs.get(attr)
                 if value and len(links) < max_links:
+                    source = "base" if node.tag == "base" and attr == "href" else attr
                     links.append((source, value.strip()))
         rendered = ""
         if text:
@@ -133,7 +171,7 @@ def render(
             rendered = normalise_text(tree.text(separator="") or "")
     except Exception:  # selectolax is C; any failure means "no usable rendering", not a crash
         return RenderedHtml(text="", links=(), truncated=True)
-    return RenderedHtml(text=rendered, links=tuple(links), truncated=truncated)
+    return RenderedHtml(text=rendered, links=tuple(_resolved(links)), truncated=truncated)
 
 
 def html_to_text(html: str) -> str:

@@ -207,26 +207,43 @@ def _assemble(
             fields.subject = fields.subject.replace("\x00", "")
         if fields.from_.name:
             fields.from_ = make_address(fields.from_.name.replace("\x00", ""), fields.from_.addr)
-    links: tuple[tuple[str, str], ...] = ()
-    rendered_text = ""
+    found: list[tuple[str, str, str]] = []  # (URL source, MIME part, value) in reading order
+    html_texts: list[tuple[str, str, str]] = []
     if html:
-        # With a plain-text alternative only the links are needed; rendering is the costly part.
-        need_text = not text.strip()
-        rendered = render(html, max_chars=limits.max_html_render, text=need_text)
-        links, rendered_text = rendered.links, rendered.text
+        # The rendered text counts even beside a text/plain alternative: spam shows one URL as
+        # link text and sends the reader to another in the href; both are evidence.
+        rendered = render(html, max_chars=limits.max_html_render)
         if rendered.truncated:
             defects.append("html-truncated")
         if rendered.shallow:
             defects.append("html-too-deep")
-        if need_text:
-            text = rendered_text
+        if not text.strip():
+            text = rendered.text
+        parts = [h for h in fields.html if h]
+        if len(parts) > 1:  # one rendering per part, so each URL names its own part
+            for i, part in enumerate(parts, start=1):
+                one = render(part, max_chars=limits.max_html_render)
+                found.extend((source, f"html.{i}", url) for source, url in one.links)
+                html_texts.append(("html-text", f"html.{i}", one.text))
+        else:
+            found.extend((source, "html.1", url) for source, url in rendered.links)
+            html_texts.append(("html-text", "html.1", rendered.text))
+    plain = [p for p in fields.plain if p]
+    found.extend(("text", f"plain.{i}", part) for i, part in enumerate(plain, start=1))
+    found.extend(html_texts)
+    for part, kind, value in fields.extra.items:
+        if kind == "plain":
+            found.append(("text", part, value))
+            continue
+        inner = render(value, max_chars=limits.max_html_render)
+        found.extend((source, part, url) for source, url in inner.links)
+        found.append(("html-text", part, inner.text))
     if len(text) > limits.max_body_chars:
         text = text[: limits.max_body_chars]
         defects.append("text-truncated")
     if html and len(html) > limits.max_body_chars:
         html = html[: limits.max_body_chars]
-    texts = [text] if not rendered_text or rendered_text == text else [text, rendered_text]
-    urls, truncated = collect_urls(texts, links, limit=limits.max_urls)
+    urls, truncated = collect_urls(found, limit=limits.max_urls)
     if truncated:
         defects.append("too-many-urls")
     # A forged Date (year 0102, or ahead of our clock) must not stand in for the received time.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.policy import compat32
 
+from trapline.ingest.embedded import ExtraTexts
 from trapline.ingest.headers import (
     decode_8bit,
     decode_bytes,
@@ -70,6 +71,7 @@ class Fields:
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    extra: ExtraTexts = field(default_factory=ExtraTexts)  # URL-bearing texts beyond the body
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -197,6 +199,8 @@ def _add_leaf(part: email.message.Message, out: Fields, limits: ParseLimits) -> 
             sha256=hashlib.sha256(content).hexdigest(),
         )
     )
+    # Embedded messages are walked as leaves already; an HTML page under any type is not.
+    out.extra.attachment(f"attachment.{len(out.attachments)}", ctype, content, None)
 
 
 def _leaves(

@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -26,7 +27,7 @@ MAX_URL_CHARS = 2048
 _URL_CHAR = r"[^\s<>\"'`{}|\\^\x00-\x20\x7f]"
 _DEFANG_DOT = r"(?:\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\})"
 _SCHEME_URL = re.compile(
-    rf"(?:(?:h[tx]{{2}}ps?|ftp|fxp)(?:://|\[://\]|\[:\]//)|www(?:\.|{_DEFANG_DOT})){_URL_CHAR}{{1,{MAX_URL_CHARS}}}",
+    rf"(?:(?:h[tx]{{2}}ps?|ftp|fxp)(?:://|\[://\]|\[:\]//)|(?:www|ftp)(?:\.|{_DEFANG_DOT})){_URL_CHAR}{{1,{MAX_URL_CHARS}}}",
     re.IGNORECASE,
 )
 # Candidate starts found with a first-character set, which the regex engine scans for in C
@@ -39,9 +40,14 @@ _DEFANGED_NAME = re.compile(
     re.IGNORECASE,
 )
 _DEFANG_TOKEN = re.compile(_DEFANG_DOT, re.IGNORECASE)
+_FTP = re.compile(r"ftp\.", re.IGNORECASE)
+_TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _BARE_HOST = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+(/|$)")
 _AUTHORITY_END = re.compile(r"[/?#\\]")
-_HOST_OK = re.compile(r"[\w.:-]+")
+# RFC 1123 §2.1 / RFC 5890: a registered name is letters, digits and hyphens; DNS itself
+# serves any label of 1-63 octets, and dynamic-DNS names with "_" or an edge "-" resolved.
+_LDH = re.compile(r"[a-z0-9-]{1,63}")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _DEFANGED = re.compile(rf"^hxxps?|{_DEFANG_DOT}|\[://\]|\[:\]", re.IGNORECASE)
 _REFANG = (
     (re.compile(_DEFANG_DOT, re.IGNORECASE), "."),
@@ -127,17 +133,76 @@ def host_of(url: str) -> str | None:
     else:
         host = authority.split(":", 1)[0]
     host = host.strip().rstrip(".").lower()
+    if host[-1:].isdigit() or host.rpartition(".")[2].startswith("0x"):
+        # Browsers read "3286983112", "0x425c45de" and "66.92.0x45.221" as IPv4 addresses
+        # and spam uses them to hide the address from filters: the dotted form maps to its
+        # network, and a name ending in a number that is no address cannot be resolved.
+        host = whatwg_ipv4(host) or (host if ":" in host else "")
     if not host.isascii():
         # One spelling per domain: IDNA (RFC 5891) A-labels, as DNS and blocklists use them.
         with contextlib.suppress(UnicodeError, ValueError):
             host = host.encode("idna").decode("ascii")
-    if not host or len(host) > 253 or not _HOST_OK.fullmatch(host):
+    return host if valid_host(host) else None
+
+
+def whatwg_ipv4(host: str) -> str | None:
+    """The dotted IPv4 address browsers read ``host`` as, or ``None`` (WHATWG URL §3.5).
+
+    Each of one to four dot-separated parts is decimal, ``0x`` hex or ``0``-prefixed octal;
+    the last part fills the bytes the others leave ("1.2.3" is 1.2.0.3).
+    """
+    parts = host.split(".")
+    if parts and parts[-1] == "":
+        parts.pop()
+    if not 1 <= len(parts) <= 4:
         return None
-    return host
+    numbers = []
+    for part in parts:
+        base, digits = 10, part
+        if part[:2] in ("0x", "0X"):
+            base, digits = 16, part[2:] or "0"
+        elif len(part) > 1 and part.startswith("0"):
+            base, digits = 8, part[1:]
+        try:
+            numbers.append(int(digits, base))
+        except ValueError:
+            return None
+    last = numbers.pop()
+    if any(n > 255 for n in numbers) or last >= 256 ** (4 - len(numbers)):
+        return None
+    value = last
+    for i, n in enumerate(numbers):
+        value += n * 256 ** (3 - i)
+    return str(ipaddress.IPv4Address(value))
 
 
 @lru_cache(maxsize=65536)
-def make_url(url: str, source: str) -> Url:
+def valid_host(host: str) -> bool:
+    """True for an IP literal or a name that can exist: LDH labels ending in a known TLD.
+
+    Prose glued to a link ("canadianpharm.hk.Yours"), a leading dot, single labels and
+    ``localhost`` cannot be resolved on the Internet; such URLs keep their text as evidence
+    but get no host, so they add nothing to network or campaign evidence. Registries issue
+    only letters, digits and hyphens, so the registered name is held to that; labels below it
+    may also hold "_", which DNS serves and phishing used ("signin_ebay_com.example.co.kr").
+    """
+    if not host or len(host) > 253 or not host.isascii():
+        return False
+    if _is_ip(host):
+        return True
+    labels = host.split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        return False
+    # The registered name ends in a suffix the Public Suffix List knows (bundled, offline).
+    suffix = _psl().publicsuffix(host)
+    if suffix is None or suffix == host:
+        return False
+    registered = labels[-(suffix.count(".") + 2) :]
+    return all(_LDH.fullmatch(label) for label in registered)
+
+
+@lru_cache(maxsize=65536)
+def make_url(url: str, source: str, part: str = "") -> Url:
     """A ``Url`` record for ``url`` as found, with host, registered domain and defang flag.
 
     Cached: list footers and campaign links repeat across thousands of messages, and ``Url``
@@ -151,15 +216,55 @@ def make_url(url: str, source: str) -> Url:
         registered_domain=registered_domain(host) if host else None,
         source=source,  # type: ignore[arg-type]  # one of the Url.source literals by construction
         obfuscated=_may_be_defanged(url) and _DEFANGED.search(url) is not None,
+        part=part,
     )
+
+
+def _foreign_break(char: str) -> bool:
+    """Non-ASCII punctuation, symbols and spaces ("、", "。", "，", "）", U+3000) end a URL.
+
+    Mail clients stop linkifying there: RFC 3987 IRIs allow letters of any script in a path,
+    but a URL holding such punctuation would have had it percent-encoded.
+    """
+    return not char.isascii() and unicodedata.category(char)[0] in "PSZ"
+
+
+def _fit(url: str) -> str:
+    """``url`` cut where the text around it begins, for URLs written next to non-Latin text.
+
+    A host is ASCII unless the whole name is a valid IDN ("bücher.de"); a host running into
+    the words after it ("example.com中文") ends at the first non-ASCII character.
+    """
+    if url.isascii():
+        return url
+    for i, char in enumerate(url):
+        if _foreign_break(char):
+            url = url[:i]
+            break
+    sep = url.find("://")
+    start = sep + 3 if sep >= 0 else 0
+    found = _AUTHORITY_END.search(url, start)
+    end = found.start() if found else len(url)
+    host = url[start:end].rpartition("@")[2]
+    if host.isascii():
+        return url
+    try:
+        encoded = host.rstrip(".").lower().encode("idna").decode("ascii")
+    except (UnicodeError, ValueError):
+        encoded = ""
+    if valid_host(encoded):
+        return url
+    offset = end - len(host)
+    return url[: offset + next(i for i, c in enumerate(host) if not c.isascii())]
 
 
 def _strip_trailing(url: str) -> str:
     # Prose puts punctuation after a URL; a closing bracket is kept only if one was opened.
+    url = _fit(url)
     opened = {")": url.count("("), "]": url.count("["), "}": url.count("{")}
     closed = {")": url.count(")"), "]": url.count("]"), "}": url.count("}")}
     end = len(url)
-    while end and url[end - 1] in _TRAILING:
+    while end and (url[end - 1] in _TRAILING or _foreign_break(url[end - 1])):
         char = url[end - 1]
         if char in closed:
             if opened[char] >= closed[char]:
@@ -184,10 +289,11 @@ def _ascii_starts(text: str) -> list[int]:
         while p >= 0:
             out.update(s for s in (p - 5, p - 4, p - 3) if s >= 0)
             p = low.find(needle, p + 1)
-    p = low.find("www")
-    while p >= 0:
-        out.add(p)
-        p = low.find("www", p + 1)
+    for needle in ("www", "ftp"):
+        p = low.find(needle)
+        while p >= 0:
+            out.add(p)
+            p = low.find(needle, p + 1)
     return sorted(out)
 
 
@@ -200,7 +306,7 @@ def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
     if not text:
         return []
     found: list[tuple[int, str]] = []
-    if "://" in text or "[:" in text or "ww" in text or "WW" in text:
+    if "://" in text or "[:" in text or "ww" in text or "WW" in text or _FTP.search(text):
         pos = 0
         starts = _ascii_starts(text) if text.isascii() else None
         while len(found) < limit:
@@ -218,7 +324,10 @@ def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
             if match is None:
                 pos = start + 1
                 continue
-            if start == 0 or not text[start - 1].isalnum():  # a word boundary before the scheme
+            # A word boundary before the scheme; a letter of another script ("看http://")
+            # is one too, as CJK prose puts no space before a link.
+            before = text[start - 1] if start else " "
+            if not (before.isascii() and before.isalnum()):
                 found.append((start, match.group(0)))
             pos = match.end()
     if _DEFANG_TOKEN.search(text):
@@ -239,45 +348,49 @@ def urls_in_text(text: str, limit: int = 4 * MAX_URLS) -> list[str]:
     return [url for url in urls if len(url) > 4]
 
 
+# Sources whose value is text to scan for URLs; every other source is one link value.
+TEXT_SOURCES = frozenset({"text", "html-text"})
+
+
 def collect_urls(
-    texts: Iterable[str],
-    links: Iterable[tuple[str, str]],
-    *,
-    limit: int = MAX_URLS,
+    found: Iterable[tuple[str, str, str]], *, limit: int = MAX_URLS
 ) -> tuple[tuple[Url, ...], bool]:
-    """Deduplicated ``Url`` records from HTML links then body texts; (urls, truncated)."""
+    """Deduplicated ``Url`` records from ``(source, part, value)`` triples; (urls, truncated).
+
+    ``value`` is a link (an HTML attribute) or, for the text sources, a text to scan. A URL
+    found in two ways (the link text shows one URL, the ``href`` another, or the same one)
+    is kept once per source: each is evidence of what the reader saw or would follow.
+    """
     seen: set[tuple[str, str]] = set()
     out: list[Url] = []
-
-    def add(url: str, source: str) -> bool:
-        key = (url, source)
-        if key in seen:
-            return True
-        if len(out) >= limit:
-            return False
-        seen.add(key)
-        out.append(make_url(url, source))
-        return True
-
-    for source, value in links:
-        lower = value.lower()
-        if not value or lower.startswith(_SCHEMES_WITHOUT_HOST):
+    for source, part, value in found:
+        if source in TEXT_SOURCES:
+            candidates = urls_in_text(value)
+        elif not value or value.lower().startswith(_SCHEMES_WITHOUT_HOST):
             continue
-        if not add(value, source):
-            return tuple(out), True
-    for text in texts:
-        for url in urls_in_text(text):
-            if not add(url, "text"):
+        else:
+            # WHATWG URL §4.4: a browser drops tabs and newlines inside an attribute's URL,
+            # which phishing uses to split "yaho\no.com" past filters.
+            candidates = [_TAB_NEWLINE.sub("", value) if _TAB_NEWLINE.search(value) else value]
+        for url in candidates:
+            key = (url, source)
+            if key in seen:
+                continue
+            if len(out) >= limit:
                 return tuple(out), True
+            seen.add(key)
+            out.append(make_url(url, source, part))
     return tuple(out), False
 
 
 def extract_urls(text: str, html: str | None) -> tuple[Url, ...]:
-    """Every URL in a plain-text body and an HTML body (``href``, ``src``, and visible text)."""
-    texts = [text]
-    links: tuple[tuple[str, str], ...] = ()
+    """Every URL in a plain-text body and an HTML body (its attributes and its visible text)."""
+    found = [("text", "plain.1", text)]
     if html:
         rendered = render(html)
-        texts.append(rendered.text)
-        links = rendered.links
-    return collect_urls(texts, links)[0]
+        found = [
+            *((source, "html.1", url) for source, url in rendered.links),
+            *found,
+            ("html-text", "html.1", rendered.text),
+        ]
+    return collect_urls(found)[0]

@@ -89,6 +89,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("registered_domain", _S),
             ("source", _S),
             ("obfuscated", pa.bool_()),
+            ("part", _S),
         ]
     ),
     "attachments": pa.schema(
@@ -207,7 +208,7 @@ _HOP_FIELDS = {
     "by_host": "by_host", "protocol": "protocol", "smtp_id": "smtp_id", "for_addr": "for_addr",
     "ts": "timestamp", "trusted": "trusted", "raw": "raw",
 }  # fmt: skip
-_URL_FIELDS = {n: n for n in ("url", "host", "registered_domain", "source", "obfuscated")}
+_URL_FIELDS = {n: n for n in ("url", "host", "registered_domain", "source", "obfuscated", "part")}
 _ATT_FIELDS = {n: n for n in ("filename", "content_type", "size", "sha256")}
 
 

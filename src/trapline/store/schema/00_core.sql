@@ -69,9 +69,13 @@ CREATE TABLE IF NOT EXISTS urls (
     url               VARCHAR NOT NULL,
     host              VARCHAR,
     registered_domain VARCHAR,
-    source            VARCHAR,          -- 'text' | 'href' | 'src' | 'other'
-    obfuscated        BOOLEAN
+    -- 'text' | 'html-text' | 'href' | 'src' | 'action' | 'background' | 'refresh' | 'base'
+    source            VARCHAR,
+    obfuscated        BOOLEAN,
+    part              VARCHAR           -- 'plain.1', 'html.1', 'attachment.2/html.1', ...
 );
+-- Stores made before URLs recorded their MIME part.
+ALTER TABLE urls ADD COLUMN IF NOT EXISTS part VARCHAR;
 
 CREATE TABLE IF NOT EXISTS attachments (
     message_id   VARCHAR NOT NULL,
