@@ -82,6 +82,10 @@ DEFAULTS: dict[str, Any] = {
     "smtp_tls_cert": "",  # PEM certificate: offer STARTTLS (bots that use it are fingerprinted)
     "smtp_tls_key": "",  # PEM private key for smtp_tls_cert (if not inside the cert file)
     "serve_modules": [],  # extra modules that register_service() for `trapline serve`
+    # exports (docs/exports.md)
+    "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
+    "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address
+    "arf_max_reports": 100,  # reports per `export arf` run (one per message); 0 = every message
 }
 
 

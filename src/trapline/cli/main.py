@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.routing",
     "trapline.cli.traps",
     "trapline.cli.campaigns",
+    "trapline.cli.export",
 )
 
 
