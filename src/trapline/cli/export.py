@@ -54,6 +54,12 @@ def _out_option(default_help: str) -> Callable[[F], F]:
     )
 
 
+def _folder_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help=help_text
+    )
+
+
 def _evidence(app: AppContext, opts: dict[str, Any]) -> Evidence:
     with open_store(app.data_dir, read_only=True) as store:
         return gather(
@@ -138,12 +144,7 @@ def export_misp(app: AppContext, out: Path, info: str | None, as_json: bool, **o
 
 @export.command("arf")
 @click.option("--network", metavar="ASN", required=True, help="The AS to report (AS26780).")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for the reports (one .eml per message).",
-)
+@_folder_option("Folder for the reports (one .eml per message).")
 @click.option("--to", default=None, help="To: address, the network's abuse contact.")
 @click.option("--from", "sender", default=None, help="From: address [setting arf_from].")
 @click.option(
@@ -194,12 +195,7 @@ def export_arf(
 
 
 @export.command("parquet")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder to write (one sub-folder per table).",
-)
+@_folder_option("Folder to write (one sub-folder per table).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in the same folder.")
 @json_option
 @pass_app
