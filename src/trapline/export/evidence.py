@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from trapline.enrich.asn import as_names
 from trapline.enrich.asn_enrich import column_exists, table_exists
 from trapline.store.duckdb import Store
+from trapline.store.routing import as_names
 
 
 @dataclass(slots=True, frozen=True)
