@@ -172,7 +172,10 @@ def test_demo_report(tmp_path: Path) -> None:
     env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.enrich.asn_enrich:enrich_stage"}
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "demo"), "demo"], env=env)
     assert result.exit_code == 0, result.output
-    assert "322 read, 322 new" in result.stderr
+    # The sample's 72 ham messages are stored as ham and left out of the report.
+    assert "spam: 250 read, 250 new" in result.stderr
+    assert "ham: 72 read, 72 new" in result.stderr
+    assert "labels 250 spam, 72 ham; below: label spam (250)" in result.stdout
     for part in ("seen 322", "top origin networks", "top subjects", "received 2001-"):
         assert part in result.stdout
     assert (tmp_path / "demo" / "trapline.duckdb").is_file()
@@ -180,6 +183,11 @@ def test_demo_report(tmp_path: Path) -> None:
     assert "ipasn_20080501" in result.stderr, "the bundled routing table was imported"
     top = report["top_origin_networks"][0]
     assert top["network"].startswith("AS") and top["asn"] and top["name"]
+    assert report["labels"] == {"spam": 250, "ham": 72} and report["counted"] == 250
+    every = json.loads(_run(tmp_path / "demo", "stats", "--label", "all", "--json").stdout)
+    assert sum(n["messages"] for n in every["top_origin_networks"]) > sum(
+        n["messages"] for n in report["top_origin_networks"]
+    )
 
 
 def test_real_cli_subprocess_quiet_ingest_and_stats(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
 from trapline.fingerprint.stage import fingerprint_ids, refingerprint_all
 from trapline.fingerprint.templates import template_hash
+from trapline.store.labels import ALL, SPAM, label_filter
 
 BACKFILL_BATCH = 20_000
 
@@ -107,6 +108,7 @@ def analyze_campaigns(
     rebuild: bool = False,
     limit: int | None = None,
     refingerprint: bool = False,
+    label: str = SPAM,
 ) -> CampaignRun:
     """Fingerprint what is missing, then cluster new signatures into campaigns (incremental).
 
@@ -114,6 +116,8 @@ def analyze_campaigns(
     the thresholds changed since the last run. ``limit`` clusters at most that many new
     signatures (to process a backlog day by day). ``refingerprint`` recomputes every stored
     signature first (after an upgrade of the fingerprint code) and implies ``rebuild``.
+    Only messages with ``label`` are clustered (spam unless asked; ``all`` for every message):
+    ham must not form campaigns. Choosing another label than the last run's rebuilds.
     """
     con = store.con
     params = params_from(settings)
@@ -124,14 +128,20 @@ def analyze_campaigns(
     fingerprinted += _backfill(con)
     found = con.execute("SELECT last_seq, params FROM campaign_state WHERE id = 1").fetchall()
     state = found[0] if found else None
-    rebuilt = rebuild or (state is not None and state[1] != params.key())
+    key = params.key() + ("" if label == SPAM else f";label={label}")
+    rebuilt = rebuild or (state is not None and state[1] != key)
     if rebuilt:
         _reset(con)
         state = None
     last_seq = state[0] if state else -1
+    counted = (
+        ""
+        if label == ALL
+        else f" AND message_id IN (SELECT id FROM messages WHERE {label_filter(label)})"
+    )
     sql = (
         "SELECT seq, minhash, url_templates, epoch(received_at)::BIGINT FROM signatures "
-        "WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+        f"WHERE seq > ?{counted} ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
     )
     rows = con.execute(sql, [last_seq]).fetchall()
     if not rows:
@@ -141,7 +151,7 @@ def analyze_campaigns(
         result = _cluster_new(con, rows, params)
         con.execute(
             "INSERT OR REPLACE INTO campaign_state VALUES (1, ?, ?, ?)",
-            [rows[-1][0], params.key(), datetime.now(UTC).replace(tzinfo=None)],
+            [rows[-1][0], key, datetime.now(UTC).replace(tzinfo=None)],
         )
         con.execute("COMMIT")
     except BaseException:

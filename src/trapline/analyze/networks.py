@@ -29,6 +29,7 @@ from trapline.enrich.asn_enrich import table_exists
 from trapline.errors import ConfigError
 from trapline.routing import index as routing_index
 from trapline.store.duckdb import Store
+from trapline.store.labels import ALL, SPAM, label_filter
 from trapline.store.routing import as_names, index_dir, list_snapshots
 
 EVIDENCE_TYPES = ("spam", "harvester", "dictionary", "url_host", "cc", "blocklist")
@@ -121,13 +122,19 @@ class Params:
         }
 
 
-def _evidence_sql(store: Store) -> str:
-    """(type, asn, prefix, snapshot_id, item, first_at, last_at, message_id) for every piece."""
+def _evidence_sql(store: Store, label: str = SPAM) -> str:
+    """(type, asn, prefix, snapshot_id, item, first_at, last_at, message_id) for every piece;
+    message evidence counts messages with ``label`` only (``all``: every message)."""
+    counted = (
+        ""
+        if label == ALL
+        else f" AND message_id IN (SELECT id FROM messages WHERE {label_filter(label)})"
+    )
     parts = [
         "SELECT 'spam', asn, prefix, snapshot_id, ip, seen_at, seen_at, message_id "
-        "FROM ip_routing WHERE subject = 'origin' AND asn IS NOT NULL",
+        f"FROM ip_routing WHERE subject = 'origin' AND asn IS NOT NULL{counted}",
         "SELECT 'url_host', asn, prefix, snapshot_id, ip, seen_at, seen_at, message_id "
-        "FROM ip_routing WHERE subject = 'url' AND asn IS NOT NULL",
+        f"FROM ip_routing WHERE subject = 'url' AND asn IS NOT NULL{counted}",
         "SELECT 'dictionary', asn, prefix, snapshot_id, ip, seen_at, seen_at, NULL "
         "FROM ip_routing WHERE subject = 'dictionary' AND asn IS NOT NULL",
         # Feed indicators: the window test below is an overlap test on [first_seen, last_seen].
@@ -150,13 +157,18 @@ def _evidence_sql(store: Store) -> str:
 
 
 def evidence_rows(
-    store: Store, since: date | None = None, until: date | None = None, asn: int | None = None
+    store: Store,
+    since: date | None = None,
+    until: date | None = None,
+    asn: int | None = None,
+    label: str = SPAM,
 ) -> list[tuple[Any, ...]]:
-    """Every piece of evidence in the window (``until`` inclusive), optionally for one AS."""
+    """Every piece of evidence in the window (``until`` inclusive), optionally for one AS;
+    messages count when they carry ``label`` (spam unless asked)."""
     lo = datetime.combine(since, time()) if since else datetime(1, 1, 1)
     hi = datetime.combine(until, time.max) if until else datetime(9999, 12, 31)
     sql = (
-        f"SELECT * FROM ({_evidence_sql(store)}) e(type, asn, prefix, snapshot_id, item, first_at, "
+        f"SELECT * FROM ({_evidence_sql(store, label)}) e(type, asn, prefix, snapshot_id, item, first_at, "
         "last_at, message_id) WHERE coalesce(last_at, ?) >= ? AND coalesce(first_at, ?) <= ?"
     )
     params: list[Any] = [hi, lo, lo, hi]
@@ -224,11 +236,14 @@ def network_scores(
     by: str = "asn",
     asn: int | None = None,
     top: int | None = None,
+    label: str = SPAM,
 ) -> list[NetworkScore]:
-    """Ranked networks (``by`` = 'asn' or 'prefix'); ties broken by ASN then prefix."""
+    """Ranked networks (``by`` = 'asn' or 'prefix'); ties broken by ASN then prefix. Message
+    evidence counts messages with ``label`` (spam unless asked; ``all`` for every message)."""
     p = Params.from_settings(settings)
     # A type weighted 0 is switched off: it adds nothing to breadth or longevity either.
-    rows = [r for r in evidence_rows(store, since, until, asn) if p.weights.get(r[0], 0.0) > 0]
+    found = evidence_rows(store, since, until, asn, label)
+    rows = [r for r in found if p.weights.get(r[0], 0.0) > 0]
     groups: dict[tuple[int, str | None], list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         if by == "prefix" and row[2] is None:

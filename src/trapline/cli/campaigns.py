@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from trapline.cli.common import AppContext, echo_json, json_option, pass_app
+from trapline.cli.common import AppContext, echo_json, json_option, label_option, pass_app
 from trapline.store.duckdb import Store, open_store
 
 
@@ -45,15 +45,22 @@ def analyze() -> None:
     is_flag=True,
     help="Recompute every stored fingerprint first (after an upgrade); implies --rebuild.",
 )
+@label_option
 @json_option
 @pass_app
 def analyze_campaigns_cmd(
-    app: AppContext, rebuild: bool, limit: int | None, refingerprint: bool, as_json: bool
+    app: AppContext,
+    rebuild: bool,
+    limit: int | None,
+    refingerprint: bool,
+    label: str,
+    as_json: bool,
 ) -> None:
     """Group messages into campaigns (incremental: only new messages are processed).
 
     Near-duplicate texts (MinHash + LSH, Jaccard >= campaign_jaccard) and shared tracking-URL
-    templates within campaign_url_window_days join one campaign. See docs/campaigns.md.
+    templates within campaign_url_window_days join one campaign. Only spam is clustered unless
+    given --label (another label than the last run's rebuilds). See docs/campaigns.md.
 
     Example: trapline analyze campaigns
     """
@@ -61,7 +68,12 @@ def analyze_campaigns_cmd(
 
     with _store(app, read_only=False) as store:
         run = analyze_campaigns(
-            store, app.settings, rebuild=rebuild, limit=limit, refingerprint=refingerprint
+            store,
+            app.settings,
+            rebuild=rebuild,
+            limit=limit,
+            refingerprint=refingerprint,
+            label=label,
         )
     if as_json:
         echo_json({k: getattr(run, k) for k in run.__slots__})

@@ -58,3 +58,43 @@ def to_json(value: Any) -> str:
 
 def echo_json(value: Any) -> None:
     sys.stdout.write(to_json(value) + "\n")
+
+
+def _check_label(allow_all: bool) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def check(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        from trapline.errors import UsageError
+        from trapline.store.labels import check_label
+
+        if value is None:
+            return None
+        try:
+            return check_label(value, allow_all=allow_all)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--label ")) from exc
+
+    return check
+
+
+def ingest_label_option(func: F) -> F:
+    """``--label``: what the ingested sources hold (None when not given, so callers can hint)."""
+    return click.option(
+        "--label",
+        "label",
+        default=None,
+        metavar="LABEL",
+        callback=_check_label(False),
+        help="What these sources hold: spam (default), ham or a name; reports count spam only.",
+    )(func)
+
+
+def label_option(func: F) -> F:
+    """``--label``: which messages a report counts (spam unless asked)."""
+    return click.option(
+        "--label",
+        "label",
+        default="spam",
+        show_default=True,
+        metavar="LABEL",
+        callback=_check_label(True),
+        help="Count messages with this label only (ham, a name given at ingest, or all).",
+    )(func)

@@ -23,7 +23,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
+from trapline.cli.common import (
+    AppContext,
+    echo_json,
+    ingest_label_option,
+    json_option,
+    label_option,
+    pass_app,
+    to_json,
+)
 from trapline.pipeline.run import IngestSummary, ingest
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -80,6 +88,7 @@ def _summary(summary: IngestSummary) -> None:
     metavar="SPEC",
     help="Trusted relay: CIDR, IP, host name or .domain (repeatable); private ranges always are.",
 )
+@ingest_label_option
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -97,16 +106,26 @@ def ingest_cmd(
     app: AppContext,
     paths: tuple[str, ...],
     trust: tuple[str, ...],
+    label: str | None,
     workers: int | None,
     batch_size: int | None,
 ) -> None:
     """Store mail (mbox, Maildir, .eml, folders, .gz/.bz2/.xz/.zst, - for stdin) and parse it.
 
     Raw bytes are archived first (content-addressed); ingesting the same bytes again stores
-    nothing. Interrupted runs resume where they stopped.
+    nothing. Interrupted runs resume where they stopped. Every message keeps the --label it was
+    first stored with; analyses and reports count spam unless given --label.
 
     Example: trapline ingest ~/spam/2008-11.mbox ./Maildir --trust mx.example.org
     """
+    from trapline.store.labels import SPAM, looks_like_ham
+
+    if label is None and not app.quiet:
+        hammy = [p for p in paths if looks_like_ham(p)]
+        if hammy:
+            _note(app)(
+                f"{hammy[0]} looks like legitimate mail; stored as spam: pass --label ham if it is"
+            )
     stdin = click.get_binary_stream("stdin") if "-" in paths else None
     with _progress(app) as on_progress:
         try:
@@ -119,6 +138,7 @@ def ingest_cmd(
                 stdin=stdin,
                 on_progress=on_progress,
                 on_note=_note(app),
+                label=label or SPAM,
             )
         except KeyboardInterrupt:
             _err.print("interrupted: committed batches are kept; run the same command to resume")
@@ -134,16 +154,19 @@ def _open_read(app: AppContext) -> Any:
 
 @click.command("stats")
 @json_option
+@label_option
 @pass_app
-def stats_cmd(app: AppContext, as_json: bool) -> None:
+def stats_cmd(app: AppContext, as_json: bool, label: str) -> None:
     """Counts, date range, top origin networks and parse problems of the store.
 
-    Example: trapline stats --json
+    Counts every message; the date range and the tables count spam only unless given --label.
+
+    Example: trapline stats --label all --json
     """
     from trapline.store.queries import stats
 
     with _open_read(app) as store:
-        report = stats(store.con)
+        report = stats(store.con, label=label)
     if as_json:
         echo_json(report)
     else:
@@ -158,6 +181,11 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
         f"{report['quarantined']:,} ({report['source_problems']:,} source problems)",
         markup=False,
     )
+    labels = report.get("labels") or {}
+    if labels:
+        shown = ", ".join(f"{n:,} {name}" for name, n in labels.items())
+        which = "every label" if report["label"] == "all" else f"label {report['label']}"
+        out.print(f"labels {shown}; below: {which} ({report['counted']:,})", markup=False)
     out.print(f"received {report['first_received']} .. {report['last_received']}", markup=False)
     for title, key, cols in (
         ("top origin networks", "top_origin_networks", ("network", "name", "messages", "ips")),
@@ -212,7 +240,9 @@ def show_cmd(app: AppContext, message_id: str, as_json: bool, raw: bool) -> None
 def render_message(view: dict[str, Any]) -> None:
     out = _out
     w = 20
-    for key in ("id", "status", "source", "size", "received_at", "received_at_source", "subject"):
+    for key in (
+        "id", "status", "label", "source", "size", "received_at", "received_at_source", "subject",
+    ):  # fmt: skip
         if key in view:
             out.print(f"{key:<{w}}{view[key]}", markup=False)
     if view["status"] != "parsed":
@@ -284,7 +314,9 @@ def demo_cmd(app: AppContext) -> None:
 
     with _progress(app) as on_progress:
         result = run_demo(app.settings, on_progress=on_progress, on_note=_note(app))
-    _summary(result["summary"])
+    for label, summary in result["summaries"]:
+        _err.print(f"{label}: ", end="", markup=False)
+        _summary(summary)
     for line in result["notes"]:
         _err.print(line, markup=False)
     _out.print(f"store: {Path(app.data_dir) / 'trapline.duckdb'}", markup=False)

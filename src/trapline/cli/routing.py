@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trapline.analyze.networks import network_scores
-from trapline.cli.common import AppContext, F, echo_json, json_option, pass_app
+from trapline.cli.common import AppContext, F, echo_json, json_option, label_option, pass_app
 from trapline.enrich.asn_enrich import enrich_all
 from trapline.enrich.feeds import KINDS, import_feeds
 from trapline.errors import UsageError
@@ -269,17 +269,26 @@ def enrich(app: AppContext, as_json: bool) -> None:
 )
 @_date_option("--since", "Only evidence seen on or after this day.")
 @_date_option("--until", "Only evidence seen on or before this day.")
+@label_option
 @json_option
 @pass_app
 def networks(
-    app: AppContext, top: int, by: str, since: date | None, until: date | None, as_json: bool
+    app: AppContext,
+    top: int,
+    by: str,
+    since: date | None,
+    until: date | None,
+    label: str,
+    as_json: bool,
 ) -> None:
     """Rank the networks hosting the abuse we see (score and BGP-Ranking-style baseline).
 
     Example: trapline networks --top 20 --since 2008-10-01 --until 2008-11-30 --json
     """
     with open_store(app.data_dir) as store:
-        scores = network_scores(store, app.settings, since=since, until=until, by=by, top=top)
+        scores = network_scores(
+            store, app.settings, since=since, until=until, by=by, top=top, label=label
+        )
     if as_json:
         echo_json([s.as_dict() for s in scores])
         return
@@ -326,9 +335,15 @@ def networks(
 )
 @_date_option("--since", "Only evidence seen on or after this day.")
 @_date_option("--until", "Only evidence seen on or before this day.")
+@label_option
 @pass_app
 def dossier(
-    app: AppContext, asn_text: str, out: Path | None, since: date | None, until: date | None
+    app: AppContext,
+    asn_text: str,
+    out: Path | None,
+    since: date | None,
+    until: date | None,
+    label: str,
 ) -> None:
     """Write a self-contained HTML (and Markdown) evidence report for one network.
 
@@ -337,7 +352,13 @@ def dossier(
     number = _parse_asn(asn_text)
     with open_store(app.data_dir) as store:
         paths = write_dossier(
-            store, app.settings, number, out or Path(f"AS{number}.html"), since=since, until=until
+            store,
+            app.settings,
+            number,
+            out or Path(f"AS{number}.html"),
+            since=since,
+            until=until,
+            label=label,
         )
     for path in paths:
         _out.print(str(path), markup=False)

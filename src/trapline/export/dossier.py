@@ -26,6 +26,7 @@ from trapline.analyze.networks import (
 )
 from trapline.enrich.asn_enrich import column_exists, table_exists
 from trapline.store.duckdb import Store
+from trapline.store.labels import SPAM, label_filter
 from trapline.store.raw import read_raw
 
 MAX_PREFIXES = 200  # per snapshot; a large carrier announces thousands
@@ -62,9 +63,14 @@ class Dossier:
 
 
 def _one_asn_rank(
-    store: Store, settings: dict[str, Any], asn: int, since: date | None, until: date | None
+    store: Store,
+    settings: dict[str, Any],
+    asn: int,
+    since: date | None,
+    until: date | None,
+    label: str = SPAM,
 ) -> tuple[NetworkScore | None, int | None, int]:
-    ranked = network_scores(store, settings, since=since, until=until)
+    ranked = network_scores(store, settings, since=since, until=until, label=label)
     for i, s in enumerate(ranked, 1):
         if s.asn == asn:
             return s, i, len(ranked)
@@ -146,16 +152,16 @@ def _header_block(raw: bytes) -> str:
 
 
 def _samples(
-    store: Store, asn: int, since: date | None, until: date | None, n: int
+    store: Store, asn: int, since: date | None, until: date | None, n: int, label: str = SPAM
 ) -> tuple[tuple[str, Any, str, str, str, str], ...]:
     rows = store.con.execute(
-        """SELECT r.message_id, any_value(m.received_at),
+        f"""SELECT r.message_id, any_value(m.received_at),
                   -- a message sent from the network beats one that only links to it
                   arg_min(CASE r.subject WHEN 'origin' THEN 'sent from ' ELSE 'links to ' END || r.ip,
                           r.subject <> 'origin'),
                   arg_min(r.prefix, r.subject <> 'origin'), any_value(r.snapshot_id)
            FROM ip_routing r JOIN messages m ON m.id = r.message_id
-           WHERE r.subject IN ('origin', 'url') AND r.asn = ?
+           WHERE r.subject IN ('origin', 'url') AND r.asn = ? AND {label_filter(label, "m.label")}
              AND (?::DATE IS NULL OR m.received_at >= ?::DATE)
              AND (?::DATE IS NULL OR m.received_at < ?::DATE + 1)
            GROUP BY r.message_id
@@ -201,11 +207,13 @@ def build_dossier(
     since: date | None = None,
     until: date | None = None,
     samples: int = 5,
+    label: str = SPAM,
 ) -> Dossier:
-    """Everything the report shows, gathered from the store (read-only)."""
-    score, rank, ranked = _one_asn_rank(store, settings, asn, since, until)
+    """Everything the report shows, gathered from the store (read-only); messages count when
+    they carry ``label`` (spam unless asked)."""
+    score, rank, ranked = _one_asn_rank(store, settings, asn, since, until, label)
     months: dict[str, Counter[str]] = {}
-    for row in evidence_rows(store, since, until, asn):
+    for row in evidence_rows(store, since, until, asn, label):
         when = row[5] or row[6]
         if when is not None:
             months.setdefault(when.strftime("%Y-%m"), Counter())[row[0]] += 1
@@ -225,7 +233,7 @@ def build_dossier(
         timeline=tuple((m, dict(c)) for m, c in sorted(months.items())),
         campaigns=_campaigns(store, asn),
         harvesters=_harvesters(store, asn),
-        samples=_samples(store, asn, since, until, samples),
+        samples=_samples(store, asn, since, until, samples, label),
         listings=_listings(store, asn),
     )
 
@@ -454,9 +462,10 @@ def write_dossier(
     *,
     since: date | None = None,
     until: date | None = None,
+    label: str = SPAM,
 ) -> list[Path]:
     """Write ``out`` (.html) and its Markdown twin (.md); returns both paths."""
-    d = build_dossier(store, settings, asn, since=since, until=until)
+    d = build_dossier(store, settings, asn, since=since, until=until, label=label)
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     md_path = html_path.with_suffix(".md")
     html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ ROUTING_IMPORT = "trapline.store.routing:import_bundled_routing"
 # mailbox, fetched by POP) and mandark (213.105.180.140, its other server). Without trusting them
 # they would top the "origin networks" table although they only forwarded the mail to the trap.
 SAMPLE_TRUST = ("mail.webnote.net", "213.105.180.140")
+# The sample keeps SpamAssassin's folders: spam in spam*/, legitimate mail in *ham*/.
+SAMPLE_LABELS = (("spam", ("spam", "spam_2")), ("ham", ("easy_ham", "easy_ham_2", "hard_ham")))
 
 
 def _routing_hook() -> Callable[[Store], str] | None:
@@ -43,7 +45,8 @@ def run_demo(
     on_progress: ProgressFn | None = None,
     on_note: NoteFn | None = None,
 ) -> dict[str, Any]:
-    """Ingest the bundled sample into ``settings['data_dir']``; returns summary, stats, notes."""
+    """Ingest the bundled sample into ``settings['data_dir']``, spam and ham folders with their
+    labels; returns the summaries (label, summary), stats (spam), notes."""
     notes: list[str] = []
     data_dir = Path(settings["data_dir"])
     routing = resources.files("trapline").joinpath("data", "routing")
@@ -52,14 +55,18 @@ def run_demo(
         # Before the ingest, so the post-ingest ASN stage maps 2002 mail with period data.
         with open_store(data_dir) as store:
             notes.append(hook(store))
+    summaries: list[tuple[str, IngestSummary]] = []
     with resources.as_file(resources.files("trapline").joinpath("data", "sample")) as sample:
-        summary: IngestSummary = ingest(
-            [sample / "mail"],
-            settings=settings,
-            trust=SAMPLE_TRUST,
-            on_progress=on_progress,
-            on_note=on_note,
-        )
+        for label, folders in SAMPLE_LABELS:
+            summary = ingest(
+                [sample / "mail" / f for f in folders],
+                settings=settings,
+                trust=SAMPLE_TRUST,
+                on_progress=on_progress,
+                on_note=on_note,
+                label=label,
+            )
+            summaries.append((label, summary))
     with open_store(data_dir, read_only=True) as store:
         report = stats(store.con, top=5)
-    return {"summary": summary, "stats": report, "notes": notes, "sample": str(sample)}
+    return {"summaries": summaries, "stats": report, "notes": notes, "sample": str(sample)}

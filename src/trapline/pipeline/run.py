@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+
 from trapline.config import DEFAULTS
 from trapline.errors import IngestError, UsageError
 from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
@@ -36,6 +38,7 @@ from trapline.pipeline.pool import (
 from trapline.pipeline.stages import NoteFn, PostIngestStages
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
+from trapline.store.labels import check_label
 from trapline.store.writer import Batch, merge, write_batch, write_problems
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
@@ -93,7 +96,7 @@ class _Run:
     def __init__(
         self, store: Store, pool: ProcessPoolExecutor | None, trust: Any, settings: dict[str, Any],
         chunk: int, batch_size: int, stages: PostIngestStages, note: NoteFn, reader: Any,
-        on_progress: ProgressFn | None,
+        on_progress: ProgressFn | None, label: str = "spam",
     ) -> None:  # fmt: skip
         self.store = store
         self.pool = pool
@@ -105,6 +108,8 @@ class _Run:
         self.note = note
         self.reader = reader
         self.on_progress = on_progress
+        self.label = label
+        self.resumed_labels: dict[str, str] = {}  # resumed ids whose label is not this run's
         self.fingerprint = fingerprint_at_ingest(settings)
         self.unsigned = 0  # messages stored without signatures (a fingerprint bug)
         self.last_tick = 0.0
@@ -186,6 +191,7 @@ class _Run:
             return
         batch = merge(self.done)
         self.done, self.done_rows = [], 0
+        self._label(batch)
         bad = write_batch(self.store.con, batch)
         for q in bad:
             self.note(f"{q.source}: quarantined, the store rejected it ({q.detail[:120]})")
@@ -195,6 +201,18 @@ class _Run:
         self.counts.quarantined += len(batch.quarantined_ids) + len(bad)
         self.stages.submit(self.store, ok_ids)
         self.tick()
+
+    def _label(self, batch: Batch) -> None:
+        """Give the batch's messages their label (the run's, or the archive's when resumed)."""
+        table = batch.tables.get("messages")
+        if table is None or "label" in table.column_names:
+            return
+        if self.resumed_labels:
+            ids = table.column("id").to_pylist()
+            values = pa.array([self.resumed_labels.get(i, self.label) for i in ids], pa.string())
+        else:
+            values = pa.array([self.label] * table.num_rows, pa.string())
+        batch.tables["messages"] = table.append_column("label", values)
 
     def tick(self, *, force: bool = False) -> None:
         """Report progress: messages finished (stored, quarantined or duplicate) and the share
@@ -218,7 +236,7 @@ class _Run:
             unique.setdefault(mid, raw)
         known = rawstore.existing_ids(self.store.con, list(unique))
         fresh = [(mid, raw) for mid, raw in unique.items() if mid not in known]
-        rows = [rawstore.RawRow(mid, r.data, r.source, r.envelope) for mid, r in fresh]
+        rows = [rawstore.RawRow(mid, r.data, r.source, r.envelope, self.label) for mid, r in fresh]
         rawstore.write_raw(self.store.con, rows)
         self.counts.new += len(fresh)
         self.counts.duplicates += len(buffer) - len(fresh)
@@ -228,7 +246,8 @@ class _Run:
         """Parse what an interrupted run archived but never parsed."""
         pending = rawstore.pending_ids(self.store.con)
         for start in range(0, len(pending), self.batch_size):
-            rows = rawstore.iter_raw(self.store.con, pending[start : start + self.batch_size])
+            rows = list(rawstore.iter_raw(self.store.con, pending[start : start + self.batch_size]))
+            self.resumed_labels.update((r.id, r.label) for r in rows if r.label != self.label)
             items = [(r.id, RawMessage(r.data, r.source, r.envelope)) for r in rows]
             self.counts.resumed += len(items)
             self.submit(items)
@@ -267,9 +286,12 @@ def ingest(
     stdin: IO[bytes] | None = None,
     on_progress: ProgressFn | None = None,
     on_note: NoteFn | None = None,
+    label: str = "spam",
 ) -> IngestSummary:
     """Ingest mail from ``paths`` into the store in ``settings['data_dir']``.
 
+    ``label`` is stored with every new message (``spam``, ``ham`` or a name; see
+    ``trapline.store.labels``).
     ``trust`` adds CIDRs / host names to ``settings['trust']`` for the origin walk. Raises
     ``SourceError`` before touching the store when a path does not exist. A KeyboardInterrupt is
     re-raised after the store is closed cleanly; every batch committed before it stays.
@@ -277,6 +299,7 @@ def ingest(
     from trapline.ingest.sources import SourceReader
 
     note: NoteFn = on_note or (lambda _text: None)
+    label = check_label(label)
     started = time.perf_counter()
     specs = [*(settings.get("trust") or []), *trust]
     trust_obj = _trust_for(specs)
@@ -304,7 +327,10 @@ def ingest(
         )
         if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
             stages.start_background(store)
-        run = _Run(store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress)
+        run = _Run(
+            store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress,
+            label,
+        )  # fmt: skip
         run.stop.install()
         run.resume()
         _main_loop(run, reader, note)

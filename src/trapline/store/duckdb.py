@@ -24,6 +24,16 @@ def schema_statements() -> list[str]:
     return [f.read_text(encoding="utf-8") for f in files]
 
 
+def _current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store has the newest core column (older stores lack it until written)."""
+    # fetchall: a half-read result would block the caller's next statement on this connection
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_name = 'messages' AND column_name = 'label'"
+    ).fetchall()
+    return bool(found[0][0])
+
+
 class Store:
     """A DuckDB connection on ``<data_dir>/trapline.duckdb`` with the schema applied."""
 
@@ -51,6 +61,12 @@ class Store:
         if not read_only:
             for sql in schema_statements():
                 self.con.execute(sql)
+        elif not _current(self.con):
+            # A store last written by an older trapline: upgrade it once (the schema is
+            # idempotent), then read as asked.
+            self.con.close()
+            Store(self.data_dir).close()
+            self.con = duckdb.connect(str(self.path), read_only=True)
 
     def view(self) -> Store:
         """A second handle on this open store with its own DuckDB cursor, for another thread.

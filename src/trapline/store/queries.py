@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from trapline.errors import QueryError
+from trapline.store.labels import ALL, SPAM, label_filter
 from trapline.store.raw import resolve_id
 
 
@@ -65,11 +66,13 @@ END
 """
 
 
-def _top_networks(con: duckdb.DuckDBPyConnection, top: int) -> list[dict[str, Any]]:
+def _top_networks(
+    con: duckdb.DuckDBPyConnection, top: int, where: str = "TRUE"
+) -> list[dict[str, Any]]:
     rows = _rows(
         con,
         f"SELECT {NETWORK_SQL} AS network, any_value(origin_asn) AS asn, count(*) AS messages, "
-        "count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL "
+        f"count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL AND {where} "
         "GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ?",
         [top],
     )
@@ -90,19 +93,27 @@ def _top_networks(con: duckdb.DuckDBPyConnection, top: int) -> list[dict[str, An
     return rows
 
 
-def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
+def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10, label: str = SPAM) -> dict[str, Any]:
     """Counts, date range, top origin networks, subjects and parse problems.
 
-    ``seen`` = archived messages + source problems = ``messages`` + ``quarantined``.
+    ``seen`` = archived messages + source problems = ``messages`` + ``quarantined`` (every
+    label); ``labels`` counts messages per label, and the date range, networks, subjects and
+    defects count ``label`` only (``all`` for every message).
     """
+    where = label_filter(label)
     raw_rows = int(_scalar(con, "SELECT count(*) FROM raw"))
     problems = int(_scalar(con, "SELECT count(*) FROM quarantine WHERE id IS NULL"))
     quarantined_msgs = int(
         _scalar(con, "SELECT count(DISTINCT id) FROM quarantine WHERE id IS NOT NULL")
     )
     messages = int(_scalar(con, "SELECT count(*) FROM messages"))
+    labels = dict(
+        con.execute(
+            "SELECT coalesce(label, 'spam'), count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    )
     first, last = con.execute(
-        "SELECT min(received_at), max(received_at) FROM messages"
+        f"SELECT min(received_at), max(received_at) FROM messages WHERE {where}"
     ).fetchone() or (
         None,
         None,
@@ -110,6 +121,9 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
     return {
         "seen": raw_rows + problems,
         "messages": messages,
+        "label": label,
+        "labels": labels,
+        "counted": messages if label == ALL else labels.get(label, 0),
         "quarantined": quarantined_msgs + problems,
         "quarantined_messages": quarantined_msgs,
         "source_problems": problems,
@@ -118,12 +132,12 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
         "stored_bytes": int(_scalar(con, "SELECT coalesce(sum(octet_length(data)), 0) FROM raw")),
         "first_received": iso(first),
         "last_received": iso(last),
-        "with_origin_ip": int(_scalar(con, "SELECT count(origin_ip) FROM messages")),
-        "top_origin_networks": _top_networks(con, top),
+        "with_origin_ip": int(_scalar(con, f"SELECT count(origin_ip) FROM messages WHERE {where}")),
+        "top_origin_networks": _top_networks(con, top, where),
         "top_subjects": _rows(
             con,
             "SELECT subject, count(*) AS messages FROM messages WHERE subject IS NOT NULL "
-            "AND subject <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            f"AND subject <> '' AND {where} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
             [top],
         ),
         "quarantine_reasons": _rows(
@@ -133,14 +147,14 @@ def stats(con: duckdb.DuckDBPyConnection, *, top: int = 10) -> dict[str, Any]:
         # Defect codes are a small vocabulary (plus per-charset variants): show most of them.
         "top_defects": _rows(
             con,
-            "SELECT defect, count(*) AS count FROM (SELECT unnest(defects) AS defect FROM messages) "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            "SELECT defect, count(*) AS count FROM (SELECT unnest(defects) AS defect FROM messages "
+            f"WHERE {where}) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
             [max(top, 50)],
         ),
         "received_at_source": _rows(
             con,
             "SELECT received_at_source AS source, count(*) AS count FROM messages "
-            "GROUP BY 1 ORDER BY 2 DESC, 1",
+            f"WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1",
         ),
     }
 
@@ -201,6 +215,7 @@ def show(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> dict[str, Any]:
         "date_flags": m["date_flags"] or [],
         "message_id": m["message_id"],
         "subject": m["subject"],
+        "label": m.get("label") or "spam",
         "from": {"name": m["from_name"], "addr": m["from_addr"], "domain": m["from_domain"]},
         "to": _people("to"),
         "cc": _people("cc"),

@@ -38,6 +38,7 @@ RAW_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("envelope", pa.string()),
         ("ingested_at", pa.timestamp("us")),
+        ("label", pa.string()),
     ]
 )
 
@@ -50,6 +51,7 @@ class RawRow:
     data: bytes
     source: str
     envelope: Envelope | None = None
+    label: str = "spam"  # what the source holds (store/labels.py); kept for re-parsing
 
 
 def envelope_to_json(env: Envelope | None) -> str | None:
@@ -133,6 +135,7 @@ def raw_table(rows: Iterable[RawRow], now: datetime | None = None) -> pa.Table:
             "source": pa.array([_clean(r.source) for r in rows], pa.string()),
             "envelope": pa.array([envelope_to_json(r.envelope) for r in rows], pa.string()),
             "ingested_at": pa.array([when] * len(rows), pa.timestamp("us")),
+            "label": pa.array([r.label for r in rows], pa.string()),
         },
         schema=RAW_SCHEMA,
     )
@@ -219,14 +222,14 @@ def iter_raw(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> Iterable[Raw
     con.register("_want_ids", probe)
     try:
         result = con.execute(
-            "SELECT r.id, r.codec, r.data, r.source, r.envelope "
+            "SELECT r.id, r.codec, r.data, r.source, r.envelope, r.label "
             "FROM raw r SEMI JOIN _want_ids w ON w.id = r.id"
         ).fetchall()
     finally:
         con.unregister("_want_ids")
-    for rid, codec, blob, source, env in result:
+    for rid, codec, blob, source, env, label in result:
         data = decompress(str(codec), bytes(blob))
-        yield RawRow(str(rid), data, str(source or ""), envelope_from_json(env))
+        yield RawRow(str(rid), data, str(source or ""), envelope_from_json(env), label or "spam")
 
 
 def pending_ids(con: duckdb.DuckDBPyConnection) -> list[str]:

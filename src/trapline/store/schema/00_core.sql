@@ -107,3 +107,9 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     quarantined BIGINT,
     problems    BIGINT
 );
+
+-- What a message is, given at ingest (`--label`, default 'spam'): 'spam', 'ham' or a name of
+-- lowercase letters, digits, '.', '_', '-'. Kept on the raw row so a re-parse keeps it; analyses
+-- and reports count label = 'spam' unless asked for another label or all.
+ALTER TABLE raw ADD COLUMN IF NOT EXISTS label VARCHAR DEFAULT 'spam';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS label VARCHAR DEFAULT 'spam';
