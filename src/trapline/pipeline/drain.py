@@ -4,14 +4,15 @@ Order per batch of segments: (1) insert visits, sessions and events with ``INSER
 their unique ids, (2) ingest the messages through the normal pipeline (raw first, content-
 addressed by SHA-256, so storing the same bytes again is a no-op), (3) move the segments to
 ``done/``. A crash between any two steps re-applies the batch on restart and changes nothing:
-that is what makes "at least once from the spool" into "exactly once in the store".
+that is what makes "at least once from the spool" into "exactly once in the store". Messages
+go through the ingest core file ingest uses (``pipeline.core``): one dedupe, archive, parse,
+quarantine and stage runner.
 
 This is the store's only writer while ``trapline serve`` runs (DuckDB allows one writer process).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.errors import NotConfigured
 from trapline.model import Envelope, RawMessage
+from trapline.pipeline.core import IngestCore
 from trapline.store.duckdb import Store
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
 
@@ -173,91 +174,20 @@ def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]
     return {k: len(v) for k, v in by_kind.items()}
 
 
-def ingest_raws(
-    store: Store,
-    raws: list[RawMessage],
-    settings: dict[str, Any],
-    note: NoteFn,
-    *,
-    resume: bool = False,
-) -> int:
-    """Store ``raws`` the way ``trapline ingest`` does: raw bytes first (content-addressed, so a
-    replay is a no-op), then parse, write, and run ``post_ingest_stages`` on the new messages.
-
-    Returns how many were new. In-process and batch-sized (the spool hands over at most a few
-    thousand messages at a time), built on the store's and parser's public functions rather
-    than the file-oriented ``trapline.pipeline.run.ingest``.
-    """
-    from trapline.store import raw as rawstore
-
-    con = store.con
-    backlog: list[RawMessage] = []
-    if resume:  # a crash between archiving and parsing left raw rows without messages rows
-        pending = rawstore.pending_ids(con)
-        backlog = [
-            RawMessage(r.data, r.source, r.envelope) for r in rawstore.iter_raw(con, pending)
-        ]
-        if backlog:
-            note(f"resuming: {len(backlog)} archived trap messages were never parsed")
-    unique = {raw.id: raw for raw in raws}
-    known = rawstore.existing_ids(con, list(unique))
-    fresh = [raw for mid, raw in unique.items() if mid not in known]
-    rawstore.write_raw(con, [rawstore.RawRow(r.id, r.data, r.source, r.envelope) for r in fresh])
-    if fresh or backlog:
-        _parse_and_write(store, fresh + backlog, settings, note)
-    return len(fresh)
+def store_messages(store: Store, core: IngestCore, raws: Sequence[RawMessage]) -> int:
+    """Store spooled messages through the ingest core (raw first, content-addressed, so a
+    replay is a no-op); returns how many were new."""
+    got = core.archive(store, [(raw.id, raw) for raw in raws])
+    if got.fresh:
+        core.write(store, core.parse(got.fresh))
+    return len(got.fresh)
 
 
-def _parse_and_write(
-    store: Store, raws: list[RawMessage], settings: dict[str, Any], note: NoteFn
-) -> None:
-    from trapline.ingest.parse import parse_many
-    from trapline.ingest.received import TrustBoundary
-    from trapline.model import Message, Quarantined
-    from trapline.pipeline.pool import batch_for, fingerprint_at_ingest
-    from trapline.store.writer import write_batch
-
-    trust = TrustBoundary.from_specs(list(settings.get("trust") or []))
-    records: list[Message | Quarantined] = []
-    try:
-        records = list(parse_many(raws, trust=trust))
-    except Exception:  # a parser bug must not lose the batch: retry one by one, quarantine failures
-        for raw in raws:
-            try:
-                records.extend(parse_many([raw], trust=trust))
-            except Exception as exc:
-                detail = f"{type(exc).__name__}: {exc}"[:500]
-                records.append(
-                    Quarantined(raw.id, len(raw.data), raw.source, "internal-error", detail)
-                )
-    batch = batch_for(records, fingerprint=fingerprint_at_ingest(settings))
-    bad = {q.id for q in write_batch(store.con, batch)}
-    run_stages(store, [i for i in batch.message_ids if i not in bad], settings, note)
-
-
-_SWITCHED_OFF: set[str] = set()  # stages that said NotConfigured, noted once per process
-
-
-def run_stages(
-    store: Store, message_ids: list[str], settings: dict[str, Any], note: NoteFn
-) -> None:
-    """``post_ingest_stages`` over freshly stored messages; a failing stage is noted, not fatal
-    (the messages are stored and the stage can be re-run over them later)."""
-    if not message_ids:
-        return
-    for spec in settings.get("post_ingest_stages") or []:
-        module, _, name = str(spec).partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), name)
-            fn(store, message_ids, settings)
-        except NotConfigured as exc:
-            if spec not in _SWITCHED_OFF:
-                _SWITCHED_OFF.add(spec)
-                note(f"{spec} switched off: {exc}")
-        except Exception as exc:
-            note(
-                f"post-ingest stage {spec} failed ({type(exc).__name__}: {exc}); messages are stored"
-            )
+def resume(store: Store, core: IngestCore) -> None:
+    """Parse what a crash archived in ``raw`` but never parsed (run once at start-up)."""
+    pending = core.pending(store)
+    if pending:
+        core.write(store, core.parse(pending))
 
 
 def drain(
@@ -265,14 +195,14 @@ def drain(
     store: Store,
     settings: dict[str, Any],
     *,
+    core: IngestCore | None = None,
     max_records: int = 2000,
     on_note: NoteFn | None = None,
-    resume: bool = False,
 ) -> DrainResult:
     """Move everything durable in the spool into the store; safe to call at any time.
 
-    ``resume`` (use it once at start-up) also parses messages an earlier crash archived in
-    ``raw`` but never parsed, so re-draining their segment does not leave them unparsed."""
+    ``core`` is the writer's ingest core (``serve`` keeps one for its lifetime, so stages load
+    once and stay switched off once they fail); without one, a core is made for this call."""
     result = DrainResult()
 
     def note(text: str) -> None:
@@ -281,8 +211,8 @@ def drain(
         if on_note is not None:
             on_note(text)
 
-    if resume:
-        ingest_raws(store, [], settings, note, resume=True)
+    if core is None:
+        core = IngestCore(settings, note)
     pending = spool.pending_segments()
     while pending:
         group: list[tuple[Path, list[SpoolRecord]]] = []
@@ -299,7 +229,7 @@ def drain(
             group.append((path, recs))
             n_records += len(recs)
         try:
-            _apply(spool, store, settings, group, result, note)
+            _apply(spool, store, core, group, result)
         except Exception as exc:
             if len(group) == 1:  # a poison segment must not block everything behind it
                 note(f"spool segment {group[0][0].name} cannot be stored ({exc}); moved to bad/")
@@ -308,7 +238,7 @@ def drain(
                 continue
             for one in group:  # find the culprit; the others go through (replays are no-ops)
                 try:
-                    _apply(spool, store, settings, [one], result, note)
+                    _apply(spool, store, core, [one], result)
                 except Exception as inner:
                     note(f"spool segment {one[0].name} cannot be stored ({inner}); moved to bad/")
                     spool.quarantine(one[0])
@@ -319,10 +249,9 @@ def drain(
 def _apply(
     spool: Spool,
     store: Store,
-    settings: dict[str, Any],
+    core: IngestCore,
     group: list[tuple[Path, list[SpoolRecord]]],
     result: DrainResult,
-    note: NoteFn,
 ) -> None:
     """Store one group of segments (events, then messages), then move them to done/."""
     records = [r for _, recs in group for r in recs]
@@ -332,7 +261,7 @@ def _apply(
     for kind, n in write_events(store, records).items():
         result.events[kind] = result.events.get(kind, 0) + n
     if messages:
-        result.new_messages += ingest_raws(store, messages, settings, note)
+        result.new_messages += store_messages(store, core, messages)
         result.messages += len(messages)
     for path, _ in group:
         spool.mark_done(path)

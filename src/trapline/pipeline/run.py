@@ -1,8 +1,9 @@
-"""Ingest orchestration: read → archive raw → parse in a process pool → write → post-ingest stages.
+"""File ingest: read → archive raw → parse in a process pool → write → post-ingest stages.
 
-The main process is the only writer (DuckDB allows one). It reads sources, hashes and
-de-duplicates, commits the new raw bytes (raw first, ARCHITECTURE rule 2) and only then hands
-them to the parse workers. Workers return finished Arrow tables (``pool.batch_for``), so
+The steps per batch are the ingest core's (``pipeline.core``, shared with the trap drain); this
+module adds the sources and the process pool. The main process is the only writer (DuckDB
+allows one). It reads sources, hashes and de-duplicates, commits the new raw bytes (raw first,
+ARCHITECTURE rule 2) and only then hands them to the parse workers. Workers return finished Arrow tables (``pool.batch_for``), so
 the main process does no per-message Python work after the hash. In-flight work is bounded, so
 memory stays flat on any input size. A Ctrl-C or a kill loses no committed batch: the next run
 finds archived messages that have neither a ``messages`` nor a ``quarantine`` row and parses them.
@@ -21,25 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import pyarrow as pa
-
 from trapline.config import DEFAULTS
 from trapline.errors import IngestError, UsageError
-from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
-from trapline.pipeline.pool import (
-    StopFlag,
-    batch_for,
-    fingerprint_at_ingest,
-    parse_records,
-    parse_task,
-    start_pool,
-    unstick_if_a_worker_died,
-)
-from trapline.pipeline.stages import NoteFn, PostIngestStages
+from trapline.model import RawMessage, SourceProblem, message_id_of
+from trapline.pipeline.core import IngestCore, Item
+from trapline.pipeline.pool import StopFlag, parse_task, start_pool, unstick_if_a_worker_died
+from trapline.pipeline.stages import NoteFn
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, open_store
 from trapline.store.labels import check_label
-from trapline.store.writer import Batch, merge, write_batch, write_problems
+from trapline.store.writer import Batch, merge, write_problems
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
@@ -94,24 +86,16 @@ class _Run:
     """One ingest run's moving parts (pool, store, buffers); ``ingest`` drives it."""
 
     def __init__(
-        self, store: Store, pool: ProcessPoolExecutor | None, trust: Any, settings: dict[str, Any],
-        chunk: int, batch_size: int, stages: PostIngestStages, note: NoteFn, reader: Any,
-        on_progress: ProgressFn | None, label: str = "spam",
+        self, store: Store, pool: ProcessPoolExecutor | None, core: IngestCore, chunk: int,
+        batch_size: int, reader: Any, on_progress: ProgressFn | None,
     ) -> None:  # fmt: skip
         self.store = store
         self.pool = pool
-        self.trust = trust
-        self.settings = settings
+        self.core = core
         self.chunk = chunk
         self.batch_size = batch_size
-        self.stages = stages
-        self.note = note
         self.reader = reader
         self.on_progress = on_progress
-        self.label = label
-        self.resumed_labels: dict[str, str] = {}  # resumed ids whose label is not this run's
-        self.fingerprint = fingerprint_at_ingest(settings)
-        self.unsigned = 0  # messages stored without signatures (a fingerprint bug)
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
@@ -121,18 +105,17 @@ class _Run:
         self.done_rows = 0
 
     # parse side
-    def submit(self, items: list[tuple[str, RawMessage]]) -> None:
+    def submit(self, items: list[Item]) -> None:
         """Parse ``(id, raw)`` pairs in chunks; the ids spare the workers hashing again."""
         for start in range(0, len(items), self.chunk):
-            ids = [mid for mid, _ in items[start : start + self.chunk]]
-            part = [raw for _, raw in items[start : start + self.chunk]]
+            part = items[start : start + self.chunk]
             if self.pool is None:
-                records = parse_records(part, self.trust, ids)
-                self._collect(batch_for(records, fingerprint=self.fingerprint))
+                self._collect(self.core.parse(part))
                 continue
             while len(self.in_flight) >= self.max_in_flight:
                 self.drain(block_until_one=True)
-            self.in_flight[self.pool.submit(parse_task, part, ids)] = part
+            raws = [raw for _, raw in part]
+            self.in_flight[self.pool.submit(parse_task, raws, [mid for mid, _ in part])] = raws
 
     def drain(self, *, block_until_one: bool = False, everything: bool = False) -> None:
         blocking = block_until_one or everything
@@ -148,39 +131,16 @@ class _Run:
             for fut in finished:
                 part = self.in_flight.pop(fut)
                 try:
-                    batch = fut.result()
+                    batch = self.core.checked(fut.result())
                 except BrokenProcessPool:
                     raise
                 except Exception as exc:  # a bug in parse or writer code: retry one by one
-                    batch = self._fallback(part, exc)
+                    batch = self.core.fallback(part, exc)
                 self._collect(batch)
             if not everything:
                 return
 
-    def _fallback(self, part: list[RawMessage], exc: Exception) -> Batch:
-        """Re-run a failed chunk message by message in-process; failures are quarantined."""
-        records: list[Message | Quarantined] = []
-        for raw in part:
-            try:
-                records.extend(parse_records([raw], self.trust))
-            except Exception as one:
-                mid = message_id_of(raw.data)
-                detail = f"{type(one).__name__}: {one}"[:500]
-                records.append(
-                    Quarantined(mid, len(raw.data), raw.source, "internal-error", detail)
-                )
-        self.note(f"a parse task failed ({type(exc).__name__}: {exc}); retried one by one")
-        return batch_for(records, fingerprint=self.fingerprint)
-
     def _collect(self, batch: Batch) -> None:
-        if self.fingerprint and batch.message_ids and "signatures" not in batch.tables:
-            self.unsigned += len(batch.message_ids)
-            if self.unsigned == len(batch.message_ids):  # said once per run
-                self.note(
-                    "fingerprints could not be computed at ingest for some messages (a bug: "
-                    "please report it); they are stored, and `trapline analyze campaigns` "
-                    "computes their fingerprints from the stored rows"
-                )
         self.done.append(batch)
         self.done_rows += batch.n_rows
         if self.done_rows >= self.batch_size:
@@ -191,28 +151,10 @@ class _Run:
             return
         batch = merge(self.done)
         self.done, self.done_rows = [], 0
-        self._label(batch)
-        bad = write_batch(self.store.con, batch)
-        for q in bad:
-            self.note(f"{q.source}: quarantined, the store rejected it ({q.detail[:120]})")
-        bad_ids = {q.id for q in bad}
-        ok_ids = [i for i in batch.message_ids if i not in bad_ids]
-        self.counts.parsed += len(ok_ids)
-        self.counts.quarantined += len(batch.quarantined_ids) + len(bad)
-        self.stages.submit(self.store, ok_ids)
+        written = self.core.write(self.store, batch)
+        self.counts.parsed += len(written.stored)
+        self.counts.quarantined += written.quarantined
         self.tick()
-
-    def _label(self, batch: Batch) -> None:
-        """Give the batch's messages their label (the run's, or the archive's when resumed)."""
-        table = batch.tables.get("messages")
-        if table is None or "label" in table.column_names:
-            return
-        if self.resumed_labels:
-            ids = table.column("id").to_pylist()
-            values = pa.array([self.resumed_labels.get(i, self.label) for i in ids], pa.string())
-        else:
-            values = pa.array([self.label] * table.num_rows, pa.string())
-        batch.tables["messages"] = table.append_column("label", values)
 
     def tick(self, *, force: bool = False) -> None:
         """Report progress: messages finished (stored, quarantined or duplicate) and the share
@@ -229,37 +171,19 @@ class _Run:
         self.on_progress(done, int(self.reader.bytes_read * share), self.reader.bytes_total)
 
     # raw side
-    def archive(self, buffer: list[tuple[str, RawMessage]]) -> list[tuple[str, RawMessage]]:
+    def archive(self, buffer: list[Item]) -> list[Item]:
         """Dedupe ``buffer`` within itself and against the store, commit the new bytes."""
-        unique: dict[str, RawMessage] = {}
-        for mid, raw in buffer:
-            unique.setdefault(mid, raw)
-        known = rawstore.existing_ids(self.store.con, list(unique))
-        fresh = [(mid, raw) for mid, raw in unique.items() if mid not in known]
-        rows = [rawstore.RawRow(mid, r.data, r.source, r.envelope, self.label) for mid, r in fresh]
-        rawstore.write_raw(self.store.con, rows)
-        self.counts.new += len(fresh)
-        self.counts.duplicates += len(buffer) - len(fresh)
-        return fresh
+        got = self.core.archive(self.store, buffer)
+        self.counts.new += len(got.fresh)
+        self.counts.duplicates += got.duplicates
+        return got.fresh
 
     def resume(self) -> None:
         """Parse what an interrupted run archived but never parsed."""
-        pending = rawstore.pending_ids(self.store.con)
+        pending = self.core.pending(self.store)
+        self.counts.resumed += len(pending)
         for start in range(0, len(pending), self.batch_size):
-            rows = list(rawstore.iter_raw(self.store.con, pending[start : start + self.batch_size]))
-            self.resumed_labels.update((r.id, r.label) for r in rows if r.label != self.label)
-            items = [(r.id, RawMessage(r.data, r.source, r.envelope)) for r in rows]
-            self.counts.resumed += len(items)
-            self.submit(items)
-        if pending:
-            self.note(f"resuming: {len(pending)} archived messages from an interrupted run")
-
-
-def _trust_for(specs: Sequence[str]) -> Any:
-    from trapline.ingest.received import TrustBoundary
-
-    # Private and loopback ranges are always included (see TrustBoundary.from_specs).
-    return TrustBoundary.from_specs(list(specs))
+            self.submit(pending[start : start + self.batch_size])
 
 
 def _tune(store: Store, settings: dict[str, Any]) -> None:
@@ -301,8 +225,6 @@ def ingest(
     note: NoteFn = on_note or (lambda _text: None)
     label = check_label(label)
     started = time.perf_counter()
-    specs = [*(settings.get("trust") or []), *trust]
-    trust_obj = _trust_for(specs)
     n_workers = int(workers if workers is not None else settings.get("workers") or 0)
     n_workers = n_workers if n_workers > 0 else (os.cpu_count() or 1)
     size = int(batch_size or settings.get("batch_size") or 2000)
@@ -311,9 +233,9 @@ def ingest(
     # Several chunks per batch keep both workers busy while the main process archives the next.
     chunk = max(25, min(500, size // (2 * n_workers)))
     reader = SourceReader([str(p) for p in paths], stdin=stdin)
-    stages = PostIngestStages(settings, note)
-    stages.load()
-    pool = start_pool(n_workers, trust_obj, fingerprint=fingerprint_at_ingest(settings))
+    core = IngestCore(settings, note, trust=trust, label=label)
+    stages = core.stages
+    pool = start_pool(n_workers, core.trust, fingerprint=core.fingerprint)
     store: Store | None = None
     run: _Run | None = None
     interrupted = completed = False
@@ -327,10 +249,7 @@ def ingest(
         )
         if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
             stages.start_background(store)
-        run = _Run(
-            store, pool, trust_obj, settings, chunk, size, stages, note, reader, on_progress,
-            label,
-        )  # fmt: skip
+        run = _Run(store, pool, core, chunk, size, reader, on_progress)
         run.stop.install()
         run.resume()
         _main_loop(run, reader, note)

@@ -30,7 +30,8 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from trapline.errors import ServiceError, UsageError
-from trapline.pipeline.drain import DrainResult, drain
+from trapline.pipeline.core import IngestCore
+from trapline.pipeline.drain import DrainResult, drain, resume
 from trapline.store.duckdb import Store, open_store
 from trapline.traps import addresses
 from trapline.traps.smtp.spool import Spool
@@ -97,9 +98,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 class DrainWorker(threading.Thread):
     """The store's only writer while serving: drains the spool when woken or every second."""
 
-    def __init__(self, spool: Spool, store: Store, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, spool: Spool, store: Store, settings: dict[str, Any], core: IngestCore
+    ) -> None:
         super().__init__(name="trap-drain", daemon=True)
-        self.spool, self.store, self.settings = spool, store, settings
+        self.spool, self.store, self.settings, self.core = spool, store, settings, core
         self._wake = threading.Event()
         self._stopping = False
         self.total = DrainResult()
@@ -121,7 +124,7 @@ class DrainWorker(threading.Thread):
 
     def drain_once(self) -> None:
         try:
-            got = drain(self.spool, self.store, self.settings)
+            got = drain(self.spool, self.store, self.settings, core=self.core)
         except Exception:  # the data stays in the spool; the next round retries
             log.exception("drain failed; the spool keeps the data and will retry")
             return
@@ -282,10 +285,13 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
             loop.add_signal_handler(sig, stop.set)
     try:
-        recovered = drain(spool, store, settings, on_note=note, resume=True)
+        # One ingest core for this process: stages load once, and one that fails stays off.
+        core = IngestCore(settings, note)
+        resume(store, core)
+        recovered = drain(spool, store, settings, core=core, on_note=note)
         if recovered.segments:
             note(f"recovered from the spool: {recovered.line()}")
-        worker = DrainWorker(spool, store, settings)
+        worker = DrainWorker(spool, store, settings, core)
         spool.on_commit = worker.wake
         spool.start()
         ctx = ServeContext(settings, spool, store, secret)
@@ -318,6 +324,6 @@ async def serve(
             total = worker.total
         else:
             with contextlib.suppress(Exception):
-                drain(spool, store, settings)
+                drain(spool, store, settings, on_note=note)
         store.close()
     return total

@@ -358,7 +358,8 @@ def _with_seqs(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
     return table.add_column(1, "seq", seqs)
 
 
-def _subset(batch: Batch, ids: list[str]) -> Batch:
+def subset(batch: Batch, ids: list[str]) -> Batch:
+    """The part of ``batch`` that belongs to the message (or quarantine) ``ids``."""
     keep = pa.array(ids, _S)
     tables = {}
     for name, table in batch.tables.items():
@@ -388,8 +389,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: Batch) -> list[Quarantine
         ids = batch.message_ids + batch.quarantined_ids
         if len(ids) > 1:
             half = len(ids) // 2
-            return write_batch(con, _subset(batch, ids[:half])) + write_batch(
-                con, _subset(batch, ids[half:])
+            return write_batch(con, subset(batch, ids[:half])) + write_batch(
+                con, subset(batch, ids[half:])
             )
         if not ids:
             raise
