@@ -176,7 +176,7 @@ def _incremental(stored: int, day: int, seed: int) -> dict[str, Any]:
     from trapline.analyze.campaigns import analyze_campaigns
     from trapline.analyze.evaluate import score
     from trapline.config import load_settings
-    from trapline.fingerprint.stage import fingerprint_ids
+    from trapline.pipeline.adapters.fingerprint import fingerprint_ids
     from trapline.store.duckdb import open_store
     from trapline.testing.spamgen import SpamGenerator
     from trapline.testing.spamstore import store_generated

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from conftest import TESTS_DATA, shared
 from trapline.config import load_settings
 from trapline.enrich import asn
-from trapline.enrich.asn_enrich import enrich_all, enrich_stage
 from trapline.errors import NotConfigured, UsageError
+from trapline.pipeline.adapters.asn import asn_stage, enrich_all
 from trapline.routing import index as routing_index
 from trapline.routing.formats import Route, cidr_route, read_pyasn_dat
 from trapline.routing.lookup import day_numbers
@@ -310,7 +310,7 @@ def test_bundled_routing_names_mccolo_as_it_was(tmp_path: Path) -> None:
 
 def test_stage_switches_itself_off_without_snapshots(tmp_path: Path) -> None:
     with open_store(tmp_path) as store, pytest.raises(NotConfigured):
-        enrich_stage(store, [], {})
+        asn_stage(store, [], {})
 
 
 @pytest.fixture(scope="module")
@@ -356,22 +356,6 @@ def test_enrich_all_is_repeatable_and_covers_hops_and_urls(corpus_store: Path) -
     assert {"origin", "hop", "url"} <= set(first.by_subject)
     # Every literal-IP URL host is looked up (one row per message and host).
     assert 0 < first.by_subject["url"][0] <= literal
-
-
-def test_enrich_without_traps_tables(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
-        store_routing.import_routing(
-            store, TESTS_DATA / "routing" / "ipasn_20080501_excerpt_208.64-79.dat"
-        )
-        store.con.execute("DROP TABLE IF EXISTS visits")
-        store.con.execute("DROP TABLE IF EXISTS dictionary_attacks")
-        _message(store, "m1", "208.66.193.7", datetime(2008, 10, 1))
-        result = enrich_all(store, {})
-        row = store.con.execute(
-            "SELECT origin_asn, origin_prefix, routing_snapshot FROM messages"
-        ).fetchall()
-    assert result.by_subject == {"origin": (1, 1)}
-    assert row == [(26780, "208.66.192.0/22", "ipasn_20080501_excerpt_208.64-79@2008-05-01")]
 
 
 def _message(store: Store, mid: str, ip: str, at: datetime) -> None:

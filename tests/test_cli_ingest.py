@@ -169,7 +169,7 @@ def test_query_json_table_and_errors(store_dir: Path) -> None:
 def test_demo_report(tmp_path: Path) -> None:
     # With the networks area's ASN stage: the demo imports the bundled 2008 table first, so the
     # 2002 origins map to ASes (and their names) rather than to /24s.
-    env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.enrich.asn_enrich:enrich_stage"}
+    env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.pipeline.adapters.asn:asn_stage"}
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "demo"), "demo"], env=env)
     assert result.exit_code == 0, result.output
     # The sample's 72 ham messages are stored as ham and left out of the report.

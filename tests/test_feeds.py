@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TESTS_DATA, shared
-from trapline.enrich.feeds import classify, date_from_path, import_feeds, kind_from_name, read_feed
+from trapline.enrich.feeds import classify, date_from_path, kind_from_name, read_feed
 from trapline.errors import FeedError, UsageError
+from trapline.pipeline.adapters.feeds import import_feeds
 from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
 

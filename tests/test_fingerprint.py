@@ -163,7 +163,7 @@ def test_signatures_made_at_parse_time_equal_those_made_from_stored_rows(tmp_pat
     """The parse workers fingerprint the records; ``fingerprint_ids`` reads the stored rows
     back. On real mail, hostile edge cases included (NULs, broken charsets, odd URLs), both
     must give the same signature to every message, or incremental runs would drift."""
-    from trapline.fingerprint.stage import fingerprint_ids
+    from trapline.pipeline.adapters.fingerprint import fingerprint_ids
     from trapline.pipeline.run import ingest
     from trapline.store.duckdb import open_store
 
@@ -229,14 +229,14 @@ def test_a_fingerprint_failure_at_ingest_stores_the_messages_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from trapline.analyze.campaigns import analyze_campaigns
-    from trapline.fingerprint import stage
+    from trapline.fingerprint import rows
     from trapline.pipeline.run import ingest
     from trapline.store.duckdb import open_store
 
     def broken(messages: object) -> None:
         raise RuntimeError("a fingerprint bug")
 
-    monkeypatch.setattr(stage, "signature_table", broken)
+    monkeypatch.setattr(rows, "signature_table", broken)
     folder = shared("mail", "spamassassin-2002", "spam")
     notes: list[str] = []
     settings = load_settings({"data_dir": str(tmp_path), "post_ingest_stages": []})

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from trap_helpers import spam_bodies
+from trapline.analyze.harvesters import harvesters, visit_details
 from trapline.config import load_settings
 from trapline.enrich import harvest
 from trapline.errors import NotConfigured
+from trapline.pipeline.adapters.harvest import harvest_stage
 from trapline.pipeline.drain import drain
 from trapline.store.duckdb import Store, open_store
 from trapline.traps import addresses
@@ -126,7 +128,7 @@ def test_undecodable_trap_addresses_are_dictionary_attacks_by_the_sender(
     assert {(r[2], r[3]) for r in rows} == {("192.0.2.66", "dict@attacker.example")}
     # re-running the stage replaces its rows, never duplicates them
     ids = [r[0] for r in store.con.execute("SELECT id FROM messages").fetchall()]
-    harvest.harvest_stage(store, ids, settings)  # type: ignore[arg-type]
+    harvest_stage(store, ids, settings)  # type: ignore[arg-type]
     assert store.con.execute("SELECT count(*) FROM dictionary_attacks").fetchone() == (2,)
 
 
@@ -134,7 +136,7 @@ def test_harvesters_are_ranked_by_the_spam_their_addresses_drew(
     linked: tuple[Store, dict[str, str], dict[str, object]],
 ) -> None:
     store, _, _ = linked
-    ranked = harvest.harvesters(store)
+    ranked = harvesters(store)
     assert [h.ip for h in ranked][:1] == ["198.51.100.7"]
     top = ranked[0]
     assert (top.visits, top.addresses, top.messages) == (2, 2, 2)
@@ -156,11 +158,11 @@ def test_harvesters_are_ranked_by_the_spam_their_addresses_drew(
 
 def test_visit_details_for_decode(linked: tuple[Store, dict[str, str], dict[str, object]]) -> None:
     store, _, _ = linked
-    details = harvest.visit_details(store, "v0")
+    details = visit_details(store, "v0")
     assert details is not None
     assert details["ip"] == "198.51.100.7" and details["user_agent"] == "EmailSiphon"
     assert details["messages"] == 2 and details["headers"] == {"user-agent": "EmailSiphon"}
-    assert harvest.visit_details(store, "v999") is None
+    assert visit_details(store, "v999") is None
 
 
 def test_resolve_is_pure_and_skips_other_domains() -> None:
@@ -182,13 +184,9 @@ def test_resolve_is_pure_and_skips_other_domains() -> None:
 def test_stage_switches_itself_off_without_a_secret_or_domains(tmp_path: Path) -> None:
     with open_store(tmp_path / "d") as store:
         with pytest.raises(NotConfigured, match="site secret"):
-            harvest.harvest_stage(
-                store, ["x"], {"data_dir": str(tmp_path / "d"), "trap_domains": [TRAP]}
-            )
+            harvest_stage(store, ["x"], {"data_dir": str(tmp_path / "d"), "trap_domains": [TRAP]})
         with pytest.raises(NotConfigured, match="trap_domains"):
-            harvest.harvest_stage(
-                store, ["x"], {"data_dir": str(tmp_path / "d"), "trap_domains": []}
-            )
+            harvest_stage(store, ["x"], {"data_dir": str(tmp_path / "d"), "trap_domains": []})
 
 
 def test_harvester_asn_comes_from_routing_as_of_the_visit(tmp_path: Path) -> None:
@@ -215,10 +213,10 @@ def test_harvester_asn_comes_from_routing_as_of_the_visit(tmp_path: Path) -> Non
         ]
     )
     with open_store(tmp_path / "data") as store:
-        assert harvest.harvesters(store) == []  # nothing linked yet
+        assert harvesters(store) == []  # nothing linked yet
         import_routing(store, table, fmt="pyasn")
         drain(spool, store, settings)
-        ranked = harvest.harvesters(store)
+        ranked = harvesters(store)
     assert [(h.ip, h.asn, h.first_spam_delay_s) for h in ranked] == [
         ("208.66.194.17", 26780, 300.0)
     ]

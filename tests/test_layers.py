@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ def _graph() -> dict[str, set[str]]:
     return {name: _imports(path) & modules.keys() - {name} for name, path in modules.items()}
 
 
-@pytest.mark.parametrize("package", ["routing"])
+@pytest.mark.parametrize("package", ["routing", "enrich", "fingerprint", "ingest"])
 def test_pure_packages_do_not_import_the_store(package: str) -> None:
     graph = _graph()
     offenders = {
@@ -43,6 +45,18 @@ def test_pure_packages_do_not_import_the_store(package: str) -> None:
         if m.startswith(f"trapline.{package}")
     }
     assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_the_trap_address_codec_imports_without_the_trap_servers() -> None:
+    code = (
+        "import sys, trapline.traps.addresses; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiosmtpd', 'starlette', 'jinja2', 'duckdb') or m.startswith('trapline.traps.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['trapline.traps.addresses', 'trapline.traps.names']"
 
 
 def test_no_import_cycles() -> None:

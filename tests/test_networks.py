@@ -14,9 +14,9 @@ from conftest import TESTS_DATA, shared
 from trapline.analyze.networks import network_scores
 from trapline.cli.main import cli
 from trapline.config import load_settings
-from trapline.enrich.asn_enrich import enrich_all
-from trapline.enrich.feeds import import_feeds
 from trapline.export.dossier import build_dossier, render_html, render_markdown, write_dossier
+from trapline.pipeline.adapters.asn import enrich_all
+from trapline.pipeline.adapters.feeds import import_feeds
 from trapline.store import routing as store_routing
 from trapline.store.duckdb import Store, open_store
 
@@ -140,23 +140,6 @@ def test_weights_and_window_are_honoured(crafted: Path) -> None:
     # In June 5-30 only the visit (06-15), m5 (06-10), the attackers (06-20) and the C&C whose
     # sighting spans the window count.
     assert ev == {100: {"cc": 1}, 200: {"spam": 1}, 300: {"harvester": 1}, 400: {"dictionary": 2}}
-
-
-def test_ranking_without_traps_tables(crafted: Path) -> None:
-    with open_store(crafted) as store:
-        store.con.execute("DROP TABLE visits")
-        store.con.execute("DROP TABLE dictionary_attacks")
-        enrich_all(store, {})
-        ranked = network_scores(store, {})
-        by_prefix = network_scores(store, {}, by="prefix")
-    # AS300 loses its harvester: W = 3, ×1.581771 × 1.5 / 2 = 3.558985; AS400 has no evidence left.
-    assert [s.asn for s in ranked] == [300, 100, 200]
-    assert ranked[0].score == pytest.approx(3.558985, rel=1e-5)
-    assert {(s.asn, s.prefix) for s in by_prefix} == {
-        (300, "13.0.0.0/22"),
-        (100, "11.0.0.0/16"),
-        (200, "12.0.0.0/24"),
-    }
 
 
 # --- the real corpus -------------------------------------------------------------------------

@@ -28,12 +28,12 @@ DEFAULTS: dict[str, Any] = {
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to
     # switch itself off (say, no routing snapshot imported yet).
     "post_ingest_stages": [
-        "trapline.enrich.harvest:harvest_stage",
-        "trapline.enrich.asn_enrich:enrich_stage",
+        "trapline.pipeline.adapters.harvest:harvest_stage",
+        "trapline.pipeline.adapters.asn:asn_stage",
     ],
     # Near-duplicate signatures (issue 5) computed by the parse workers from the parsed records
     # and stored in each batch's transaction. False leaves them to `analyze campaigns` (or to
-    # the stage "trapline.fingerprint.stage:fingerprint_stage"), which reads stored rows.
+    # the stage "trapline.pipeline.adapters.fingerprint:fingerprint_stage"), which reads stored rows.
     "fingerprint_at_ingest": True,
     # Run the post-ingest stages on a background thread (own DuckDB cursor) while the next batch is
     # stored, instead of stopping the pipeline for them; false = strictly one after the other.

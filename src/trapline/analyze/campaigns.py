@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -23,8 +24,8 @@ from trapline.analyze.campaign_report import refresh_campaigns
 from trapline.analyze.lsh import ClusterParams, TextPrior, UrlPrior, components, link, url_keys
 from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
-from trapline.fingerprint.stage import fingerprint_ids, refingerprint_all
 from trapline.fingerprint.templates import template_hash
+from trapline.pipeline.adapters.fingerprint import fingerprint_ids, refingerprint_all
 from trapline.store.labels import ALL, SPAM, label_filter
 
 BACKFILL_BATCH = 20_000
@@ -67,7 +68,7 @@ def _matrix(blobs: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<u4").reshape(len(blobs), NUM_PERM)
 
 
-def _backfill(con: Any) -> int:
+def _backfill(con: duckdb.DuckDBPyConnection) -> int:
     """Fingerprint stored messages that have none (stores ingested before the stage ran)."""
     total = 0
     while True:
@@ -84,7 +85,7 @@ def _backfill(con: Any) -> int:
         total += fingerprint_ids(con, ids)
 
 
-def _reset(con: Any) -> None:
+def _reset(con: duckdb.DuckDBPyConnection) -> None:
     for sql in (
         "DELETE FROM lsh_buckets",
         "DELETE FROM url_buckets",
@@ -97,7 +98,7 @@ def _reset(con: Any) -> None:
         con.execute(sql)
 
 
-def _keys_table(con: Any, name: str, keys: np.ndarray) -> None:
+def _keys_table(con: duckdb.DuckDBPyConnection, name: str, keys: np.ndarray) -> None:
     con.register(name, pa.table({"key": pa.array(np.unique(keys), pa.int64())}))
 
 
@@ -162,7 +163,7 @@ def analyze_campaigns(
 
 
 def _cluster_new(
-    con: Any, rows: list[tuple[Any, ...]], params: ClusterParams
+    con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], params: ClusterParams
 ) -> tuple[int, int, int]:
     new_seq = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     new_sig = _matrix([r[1] for r in rows])
@@ -226,7 +227,7 @@ def _cluster_new(
     return _write_assignments(con, local_seq, root_seq, n_old, np.unique(roots), res.candidates)
 
 
-def _write_state(con: Any, res: Any) -> None:
+def _write_state(con: duckdb.DuckDBPyConnection, res: Any) -> None:
     keys = np.concatenate([s.keys for s in res.text_state])
     first = np.concatenate([s.first for s in res.text_state])
     last = np.concatenate([s.last for s in res.text_state])
@@ -242,7 +243,7 @@ def _write_state(con: Any, res: Any) -> None:
 
 
 def _write_assignments(
-    con: Any,
+    con: duckdb.DuckDBPyConnection,
     local_seq: np.ndarray,
     root_seq: np.ndarray,
     n_old: int,

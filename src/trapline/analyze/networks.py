@@ -25,7 +25,6 @@ from datetime import date, datetime, time
 from typing import Any
 
 from trapline.config import DEFAULTS
-from trapline.enrich.asn_enrich import table_exists
 from trapline.errors import ConfigError
 from trapline.routing import index as routing_index
 from trapline.store.duckdb import Store
@@ -144,15 +143,13 @@ def _evidence_sql(store: Store, label: str = SPAM) -> str:
             FROM feed_indicators WHERE asn IS NOT NULL
               AND kind IN ('cc', 'landing', 'harvester', {", ".join(f"'{k}'" for k in BLOCKLIST_KINDS)})""",
     ]
-    if table_exists(store, "visits"):
-        # A harvester is the visit whose issued address later received spam (ARCHITECTURE).
-        tied = ["SELECT trap_visit_id FROM messages WHERE trap_visit_id IS NOT NULL"]
-        if table_exists(store, "recipients"):
-            tied.append("SELECT trap_visit_id FROM recipients WHERE trap_visit_id IS NOT NULL")
-        parts.append(
-            "SELECT 'harvester', asn, prefix, snapshot_id, ip, seen_at, seen_at, NULL FROM ip_routing "
-            f"WHERE subject = 'visit' AND asn IS NOT NULL AND subject_id IN ({' UNION '.join(tied)})"
-        )
+    # A harvester is the visit whose issued address later received spam (ARCHITECTURE).
+    parts.append(
+        "SELECT 'harvester', asn, prefix, snapshot_id, ip, seen_at, seen_at, NULL FROM ip_routing "
+        "WHERE subject = 'visit' AND asn IS NOT NULL AND subject_id IN ("
+        "SELECT trap_visit_id FROM messages WHERE trap_visit_id IS NOT NULL UNION "
+        "SELECT trap_visit_id FROM recipients WHERE trap_visit_id IS NOT NULL)"
+    )
     return " UNION ALL ".join(parts)
 
 

@@ -1,7 +1,7 @@
 """Commands for networks: routing snapshots, feeds, enrichment, network ranking, dossiers.
 
 Each command parses options, calls one library function from ``trapline.store.routing``,
-``trapline.enrich.feeds``, ``trapline.analyze.networks`` or ``trapline.export.dossier`` and renders.
+``trapline.pipeline.adapters``, ``trapline.analyze.networks`` or ``trapline.export.dossier`` and renders.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from rich.table import Table
 
 from trapline.analyze.networks import network_scores
 from trapline.cli.common import AppContext, F, echo_json, json_option, label_option, pass_app
-from trapline.enrich.asn_enrich import enrich_all
-from trapline.enrich.feeds import KINDS, import_feeds
+from trapline.enrich.feeds import KINDS
 from trapline.errors import UsageError
 from trapline.export.dossier import write_dossier
+from trapline.pipeline.adapters.asn import enrich_all
+from trapline.pipeline.adapters.feeds import import_feeds
 from trapline.routing.formats import FORMATS
 from trapline.routing.lookup import CHOICES
 from trapline.routing.snapshots import Snapshot

@@ -92,7 +92,7 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
 
     Example: trapline visits --harvesters --json
     """
-    from trapline.enrich.harvest import harvesters_report, visits_report
+    from trapline.analyze.harvesters import harvesters_report, visits_report
 
     if harvesters:
         rows = [h.to_dict() for h in harvesters_report(app.settings, limit)]
@@ -142,7 +142,7 @@ def address_decode(app: AppContext, addr: str, as_json: bool) -> None:
 
     Example: trapline address decode k3v9q2m8xw@traps.example.org --json
     """
-    from trapline.enrich.harvest import decode_report
+    from trapline.analyze.harvesters import decode_report
 
     report = decode_report(app.settings, addr)
     if as_json:

@@ -24,7 +24,6 @@ from trapline.analyze.networks import (
     evidence_rows,
     network_scores,
 )
-from trapline.enrich.asn_enrich import column_exists, table_exists
 from trapline.store.duckdb import Store
 from trapline.store.labels import SPAM, label_filter
 from trapline.store.raw import read_raw
@@ -106,20 +105,9 @@ def _prefixes(
 
 
 def _campaigns(store: Store, asn: int) -> tuple[tuple[str, str, int, Any, Any], ...]:
-    if not column_exists(store, "messages", "campaign_id"):
-        return ()
-    label = "NULL"
-    join = ""
-    if table_exists(store, "campaigns"):
-        for col in ("label", "name", "subject", "title"):
-            if column_exists(store, "campaigns", col):
-                cid = "campaign_id" if column_exists(store, "campaigns", "campaign_id") else "id"
-                join = f"LEFT JOIN campaigns c ON c.{cid} = m.campaign_id"
-                label = f"any_value(CAST(c.{col} AS VARCHAR))"
-                break
     rows = store.con.execute(
-        f"""SELECT m.campaign_id, coalesce({label}, any_value(m.subject)), count(*), min(m.received_at), max(m.received_at)
-            FROM ip_routing r JOIN messages m ON m.id = r.message_id {join}
+        """SELECT m.campaign_id, any_value(m.subject), count(*), min(m.received_at), max(m.received_at)
+            FROM ip_routing r JOIN messages m ON m.id = r.message_id
             WHERE r.subject = 'origin' AND r.asn = ? AND m.campaign_id IS NOT NULL
             GROUP BY m.campaign_id ORDER BY count(*) DESC, m.campaign_id LIMIT 10""",
         [asn],
@@ -128,8 +116,6 @@ def _campaigns(store: Store, asn: int) -> tuple[tuple[str, str, int, Any, Any], 
 
 
 def _harvesters(store: Store, asn: int) -> tuple[tuple[str, int, int, Any, Any], ...]:
-    if not table_exists(store, "visits"):
-        return ()
     rows = store.con.execute(
         """SELECT r.ip, count(DISTINCT r.subject_id),
                   (SELECT count(*) FROM messages m WHERE m.trap_visit_id IN

@@ -85,7 +85,7 @@ def input_of(msg: Message) -> FingerprintInput:
     Strings cleaned as the writer stores them (``clean_text``), URLs in ``ORDER BY url`` order
     (URL templates keep the first ones), recipients from To/Cc and the SMTP envelope: so a
     signature made from the record at parse time equals one made later from stored rows
-    (``fingerprint.stage.fingerprint_ids``).
+    (``pipeline.adapters.fingerprint.fingerprint_ids``).
     """
     urls = sorted(((clean_text(u.url), _clean(u.registered_domain)) for u in msg.urls), key=_url)
     names = [clean_text(a.name) for a in (*msg.to, *msg.cc) if a.name is not None]

@@ -68,7 +68,7 @@ def parse_records(
 
 
 def fingerprint_at_ingest(settings: dict[str, Any]) -> bool:
-    """Whether parsing also fingerprints (``fingerprint_at_ingest``; see fingerprint/stage.py)."""
+    """Whether parsing also fingerprints (``fingerprint_at_ingest``; see fingerprint/rows.py)."""
     return bool(settings.get("fingerprint_at_ingest", DEFAULTS["fingerprint_at_ingest"]))
 
 
@@ -77,7 +77,7 @@ def batch_for(records: Sequence[Message | Quarantined], *, fingerprint: bool) ->
     signatures (pure; fingerprinting here spreads it over the workers and reads nothing back)."""
     batch = tables_for(records)
     if fingerprint:
-        from trapline.fingerprint.stage import signature_table
+        from trapline.fingerprint.rows import signature_table
 
         messages = [r for r in records if isinstance(r, Message)]
         # A fingerprint bug must not cost the messages their rows: the batch goes without
@@ -112,14 +112,14 @@ def start_pool(
     if fingerprint:
         from trapline.fingerprint.minhash import rayon_started
 
-        importlib.import_module("trapline.fingerprint.stage")
+        importlib.import_module("trapline.fingerprint.rows")
         if rayon_started():
             # Forked workers would inherit rensa's dead thread pool and hang: start them from
             # a fresh interpreter instead (0.20 s to start the pool instead of 0.03 s, measured; rare outside tests).
             method = "forkserver"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["trapline.pipeline.pool", "trapline.fingerprint.stage"])
+        ctx.set_forkserver_preload(["trapline.pipeline.pool", "trapline.fingerprint.rows"])
     pool = ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(trust, fingerprint)
     )

@@ -1,9 +1,8 @@
-"""Signatures for the store: at ingest from the parsed records, or later from stored rows.
+"""The fingerprint stage's store side: signatures from stored rows.
 
-At ingest (``fingerprint_at_ingest``, the default) the parse workers call ``signature_table`` on
-the records they just parsed, so fingerprinting runs on every core and nothing is read back;
-the writer gives the rows the next ``seq`` numbers (the processing order campaign clustering
-follows) in the batch's own transaction. ``fingerprint_ids`` computes the same signatures from
+At ingest (``fingerprint_at_ingest``, the default) the parse workers call
+``trapline.fingerprint.rows.signature_table`` on the records they just parsed, so fingerprinting
+runs on every core and nothing is read back. ``fingerprint_ids`` computes the same signatures from
 stored rows: for messages stored without them (``analyze campaigns`` backfills), for
 ``refingerprint_all``, and as the post-ingest stage ``fingerprint_stage``. Both paths read the
 same field values (``signature.input_of`` applies the writer's string cleaning and the query's
@@ -13,18 +12,14 @@ URL order), so they give identical signatures.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
-from trapline.fingerprint.signature import (
-    FingerprintInput,
-    Fingerprints,
-    fingerprint_batch,
-    input_of,
-)
-from trapline.model import Message
+from trapline.fingerprint.rows import signature_rows
+from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
+from trapline.store.duckdb import Store
 
 _FIELDS_SQL = """
 WITH ids AS (SELECT unnest($ids::VARCHAR[]) AS id, generate_subscripts($ids::VARCHAR[], 1) AS pos),
@@ -43,7 +38,7 @@ ORDER BY ids.pos
 
 
 def fingerprint_ids(
-    con: Any, message_ids: Sequence[str], *, seqs: Sequence[int] | None = None
+    con: duckdb.DuckDBPyConnection, message_ids: Sequence[str], *, seqs: Sequence[int] | None = None
 ) -> int:
     """Fingerprint ``message_ids`` (in that order) that have no signature yet; returns count.
 
@@ -69,7 +64,7 @@ def fingerprint_ids(
     else:
         ((start,),) = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM signatures").fetchall()
         seq_col = list(range(start, start + len(fps)))
-    table = _table(fps, pa.array([r[3] for r in rows], pa.timestamp("us")), seq_col)
+    table = signature_rows(fps, pa.array([r[3] for r in rows], pa.timestamp("us")), seq_col)
     con.register("_new_signatures", table)
     try:
         con.execute("INSERT INTO signatures SELECT * FROM _new_signatures")
@@ -78,36 +73,7 @@ def fingerprint_ids(
     return len(fps)
 
 
-def _table(fps: Fingerprints, received_at: pa.Array, seqs: list[int] | None) -> pa.Table:
-    """``signatures`` rows; without ``seqs`` the column is left out for the writer to fill."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    columns: dict[str, Any] = {"message_id": list(fps.message_ids)}
-    if seqs is not None:
-        columns["seq"] = pa.array(seqs, pa.int64())
-    columns.update(
-        {
-            "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
-            "n_words": pa.array(fps.n_words, pa.int32()),
-            "url_templates": [list(t) for t in fps.url_templates],
-            "subject_template": list(fps.subject_templates),
-            "received_at": received_at,
-            "campaign_seq": pa.nulls(len(fps), pa.int64()),
-            "computed_at": pa.array([now] * len(fps), pa.timestamp("us")),
-        }
-    )
-    return pa.table(columns)
-
-
-def signature_table(messages: Sequence[Message]) -> pa.Table:
-    """``signatures`` rows (no ``seq`` yet) for parsed messages: pure, runs in the parse workers.
-
-    ``received_at`` is converted to naive UTC exactly as the ``messages`` column is.
-    """
-    fps = fingerprint_batch([input_of(m) for m in messages])
-    return _table(fps, pa.array([m.received_at for m in messages], pa.timestamp("us")), None)
-
-
-def refingerprint_all(con: Any, *, batch: int = 20_000) -> int:
+def refingerprint_all(con: duckdb.DuckDBPyConnection, *, batch: int = 20_000) -> int:
     """Recompute every stored signature in place, keeping each message's ``seq``.
 
     For after an upgrade that changes normalisation or templates; campaigns must then be
@@ -132,7 +98,7 @@ def refingerprint_all(con: Any, *, batch: int = 20_000) -> int:
         done += fingerprint_ids(con, ids, seqs=[r[1] for r in rows])
 
 
-def fingerprint_stage(store: Any, message_ids: Sequence[str], settings: dict[str, Any]) -> str:
+def fingerprint_stage(store: Store, message_ids: Sequence[str], settings: dict[str, Any]) -> str:
     """Pipeline stage (``post_ingest_stages``): fingerprint the batch just stored."""
     n = fingerprint_ids(store.con, message_ids)
     return f"fingerprinted {n} messages"

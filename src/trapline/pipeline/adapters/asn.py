@@ -1,8 +1,8 @@
-"""Map every stored address to its network, in batches, and write the answers to the store.
+"""The ASN stage's store side: map every stored address to its network, in batches.
 
 Addresses come from message origins, external (untrusted) hops, URL hosts that are literal IPs,
-honeypot visits and dictionary attacks (when the traps area's tables exist) and feed indicators.
-Each address is mapped as of its own time (ARCHITECTURE rule 5). Answers land in ``ip_routing``;
+honeypot visits, dictionary attacks and feed indicators; the mapping itself is the pure
+``trapline.enrich.asn.routing_answers``. Each address is mapped as of its own time. Answers land in ``ip_routing``;
 message origins are also copied onto ``messages`` (``origin_asn``, ``origin_prefix``,
 ``routing_snapshot``) and feed indicators onto ``feed_indicators``.
 """
@@ -39,31 +39,6 @@ class EnrichResult:
         )
 
 
-def table_exists(store: Store, name: str) -> bool:
-    return bool(
-        store.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchall()[0][0]
-    )
-
-
-def column_exists(store: Store, table: str, column: str) -> bool:
-    return bool(
-        store.con.execute(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-            [table, column],
-        ).fetchall()[0][0]
-    )
-
-
-def _first_column(store: Store, table: str, names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` that ``table`` has (other areas' schemas may still move)."""
-    for name in names:
-        if column_exists(store, table, name):
-            return f'"{name}"'
-    return None
-
-
 # IP and CIDR indicators map by their (network) address; a URL whose host is a literal IP (a
 # landing page on a bare address) maps by that host.
 _URL_HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://\[?([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)\]?([:/?#]|$)"
@@ -76,7 +51,7 @@ _FEED_SQL = (
 )
 
 
-def _subjects(store: Store, scope: str) -> str:
+def _subjects(scope: str) -> str:
     """SQL yielding (subject, subject_id, message_id, ip, at) for everything in ``scope``."""
     if scope == "feeds":
         return _FEED_SQL
@@ -94,22 +69,11 @@ def _subjects(store: Store, scope: str) -> str:
     ]
     if scoped:
         return " UNION ALL ".join(parts)
-    if table_exists(store, "visits"):
-        vid = _first_column(store, "visits", ("visit_id", "id"))
-        vat = _first_column(store, "visits", ("visited_at", "at", "seen_at"))
-        if vid and vat and column_exists(store, "visits", "ip"):
-            parts.append(
-                f"SELECT 'visit', CAST({vid} AS VARCHAR), NULL, CAST(ip AS VARCHAR), {vat} "
-                "FROM visits WHERE ip IS NOT NULL"
-            )
-    if table_exists(store, "dictionary_attacks"):
-        dat = _first_column(store, "dictionary_attacks", ("seen_at", "at", "attempted_at"))
-        if dat and column_exists(store, "dictionary_attacks", "sender_ip"):
-            parts.append(
-                "SELECT DISTINCT 'dictionary', sender_ip || '|' || "
-                f"coalesce(CAST({dat} AS VARCHAR), ''), NULL, sender_ip, {dat} "
-                "FROM dictionary_attacks WHERE sender_ip IS NOT NULL"
-            )
+    parts.append("SELECT 'visit', id, NULL, ip, visited_at FROM visits WHERE ip IS NOT NULL")
+    parts.append(
+        "SELECT DISTINCT 'dictionary', sender_ip || '|' || coalesce(CAST(seen_at AS VARCHAR), ''), "
+        "NULL, sender_ip, seen_at FROM dictionary_attacks WHERE sender_ip IS NOT NULL"
+    )
     parts.append(_FEED_SQL)
     return " UNION ALL ".join(parts)
 
@@ -138,7 +102,7 @@ def enrich(
     scoped = scope == "messages"
     if scoped:
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
-    subjects: pa.Table = con.sql(_subjects(store, scope)).to_arrow_table()
+    subjects: pa.Table = con.sql(_subjects(scope)).to_arrow_table()
     mode = settings.get("routing_choice", "nearest")
     now = datetime.now(UTC).replace(tzinfo=None)
     by_subject: dict[str, tuple[int, int]] = {}
@@ -214,7 +178,7 @@ def _update_asn_indicators(store: Store) -> None:
     )
 
 
-def enrich_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
+def asn_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
     """Pipeline stage (settings ``post_ingest_stages``): map the new messages' addresses;
     NotConfigured without snapshots."""
     return enrich(store, settings, message_ids).summary()
