@@ -160,7 +160,7 @@ def test_campaigns_cluster_spam_only_unless_asked(mixed: Path) -> None:
 
 def test_networks_and_dossier_count_spam_only(tmp_path: Path) -> None:
     """The demo store (bundled 2002 sample, bundled 2008 routing): ham senders are not abuse."""
-    env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.enrich.asn_enrich:enrich_stage"}
+    env = {"TRAPLINE_POST_INGEST_STAGES": "trapline.pipeline.adapters.asn:asn_stage"}
     data = tmp_path / "demo"
     assert _run(data, "--quiet", "demo", env=env).exit_code == 0
     spam = json.loads(_run(data, "networks", "--top", "500", "--json").stdout)

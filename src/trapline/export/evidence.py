@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from trapline.enrich.asn_enrich import column_exists, table_exists
 from trapline.store.duckdb import Store
 from trapline.store.routing import as_names
 
@@ -64,8 +63,8 @@ class Evidence:
 
 
 def label_filter(store: Store, alias: str, spam_only: bool) -> str:
-    """SQL condition keeping spam only, when the store knows labels (older stores do not)."""
-    if spam_only and column_exists(store, "messages", "label"):
+    """SQL condition keeping spam only (every store has ``messages.label``: the schema adds it)."""
+    if spam_only:
         return f"{alias}.label = 'spam'"
     return "TRUE"
 
@@ -134,8 +133,6 @@ def gather(
 def _campaigns(
     store: Store, where: str, args: list[Any], min_size: int
 ) -> tuple[CampaignInfo, ...]:
-    if not table_exists(store, "campaigns"):
-        return ()
     # Campaigns that the selected messages belong to; their size counts every member.
     rows = store.con.execute(
         f"""SELECT c.id, c.size, c.first_seen, c.last_seen, c.subjects, c.domains, c.asns,
