@@ -66,7 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "trap_domains": ["traps.example.org"],
     "smtp_listen": "127.0.0.1:2525",
     "http_listen": "127.0.0.1:8080",
-    "dns_listen": "127.0.0.1:5353",
+    # the DNSBL inside `trapline serve`: off unless --dns (port 5353 is often taken already)
+    "dns_listen": "off",
     "trusted_proxies": [],
     "smtp_max_message_bytes": 10 * 1024 * 1024,
     "smtp_max_recipients": 100,
@@ -86,6 +87,20 @@ DEFAULTS: dict[str, Any] = {
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address
     "arf_max_reports": 100,  # reports per `export arf` run (one per message); 0 = every message
+    # DNSBL (docs/dnsbl.md)
+    "dnsbl_listen": "127.0.0.1:5353",  # `trapline dnsbl` alone
+    "dnsbl_zones": ["bl.example.org"],  # zone apexes served; lists are subzones of each
+    "dnsbl_max_age_days": 30.0,  # a listing expires this long after its evidence; 0 = never
+    "dnsbl_ttl": 300,  # TTL of A/TXT answers
+    "dnsbl_negative_ttl": 300,  # SOA MINIMUM: how long resolvers cache NXDOMAIN (RFC 2308)
+    "dnsbl_ns": [],  # NS names at the apex; default ns.<zone>
+    "dnsbl_hostmaster": "",  # SOA RNAME; default hostmaster.<zone>
+    "dnsbl_record_url": "http://127.0.0.1:8080/api/ips/{ip}",  # TXT link to the evidence
+    "dnsbl_networks_top": 10,  # ASes whose prefixes the networks zone lists
+    "dnsbl_httpbl_keys": [],  # http:BL access keys accepted; empty = any 12-letter key
+    "dnsbl_reload_s": 60.0,  # re-read the store this often (0 = never)
+    "dnsbl_workers": 1,  # UDP answering processes (SO_REUSEPORT); 1 = in-process only
+    "dnsbl_rate_limit": 0.0,  # queries/s per source address; 0 = no limit
 }
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.traps",
     "trapline.cli.campaigns",
     "trapline.cli.export",
+    "trapline.cli.dnsbl",
 )
 
 

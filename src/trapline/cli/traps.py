@@ -26,6 +26,15 @@ from trapline.cli.common import AppContext, echo_json, json_option, pass_app
     help="Web honeypot + sensor API address, or 'off' [default 127.0.0.1:8080].",
 )
 @click.option(
+    "--dns",
+    "dns",
+    metavar="HOST:PORT",
+    help="DNSBL address (UDP+TCP), or 'off' [default off]; see `trapline dnsbl`.",
+)
+@click.option(
+    "--zone", "zones", multiple=True, metavar="ZONE", help="DNSBL zone apex (repeatable)."
+)
+@click.option(
     "--trap-domain",
     "trap_domains",
     multiple=True,
@@ -34,7 +43,12 @@ from trapline.cli.common import AppContext, echo_json, json_option, pass_app
 )
 @pass_app
 def serve(
-    app: AppContext, smtp: str | None, http: str | None, trap_domains: tuple[str, ...]
+    app: AppContext,
+    smtp: str | None,
+    http: str | None,
+    dns: str | None,
+    zones: tuple[str, ...],
+    trap_domains: tuple[str, ...],
 ) -> None:
     """Run the SMTP trap and the web honeypot until Ctrl-C or SIGTERM.
 
@@ -53,9 +67,11 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings: dict[str, Any] = dict(app.settings)
-    for value, key in ((smtp, "smtp_listen"), (http, "http_listen")):
+    for value, key in ((smtp, "smtp_listen"), (http, "http_listen"), (dns, "dns_listen")):
         if value is not None:
             settings[key] = value  # "off" switches the service off
+    if zones:
+        settings["dnsbl_zones"] = list(zones)
     if trap_domains:
         settings["trap_domains"] = [d.lower().rstrip(".") for d in trap_domains]
 

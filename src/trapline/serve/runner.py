@@ -232,6 +232,8 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
 
 register_service("smtp", _start_smtp, "smtp_listen")
 register_service("http", _start_http, "http_listen")
+# Services living in their own packages, registered when serve starts (listen key "off" = idle).
+BUILTIN_SERVICE_MODULES = ("trapline.serve.dnsbl",)
 
 
 # --- the process ----------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ async def serve(
     ``services`` None = every registered service (see ``serve_modules``) whose listen setting is
     not ``off``."""
     note = on_note or (lambda text: log.info("%s", text))
-    for module in settings.get("serve_modules") or []:
+    for module in [*BUILTIN_SERVICE_MODULES, *(settings.get("serve_modules") or [])]:
         try:
             importlib.import_module(str(module))
         except ImportError as exc:

@@ -1,0 +1,189 @@
+"""Read what the DNSBL lists from the store (SQL first), as plain ``ListingData``.
+
+A listing's age counts from the evidence time: a sender from the received time of its latest
+spam (the time it reached the store when the message carries none), a dictionary attacker from
+its latest attack, a harvester from the latest spam its addresses drew. ``max_age_s`` 0 lists
+everything ever seen (archives).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Any
+
+import duckdb
+
+from trapline.serve.dnsbl.zones import HttpblList, IpList, ListingData, NetList
+from trapline.store.duckdb import Store
+
+log = logging.getLogger("trapline.dnsbl")
+
+
+def _has(store: Store, table: str, column: str | None = None) -> bool:
+    sql = "SELECT count(*) FROM information_schema.columns WHERE table_name = ?"
+    params = [table]
+    if column:
+        sql += " AND column_name = ?"
+        params.append(column)
+    row = store.con.execute(sql, params).fetchone()
+    return bool(row and row[0])
+
+
+def _spam_only(store: Store, alias: str = "") -> str:
+    # Spam only once messages carry a label (ham in the store must never list its sender).
+    return f" AND {alias}label = 'spam'" if _has(store, "messages", "label") else ""
+
+
+def _senders_sql(store: Store) -> str:
+    return f"""
+        SELECT origin_ip, epoch(max(coalesce(received_at, ingested_at)))::BIGINT AS last, count(*)
+        FROM messages WHERE origin_ip IS NOT NULL {_spam_only(store)}
+        GROUP BY origin_ip"""
+
+
+def _dictionary_sql(store: Store) -> str | None:
+    if not _has(store, "dictionary_attacks", "sender_ip"):
+        return None
+    return """
+        SELECT sender_ip, epoch(max(seen_at))::BIGINT AS last, count(*) FROM dictionary_attacks
+        WHERE sender_ip IS NOT NULL AND seen_at IS NOT NULL GROUP BY sender_ip"""
+
+
+def _linked_sql(store: Store) -> str:
+    parts = [
+        "SELECT id AS message_id, trap_visit_id AS v FROM messages WHERE trap_visit_id IS NOT NULL"
+    ]
+    if _has(store, "recipients", "trap_visit_id"):
+        parts.append(
+            "SELECT message_id, trap_visit_id FROM recipients WHERE trap_visit_id IS NOT NULL"
+        )
+    return " UNION ".join(parts)
+
+
+def _harvesters_sql(store: Store) -> str | None:
+    if not _has(store, "visits", "ip"):
+        return None
+    # ARCHITECTURE: a harvester is the visitor whose issued address later received spam.
+    return f"""
+        WITH linked AS ({_linked_sql(store)})
+        SELECT vi.ip, epoch(max(coalesce(m.received_at, m.ingested_at)))::BIGINT AS last,
+               count(DISTINCT l.message_id)
+        FROM linked l JOIN visits vi ON vi.id = l.v JOIN messages m ON m.id = l.message_id
+        WHERE vi.ip IS NOT NULL {_spam_only(store, "m.")}
+        GROUP BY vi.ip"""
+
+
+def _rows(store: Store, sql: str | None, cutoff: int) -> list[tuple[str, int, int]]:
+    if sql is None:
+        return []
+    rows = store.con.execute(
+        f"SELECT * FROM ({sql}) t(ip, last, hits) WHERE ? = 0 OR last >= ?", [cutoff, cutoff]
+    ).fetchall()
+    out = []
+    for ip, last, hits in rows:
+        try:
+            canonical = str(ipaddress.ip_address(str(ip).strip()))
+        except ValueError:
+            continue  # an origin that is not an address (a host name): nothing to list
+        out.append((canonical, int(last), int(hits)))
+    return out
+
+
+def _ip_list(name: str, rows: list[tuple[str, int, int]]) -> IpList:
+    merged: dict[str, tuple[int, int]] = {}
+    for ip, last, hits in rows:  # "1.2.3.4" and " 1.2.3.4" are one listing
+        old = merged.get(ip)
+        merged[ip] = (max(last, old[0]), hits + old[1]) if old else (last, hits)
+    ips = sorted(merged)
+    return IpList(name, ips, [merged[ip][0] for ip in ips], [merged[ip][1] for ip in ips])
+
+
+def _httpbl(store: Store, harvesters: list[tuple[str, int, int]], cutoff: int) -> HttpblList:
+    from trapline.serve.dnsbl.zones import (
+        HTTPBL_COMMENT_SPAMMER,
+        HTTPBL_HARVESTER,
+        HTTPBL_SUSPICIOUS,
+    )
+
+    found: dict[str, list[int]] = {}  # ip -> [types, last, hits]
+
+    def add(ip: str, bit: int, last: int, hits: int) -> None:
+        entry = found.setdefault(ip, [0, 0, 0])
+        entry[0] |= bit
+        entry[1] = max(entry[1], last)
+        entry[2] += hits
+
+    for ip, last, hits in harvesters:
+        add(ip, HTTPBL_HARVESTER, last, hits)
+    if _has(store, "comment_spam", "ip"):
+        sql = """SELECT ip, epoch(max(posted_at))::BIGINT, count(*) FROM comment_spam
+                 WHERE ip IS NOT NULL AND posted_at IS NOT NULL GROUP BY ip"""
+        for ip, last, hits in _rows(store, sql, cutoff):
+            add(ip, HTTPBL_COMMENT_SPAMMER, last, hits)
+    if _has(store, "visits", "ignored_robots"):
+        # A robot that fetched what robots.txt forbids: suspicious, as http:BL's type 1.
+        sql = """SELECT ip, epoch(max(visited_at))::BIGINT, count(*) FROM visits
+                 WHERE ip IS NOT NULL AND ignored_robots GROUP BY ip"""
+        for ip, last, hits in _rows(store, sql, cutoff):
+            add(ip, HTTPBL_SUSPICIOUS, last, hits)
+    ips = sorted(ip for ip in found if ":" not in ip)  # http:BL answers IPv4 only
+    return HttpblList(
+        ips,
+        [found[ip][0] for ip in ips],
+        [found[ip][1] for ip in ips],
+        [found[ip][2] for ip in ips],
+    )
+
+
+def _networks(store: Store, settings: dict[str, Any], cutoff: int) -> NetList:
+    top = int(settings["dnsbl_networks_top"])
+    if top <= 0 or not _has(store, "routing_prefixes"):
+        return NetList()
+    from trapline.analyze.networks import network_scores
+
+    try:
+        ranked = network_scores(store, settings, by="asn", top=top)
+    except (duckdb.Error, ValueError) as exc:  # no routing data yet, or a half-built store
+        log.warning("dnsbl: network ranking unavailable (%s); the networks zone is empty", exc)
+        return NetList()
+    out = NetList()
+    for net in ranked:
+        if net.score <= 0 or net.snapshot_id is None:
+            continue
+        last = int(net.last_seen.timestamp()) if net.last_seen else 0
+        if cutoff and last < cutoff:
+            continue
+        hits = sum(net.evidence.values())
+        rows = store.con.execute(
+            "SELECT prefix FROM routing_prefixes WHERE snapshot_id = ? AND asn = ? AND prefix LIKE '%/%'",
+            [net.snapshot_id, net.asn],
+        ).fetchall()
+        for (prefix,) in rows:
+            out.prefixes.append(str(prefix))
+            out.asns.append(int(net.asn))
+            out.last_seen.append(last)
+            out.hits.append(hits)
+    return out
+
+
+def load_listings(store: Store, settings: dict[str, Any], now: float | None = None) -> ListingData:
+    """Everything listed at ``now`` (default: the current time) per ``dnsbl_max_age_days``."""
+    now = time.time() if now is None else now
+    max_age_s = int(float(settings["dnsbl_max_age_days"]) * 86400)
+    cutoff = int(now) - max_age_s if max_age_s else 0
+    senders = _rows(store, _senders_sql(store), cutoff)
+    dictionary = _rows(store, _dictionary_sql(store), cutoff)
+    harvesters = _rows(store, _harvesters_sql(store), cutoff)
+    return ListingData(
+        built_at=int(now),
+        max_age_s=max_age_s,
+        lists={
+            "senders": _ip_list("senders", senders),
+            "dictionary": _ip_list("dictionary", dictionary),
+            "harvesters": _ip_list("harvesters", harvesters),
+        },
+        networks=_networks(store, settings, cutoff),
+        httpbl=_httpbl(store, harvesters, cutoff),
+    )
