@@ -50,7 +50,7 @@ def serve(
     zones: tuple[str, ...],
     trap_domains: tuple[str, ...],
 ) -> None:
-    """Run the SMTP trap and the web honeypot until Ctrl-C or SIGTERM.
+    """Run the SMTP trap and the web honeypot (and with --dns the DNSBL) until Ctrl-C or SIGTERM.
 
     Listens on loopback by default and logs one line per service once it is listening. Mail is
     spooled durably before it is accepted and drained into the store in the background; this
