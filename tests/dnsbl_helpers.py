@@ -83,3 +83,15 @@ def txt_values(msg: dns.message.Message) -> list[str]:
         if rrset.rdtype == dns.rdatatype.TXT
         for r in rrset
     )
+
+
+def wait_listed(server: DnsblServer, ips: list[str], within: float = 60.0) -> bool:
+    """True once every address in ``ips`` answers 127.0.0.2 (polls; False after ``within`` s)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(a_values(ask(server, reversed_name(ip))) == ["127.0.0.2"] for ip in ips):
+            return True
+        time.sleep(0.2)
+    return False

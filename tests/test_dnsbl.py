@@ -29,6 +29,7 @@ from dnsbl_helpers import (
     reversed_name,
     running,
     txt_values,
+    wait_listed,
 )
 
 
@@ -213,13 +214,7 @@ def test_reload_while_ingesting_drops_no_query(real: dict[str, Any], tmp_path: P
             ingest_real(data, shared("mail", "nazario-phishing-2005", "phishing1.mbox"))
             new = sorted(set(expected_senders(data)) - before)
             assert new
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if all(a_values(ask(server, reversed_name(ip))) == ["127.0.0.2"] for ip in new):
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail(f"new senders not listed after reloads: {server.last_reload_error}")
+            assert wait_listed(server, new), f"not listed after reloads: {server.last_reload_error}"
         finally:
             stop.set()
             for t in threads:
@@ -244,13 +239,7 @@ def test_worker_processes_share_the_port_and_follow_reloads(
         ingest_real(data, shared("mail", "nazario-phishing-2005", "phishing1.mbox"))
         new = sorted(set(expected_senders(data)) - before)[:40]
         server.reload()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(a_values(ask(server, reversed_name(ip))) == ["127.0.0.2"] for ip in new):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("a worker process still answers from the old data")
+        assert wait_listed(server, new), "a worker process still answers from the old data"
 
 
 def test_rate_limit_drops_a_flooding_source(real: dict[str, Any]) -> None:
