@@ -7,7 +7,6 @@ Modules: ``wire`` (the narrow codec), ``zones`` (listing data, indexes, return c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,6 @@ from trapline.errors import UsageError
 if TYPE_CHECKING:
     from trapline.serve.dnsbl.server import DnsblServer
     from trapline.serve.dnsbl.zones import ListingData
-    from trapline.serve.runner import Running, ServeContext
     from trapline.store.duckdb import Store
 
 
@@ -79,32 +77,6 @@ def read_only_source(
             return load_listings(store, settings, clock() if clock else None)
 
     return read
-
-
-async def _start_dns(ctx: ServeContext, host: str, port: int) -> Running:
-    """The ``serve`` service: reads through the serve process's own store (a cursor per read)."""
-    from trapline.serve.runner import Running
-
-    # Its own cursor, made before serve starts the writer thread; used by one thread at a time.
-    view = ctx.store.view()
-    server = make_server(ctx.settings, store_source(view, ctx.settings), host, port)
-    await asyncio.to_thread(server.start)
-
-    async def stop() -> None:
-        await asyncio.to_thread(server.stop)
-        view.close()
-
-    ctx.extras["dnsbl"] = server
-    return Running("dns", server.host, server.port, stop)
-
-
-def _register() -> None:
-    from trapline.serve.runner import register_service
-
-    register_service("dns", _start_dns, "dns_listen")
-
-
-_register()
 
 
 def run_standalone(
