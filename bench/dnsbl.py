@@ -130,7 +130,9 @@ def start_rbldnsd(folder: Path) -> tuple[subprocess.Popen[str], int, float]:
     if os.geteuid() == 0:
         cmd[1:1] = ["-u", "rbldns"]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "started" in line:
@@ -208,7 +210,7 @@ def main() -> None:
         sys.exit("needs dnsperf and rbldnsd (apt-get install dnsperf rbldnsd)")
     from trapline.config import load_settings
     from trapline.export.rbldnsd import export_rbldnsd
-    from trapline.serve.dnsbl import read_only_source
+    from trapline.serve.dnsbl.run import read_only_source
 
     def note(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -219,9 +221,15 @@ def main() -> None:
     procs: list[subprocess.Popen[str]] = []
     try:
         data_dir = folder / "data"
-        note(f"store: {args.listings} listed senders inserted in {build_store(data_dir, args.listings):.1f} s")
+        note(
+            f"store: {args.listings} listed senders inserted in {build_store(data_dir, args.listings):.1f} s"
+        )
         settings = load_settings(
-            {"data_dir": str(data_dir), "dnsbl_zones": ["bench.example.org"], "dnsbl_max_age_days": 0}
+            {
+                "data_dir": str(data_dir),
+                "dnsbl_zones": ["bench.example.org"],
+                "dnsbl_max_age_days": 0,
+            }
         )
         t = time.perf_counter()
         listing = read_only_source(settings)()

@@ -14,7 +14,7 @@ import dns.rdatatype
 import duckdb
 
 from trapline.config import load_settings
-from trapline.serve.dnsbl import make_server, read_only_source
+from trapline.serve.dnsbl.run import make_server, read_only_source
 from trapline.serve.dnsbl.server import DnsblServer
 
 ZONE = "bl.example.org"

@@ -333,7 +333,7 @@ def test_rbldnsd_serving_the_export_gives_the_same_answers(real: dict[str, Any])
     import tempfile
 
     from trapline.export.rbldnsd import export_rbldnsd
-    from trapline.serve.dnsbl import read_only_source
+    from trapline.serve.dnsbl.run import read_only_source
 
     settings = real["settings"]
     data = read_only_source(settings)()

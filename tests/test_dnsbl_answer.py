@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from conftest import shared
 from dnsbl_helpers import ZONE, a_values, expected_senders, ingest_real, reversed_name
 from trapline.config import load_settings
-from trapline.serve.dnsbl import read_only_source
 from trapline.serve.dnsbl.answer import Responder, ZoneConfig
+from trapline.serve.dnsbl.run import read_only_source
 from trapline.serve.dnsbl.server import RateLimiter
 from trapline.serve.dnsbl.zones import (
     HttpblList,

@@ -48,7 +48,7 @@ def dnsbl(
 
     Example: trapline dnsbl --listen 127.0.0.1:5353 --zone bl.example.org --max-age 0
     """
-    from trapline.serve.dnsbl import run_standalone
+    from trapline.serve.dnsbl.run import run_standalone
     from trapline.serve.dnsbl.server import DnsblServer
 
     logging.basicConfig(
@@ -132,7 +132,7 @@ def export_rbldnsd_cmd(
     Example: trapline export rbldnsd --out bl.zone --max-age 0
     """
     from trapline.export.rbldnsd import export_rbldnsd
-    from trapline.serve.dnsbl import read_only_source
+    from trapline.serve.dnsbl.run import read_only_source
 
     settings = dict(app.settings)
     if zone:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from trapline.errors import UsageError
-from trapline.serve.dnsbl import zone_names
 from trapline.serve.dnsbl.answer import ZoneConfig
+from trapline.serve.dnsbl.run import zone_names
 from trapline.serve.dnsbl.zones import (
     IP_LISTS,
     LIST_CODES,

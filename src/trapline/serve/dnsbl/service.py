@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trapline.serve.dnsbl import make_server, store_source
+from trapline.serve.dnsbl.run import make_server, store_source
 from trapline.serve.runner import Running, ServeContext, register_service
 
 

@@ -1,0 +1,106 @@
+"""Build a DNSBL server from settings; the listing sources; ``trapline dnsbl`` alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trapline.errors import UsageError
+
+if TYPE_CHECKING:
+    from trapline.serve.dnsbl.server import DnsblServer
+    from trapline.serve.dnsbl.zones import ListingData
+    from trapline.store.duckdb import Store
+
+
+def zone_names(settings: dict[str, Any]) -> list[str]:
+    zones = settings.get("dnsbl_zones") or []
+    if isinstance(zones, str):
+        zones = [zones]
+    names = [str(z).strip().strip(".").lower() for z in zones if str(z).strip().strip(".")]
+    if not names:
+        raise UsageError("no DNSBL zone configured; pass --zone bl.example.org")
+    return names
+
+
+def make_server(
+    settings: dict[str, Any],
+    source: Callable[[], ListingData],
+    host: str,
+    port: int,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> DnsblServer:
+    """A ``DnsblServer`` configured from settings (``dnsbl_*``), reading listings from ``source``."""
+    import time
+
+    from trapline.serve.dnsbl.answer import ZoneConfig
+    from trapline.serve.dnsbl.server import DnsblServer
+
+    zones = [ZoneConfig.from_settings(z, settings) for z in zone_names(settings)]
+    return DnsblServer(
+        zones,
+        source,
+        host,
+        port,
+        workers=int(settings["dnsbl_workers"]),
+        rate_limit=float(settings["dnsbl_rate_limit"]),
+        reload_every=float(settings["dnsbl_reload_s"]),
+        clock=clock or time.time,
+    )
+
+
+def store_source(
+    store: Store, settings: dict[str, Any], clock: Callable[[], float] | None = None
+) -> Callable[[], ListingData]:
+    """A listing source reading through ``store`` (a handle of its own: reloads run on a thread)."""
+    from trapline.serve.dnsbl.listings import load_listings
+
+    return lambda: load_listings(store, settings, clock() if clock else None)
+
+
+def read_only_source(
+    settings: dict[str, Any], clock: Callable[[], float] | None = None
+) -> Callable[[], ListingData]:
+    """Listings read from ``settings['data_dir']``, the store opened read-only for each read."""
+    from trapline.serve.dnsbl.listings import load_listings
+    from trapline.store.duckdb import open_store
+
+    def read() -> ListingData:
+        with open_store(Path(str(settings["data_dir"])), read_only=True) as store:
+            return load_listings(store, settings, clock() if clock else None)
+
+    return read
+
+
+def run_standalone(
+    settings: dict[str, Any],
+    on_ready: Callable[[DnsblServer], None] | None = None,
+    stop: Any = None,
+) -> DnsblServer:
+    """``trapline dnsbl``: serve from the store (read-only reads) until SIGINT/SIGTERM or ``stop``
+    (a ``threading.Event``) is set; returns the stopped server."""
+    import signal
+    import threading
+
+    from trapline.serve.runner import parse_listen
+
+    host, port = parse_listen(str(settings["dnsbl_listen"]))
+    server = make_server(settings, read_only_source(settings), host, port)
+    event = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: event.set())
+    try:
+        server.start()
+        if on_ready is not None:
+            on_ready(server)
+        while not event.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return server
