@@ -20,11 +20,11 @@ from trapline.serve.dnsbl.server import DnsblServer
 ZONE = "bl.example.org"
 
 
-def ingest_real(data_dir: Path, *sources: Path) -> dict[str, Any]:
+def ingest_real(data_dir: Path, *sources: Path, label: str = "spam") -> dict[str, Any]:
     from trapline.pipeline.run import ingest
 
     settings = load_settings({"data_dir": str(data_dir)})
-    ingest(list(sources), settings=settings, workers=1)
+    ingest(list(sources), settings=settings, workers=1, label=label)
     return settings
 
 
@@ -34,7 +34,7 @@ def expected_senders(data_dir: Path) -> dict[str, tuple[Any, int]]:
     try:
         rows = con.execute(
             "SELECT origin_ip, max(coalesce(received_at, ingested_at)), count(*) FROM messages "
-            "WHERE origin_ip IS NOT NULL GROUP BY origin_ip"
+            "WHERE origin_ip IS NOT NULL AND label = 'spam' GROUP BY origin_ip"
         ).fetchall()
     finally:
         con.close()

@@ -42,6 +42,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         shared("mail", "nazario-phishing-2005", "phishing0.mbox"),
         shared("mail", "personal-spam-2023-2025"),
     )
+    # Ham from other senders, labelled as such: must never list its senders.
+    ingest_real(data, shared("mail", "spamassassin-2002", "easy_ham_2"), label="ham")
     settings["dnsbl_max_age_days"] = 0  # archives: never expire
     return {"settings": settings, "data": data, "expected": expected_senders(data)}
 
@@ -113,6 +115,23 @@ def test_senders_from_real_mail_a_and_txt(real: dict[str, Any]) -> None:
             assert soa.rdtype == dns.rdatatype.SOA and soa.name.to_text() == f"{ZONE}."
             # RFC 2308 §3: negative TTL = min(SOA TTL, MINIMUM).
             assert soa.ttl == min(soa.ttl, soa[0].minimum) == 300
+
+
+def test_ham_senders_are_not_listed(real: dict[str, Any]) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(real["data"] / "trapline.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT origin_ip FROM messages WHERE label = 'ham' AND origin_ip IS NOT NULL"
+        ).fetchall()
+    finally:
+        con.close()
+    ham_only = sorted({r[0] for r in rows} - set(real["expected"]))
+    assert len(ham_only) > 20
+    with running(real["settings"]) as server:
+        for ip in ham_only:
+            assert ask(server, reversed_name(ip)).rcode() == dns.rcode.NXDOMAIN, ip
 
 
 def test_ipv6_senders_answer_in_nibble_form(real: dict[str, Any]) -> None:
