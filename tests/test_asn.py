@@ -366,17 +366,18 @@ def _message(store: Store, mid: str, ip: str, at: datetime) -> None:
 
 
 def test_undated_names_lose_to_dated_ones(tmp_path: Path) -> None:
+    # A private-use ASN: no bundled name competes with the imported ones.
     undated, dated = tmp_path / "names_undated.json", tmp_path / "names.json"
-    undated.write_text('{"26780": "LATER-HOLDER"}')
-    dated.write_text('{"AS26780": "MCCOLO"}')
+    undated.write_text('{"4200000001": "LATER-HOLDER"}')
+    dated.write_text('{"AS4200000001": "MCCOLO"}')
     with open_store(tmp_path / "d") as store:
         store_routing.import_asnames(store, undated)
-        assert store_routing.as_names(store, [26780], [date(2008, 5, 1)]) == {
-            (26780, date(2008, 5, 1)): "LATER-HOLDER"
+        assert store_routing.as_names(store, [4200000001], [date(2008, 5, 1)]) == {
+            (4200000001, date(2008, 5, 1)): "LATER-HOLDER"
         }
         store_routing.import_asnames(store, dated, as_of=date(2008, 5, 1))
-        assert store_routing.as_names(store, [26780], [date(2020, 1, 1)]) == {
-            (26780, date(2020, 1, 1)): "MCCOLO"
+        assert store_routing.as_names(store, [4200000001], [date(2020, 1, 1)]) == {
+            (4200000001, date(2020, 1, 1)): "MCCOLO"
         }
 
 

@@ -255,6 +255,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         "as_name": None,
         "snapshot": "ipasn_20080501_excerpt_208.64-79@2008-05-01",
         "snapshot_date": "2008-05-01",
+        "reason": None,
     }
     r = run("feeds", "import", str(TESTS_DATA / "routing" / "indicators.csv"), "--json")
     assert json.loads(r.output)["indicators"] == 5

@@ -287,6 +287,13 @@ def network_scores(
     out.sort(key=lambda s: (-s.score, s.asn, s.prefix or ""))
     if top:
         out = out[:top]
-    dates = [snapshots[s.snapshot_id].as_of if s.snapshot_id in snapshots else None for s in out]
+    # Names as they were when the evidence was seen (AS26780 is McColo in 2008), else as of
+    # the snapshot that mapped it.
+    dates = [
+        s.last_seen.date()
+        if s.last_seen
+        else (snapshots[s.snapshot_id].as_of if s.snapshot_id in snapshots else None)
+        for s in out
+    ]
     names = as_names(store, [s.asn for s in out], dates)
     return [replace(s, name=names.get((s.asn, d))) for s, d in zip(out, dates, strict=True)]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -98,3 +99,24 @@ def label_option(func: F) -> F:
         callback=_check_label(True),
         help="Count messages with this label only (ham, a name given at ingest, or all).",
     )(func)
+
+
+@contextmanager
+def progress_bar(app: AppContext, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich bar on stderr for ``what`` (done of total), or nothing for -q and non-terminals."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    err = Console(stderr=True)
+    if app.quiet or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

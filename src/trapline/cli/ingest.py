@@ -250,7 +250,18 @@ def render_message(view: dict[str, Any]) -> None:
         return
     sender = view["from"]
     out.print(f"{'from':<{w}}{sender['name'] or ''} <{sender['addr'] or ''}>", markup=False)
-    out.print(f"{'origin_ip':<{w}}{view['origin_ip']}  (hop {view['origin_hop']})", markup=False)
+    hop = f"  (hop {view['origin_hop']})" if view["origin_ip"] else ""
+    out.print(f"{'origin_ip':<{w}}{view['origin_ip'] or '-'}{hop}", markup=False)
+    if view.get("origin_asn") is not None:
+        name = view.get("origin_as_name") or "name unknown"
+        out.print(f"{'origin_network':<{w}}AS{view['origin_asn']} {name}", markup=False)
+        out.print(f"{'origin_prefix':<{w}}{view.get('origin_prefix') or '-'}", markup=False)
+        out.print(f"{'routing_snapshot':<{w}}{view.get('routing_snapshot') or '-'}", markup=False)
+    elif view["origin_ip"]:
+        out.print(
+            f"{'origin_network':<{w}}not mapped (`trapline routing import FILE` maps it)",
+            markup=False,
+        )
     table = Table(title="Received hops (0 = top)", title_justify="left", show_edge=False)
     for col in ("", "#", "from_ip", "from_rdns", "from_helo", "by_host", "timestamp", "trusted"):
         # Fold rather than truncate: an IPv6 address or a forged HELO cut to "…" is useless.

@@ -6,6 +6,8 @@ Each command parses options, calls one library function from ``trapline.store.ro
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -15,14 +17,22 @@ from rich.console import Console
 from rich.table import Table
 
 from trapline.analyze.networks import network_scores
-from trapline.cli.common import AppContext, F, echo_json, json_option, label_option, pass_app
+from trapline.cli.common import (
+    AppContext,
+    F,
+    echo_json,
+    json_option,
+    label_option,
+    pass_app,
+    progress_bar,
+)
 from trapline.enrich.feeds import KINDS
 from trapline.errors import UsageError
 from trapline.export.dossier import write_dossier
-from trapline.pipeline.adapters.asn import enrich_all
+from trapline.pipeline.adapters.asn import enrich_all, remap_after_import
 from trapline.pipeline.adapters.feeds import import_feeds
 from trapline.routing.formats import FORMATS
-from trapline.routing.lookup import CHOICES
+from trapline.routing.lookup import CHOICES, unmapped_reason
 from trapline.routing.snapshots import Snapshot
 from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
@@ -39,6 +49,14 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
         return date.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD") from exc
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_asn(text: str) -> int:
@@ -80,16 +98,43 @@ def routing_import(
 
     Example: trapline routing import rib.20081101.0000.bz2 --as-of 2008-11-01
     """
+    remapped: dict[str, int] | None = None
     with open_store(app.data_dir) as store:
         result = store_routing.import_any(store, path, as_of=as_of, fmt=fmt)
+        if result.snapshot is not None:
+            # Stored mail is mapped in the same command: a new snapshot may be nearer its dates.
+            with progress_bar(app, "re-map stored mail") as on_progress:
+                mapped, changed = remap_after_import(store, app.settings, on_progress)
+            ((with_ip,),) = store.con.execute(
+                "SELECT count(*) FROM messages WHERE origin_ip IS NOT NULL"
+            ).fetchall()
+            remapped = {
+                "messages_changed": changed,
+                "messages_with_origin": int(with_ip),
+                "addresses": mapped.rows,
+                "addresses_mapped": mapped.mapped,
+            }
     if as_json:
         echo_json(
-            {"snapshot": result.snapshot and _snap_dict(result.snapshot), "names": result.names}
+            {
+                "snapshot": result.snapshot and _snap_dict(result.snapshot),
+                "names": result.names,
+                "remapped": remapped,
+            }
         )
         return
     _out.print(result.line(), markup=False)
     for note in result.snapshot.notes if result.snapshot else ():
         _out.print(f"note: {note}", markup=False)
+    if remapped is not None:
+        _out.print(
+            f"re-mapped stored mail: {remapped['messages_changed']:,} of "
+            f"{remapped['messages_with_origin']:,} messages with an origin IP changed network; "
+            f"{remapped['addresses_mapped']:,} of {remapped['addresses']:,} addresses mapped",
+            markup=False,
+        )
+    else:
+        _out.print("AS names are read at report time: nothing to re-map", markup=False)
 
 
 def _snap_dict(s: Snapshot) -> dict[str, object]:
@@ -150,6 +195,11 @@ def routing_lookup(
 
     Example: trapline routing lookup 208.66.192.5 --at 2008-11-01 --json
     """
+    bad = [ip for ip in ips if not _is_ip(ip)]
+    if bad:
+        for ip in bad:
+            click.echo(f"error: {ip!r} is not an IP address (IPv4 or IPv6)", err=True)
+        sys.exit(2)
     with open_store(app.data_dir) as store:
         answers = store_routing.lookup(
             store, list(ips), at, choice or app.settings.get("routing_choice", "nearest")
@@ -164,6 +214,7 @@ def routing_lookup(
                     "as_name": a.as_name,
                     "snapshot": a.snapshot,
                     "snapshot_date": a.snapshot_date,
+                    "reason": None if a.asn is not None else unmapped_reason(a.ip, a.snapshot),
                 }
                 for a in answers
             ]
@@ -171,12 +222,12 @@ def routing_lookup(
         return
     table = Table("ip", "prefix", "asn", "as name", "snapshot")
     for a in answers:
+        if a.asn is None:
+            reason = unmapped_reason(a.ip, a.snapshot)
+            table.add_row(a.ip, "-", "-", f"({reason})", a.snapshot or "-")
+            continue
         table.add_row(
-            a.ip,
-            a.prefix or "-",
-            f"AS{a.asn}" if a.asn is not None else "-",
-            a.as_name or "-",
-            a.snapshot or "-",
+            a.ip, a.prefix or "-", f"AS{a.asn}", a.as_name or "(name unknown)", a.snapshot or "-"
         )
     _out.print(table)
 

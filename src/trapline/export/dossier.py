@@ -27,6 +27,7 @@ from trapline.analyze.networks import (
 from trapline.store.duckdb import Store
 from trapline.store.labels import SPAM, label_filter
 from trapline.store.raw import read_raw
+from trapline.store.routing import bundled_names
 
 MAX_PREFIXES = 200  # per snapshot; a large carrier announces thousands
 HEADER_LINES = 40
@@ -57,7 +58,9 @@ class Dossier:
 
     @property
     def title(self) -> str:
-        name = self.names[0][0] if self.names else "name unknown"
+        # The name when the evidence was seen (network_scores picks it), not a later holder's.
+        dated = self.score.name if self.score else None
+        name = dated or (self.names[0][0] if self.names else "name unknown")
         return f"AS{self.asn} — {name}"
 
 
@@ -81,7 +84,13 @@ def _names(store: Store, asn: int) -> tuple[tuple[str, str, date | None], ...]:
         "SELECT name, source, as_of FROM as_names WHERE asn = ? ORDER BY as_of NULLS LAST, source",
         [asn],
     ).fetchall()
-    return tuple((r[0], r[1], r[2]) for r in rows)
+    known = {(r[0], r[2]) for r in rows}
+    bundled = [(n, "bundled", d) for d, n in bundled_names().get(asn, ()) if (n, d) not in known]
+    return tuple(sorted([*((r[0], r[1], r[2]) for r in rows), *bundled], key=_by_date))
+
+
+def _by_date(row: tuple[str, str, date | None]) -> tuple[bool, date]:
+    return (row[2] is None, row[2] or date.min)
 
 
 def _prefixes(

@@ -8,6 +8,7 @@ one vectorised search per snapshot. Loading it from a store is ``trapline.store.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +34,23 @@ class Lookup:
     as_name: str | None
     snapshot: str | None
     snapshot_date: date | None
+
+
+def unmapped_reason(ip: str, snapshot: str | None) -> str:
+    """Why ``ip`` (a valid address) has no origin AS: a special-purpose range no one announces
+    on the Internet (RFC 6890), or no route for it in ``snapshot``."""
+    addr = ipaddress.ip_address(ip)
+    for test, reason in (
+        (addr.is_loopback, "loopback address"),
+        (addr.is_link_local, "link-local address"),
+        (addr.is_multicast, "multicast address"),
+        (addr.is_unspecified, "unspecified address"),
+        (addr.is_private, "private or special-purpose (RFC 6890)"),
+        (addr.is_reserved, "reserved, never announced"),
+    ):
+        if test:
+            return reason
+    return f"not announced in {snapshot}" if snapshot else "no snapshot covers this date"
 
 
 # --- lookups ------------------------------------------------------------------------------------

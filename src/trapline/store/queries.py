@@ -15,6 +15,7 @@ import duckdb
 from trapline.errors import QueryError
 from trapline.store.labels import ALL, SPAM, label_filter
 from trapline.store.raw import resolve_id
+from trapline.store.routing import names_on
 
 
 def iso(value: datetime | None) -> str | None:
@@ -72,24 +73,18 @@ def _top_networks(
     rows = _rows(
         con,
         f"SELECT {NETWORK_SQL} AS network, any_value(origin_asn) AS asn, count(*) AS messages, "
-        f"count(DISTINCT origin_ip) AS ips FROM messages WHERE origin_ip IS NOT NULL AND {where} "
-        "GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ?",
+        "count(DISTINCT origin_ip) AS ips, max(received_at)::DATE AS last_day FROM messages "
+        f"WHERE origin_ip IS NOT NULL AND {where} GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ?",
         [top],
     )
-    asns = [r["asn"] for r in rows if r["asn"] is not None]
-    names: dict[int, str] = {}
-    if asns:
-        try:  # as_names belongs to the networks area; older stores may not have it
-            found = con.execute(
-                "SELECT asn, arg_max(name, as_of) FROM as_names WHERE list_contains(?, asn) "
-                "GROUP BY asn",
-                [asns],
-            ).fetchall()
-            names = {int(a): str(n) for a, n in found}
-        except duckdb.CatalogException:
-            names = {}
-    for r in rows:
-        r["name"] = names.get(r["asn"]) if r["asn"] is not None else None
+    # The name the AS had when it sent the mail (AS26780 is McColo in 2008, not its later holder).
+    days = [date.fromisoformat(r["last_day"]) if r["last_day"] else None for r in rows]
+    names = names_on(con, [r["asn"] for r in rows if r["asn"] is not None], [
+        d for r, d in zip(rows, days, strict=True) if r["asn"] is not None
+    ])  # fmt: skip
+    for r, day in zip(rows, days, strict=True):
+        r["name"] = names.get((r["asn"], day)) if r["asn"] is not None else None
+        del r["last_day"]
     return rows
 
 
@@ -223,6 +218,7 @@ def show(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> dict[str, Any]:
         "origin_ip": m["origin_ip"],
         "origin_hop": m["origin_hop"],
         "origin_asn": m["origin_asn"],
+        "origin_as_name": _name_then(con, m["origin_asn"], m["received_at"] or m["date"]),
         "origin_prefix": m["origin_prefix"],
         "routing_snapshot": m["routing_snapshot"],
         "hops": hops,
@@ -232,6 +228,14 @@ def show(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> dict[str, Any]:
         "text": m["body_text"],
         "ingested_at": m["ingested_at"],
     }
+
+
+def _name_then(con: duckdb.DuckDBPyConnection, asn: int | None, when: str | None) -> str | None:
+    """The AS's name on the message's day (``when`` is ISO text from ``_plain``)."""
+    if asn is None:
+        return None
+    day = date.fromisoformat(when[:10]) if when else None
+    return names_on(con, [asn], [day]).get((asn, day))
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from trapline.errors import NotFound, UsageError
@@ -211,21 +213,58 @@ def _rebuild(store: Store, snapshot_id: str) -> routing_index.Index:
     return routing_index.build(snapshots.routes_from_rows(rows))
 
 
+# AS names every store knows without an import: (package file, the day its names were current).
+BUNDLED_NAMES: tuple[tuple[str, date], ...] = (
+    ("asnames_historical.json", date(2008, 5, 1)),
+    ("asnames.json.gz", date(2015, 6, 1)),
+    ("asnames_20260617.json.gz", date(2026, 6, 17)),
+)
+
+
+@cache
+def bundled_names() -> dict[int, tuple[tuple[date, str], ...]]:
+    """The bundled dated AS names (data/routing, ATTRIBUTION.md), read once per process."""
+    out: dict[int, list[tuple[date, str]]] = {}
+    folder = resources.files("trapline").joinpath("data", "routing")
+    for name, day in BUNDLED_NAMES:
+        with resources.as_file(folder.joinpath(name)) as path:
+            for asn, text in read_asnames_json(path).items():
+                out.setdefault(asn, []).append((day, text))
+    return {asn: tuple(sorted(options)) for asn, options in out.items()}
+
+
 def as_names(
     store: Store, asns: Sequence[int], near: Sequence[date | None]
 ) -> dict[tuple[int, date | None], str]:
-    """Name per (asn, date): the name whose ``as_of`` is nearest that date (ASNs get reused)."""
+    """Name per (asn, date): the name whose ``as_of`` is nearest that date (ASNs get reused),
+    among the names imported into ``store`` and the bundled ones (``bundled_names``)."""
+    return names_on(store.con, asns, near)
+
+
+def names_on(
+    con: duckdb.DuckDBPyConnection, asns: Sequence[int], near: Sequence[date | None]
+) -> dict[tuple[int, date | None], str]:
+    """``as_names`` on a bare connection (read-side queries hold one, not a Store)."""
     wanted = sorted({a for a in asns if a is not None})
     if not wanted:
         return {}
-    rows = store.con.execute(
-        "SELECT asn, name, as_of FROM as_names WHERE asn IN (SELECT unnest(?::BIGINT[])) "
-        "ORDER BY asn, as_of NULLS LAST, source",
-        [wanted],
-    ).fetchall()
+    try:
+        rows = con.execute(
+            "SELECT asn, name, as_of FROM as_names WHERE asn IN (SELECT unnest(?::BIGINT[])) "
+            "ORDER BY asn, as_of NULLS LAST, source",
+            [wanted],
+        ).fetchall()
+    except duckdb.CatalogException:  # a store opened read-only before its routing schema
+        rows = []
     by_asn: dict[int, list[tuple[date | None, str]]] = {}
     for asn, name, as_of in rows:
         by_asn.setdefault(asn, []).append((as_of, name))
+    bundled = bundled_names()
+    for asn in wanted:
+        # Imported names first: on a tie in distance, min() keeps the first (the user's import).
+        merged = [*by_asn.get(asn, []), *bundled.get(asn, ())]
+        if merged:
+            by_asn[asn] = sorted(merged, key=lambda o: (o[0] is None, o[0] or date.min))
     out: dict[tuple[int, date | None], str] = {}
     for asn, day in zip(asns, near, strict=True):
         options = by_asn.get(asn)
@@ -249,12 +288,15 @@ def lookup(
     snap, route, family = routing.lookup_many(ips, days, mode)
     asns, prefixes, snaps = routing.describe(snap, route, family)
     dates = [routing.snapshots[s].info.as_of if s >= 0 else None for s in snap.tolist()]
+    # The name current on the day asked for (McColo in 2008), else on the snapshot's day.
+    asked = at.date() if isinstance(at, datetime) else at
+    name_days = [asked or d for d in dates]
     names = as_names(
         store,
         [a for a in asns if a is not None],
-        [d for a, d in zip(asns, dates, strict=True) if a is not None],
+        [d for a, d in zip(asns, name_days, strict=True) if a is not None],
     )
     return [
-        Lookup(ip, p, a, names.get((a, d)) if a is not None else None, sid, d)
-        for ip, a, p, sid, d in zip(ips, asns, prefixes, snaps, dates, strict=True)
+        Lookup(ip, p, a, names.get((a, n)) if a is not None else None, sid, d)
+        for ip, a, p, sid, d, n in zip(ips, asns, prefixes, snaps, dates, name_days, strict=True)
     ]

@@ -9,6 +9,7 @@ message origins are also copied onto ``messages`` (``origin_asn``, ``origin_pref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,11 +89,13 @@ def enrich(
     routing: Routing | None = None,
     *,
     feeds_only: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EnrichResult:
     """(Re)map addresses: those of ``message_ids`` only, feed indicators only, or everything.
 
     One transaction: old answers for the scope are removed, then new ones written in chunks of
     ``CHUNK`` addresses, so a store of millions never holds all its answers in memory at once.
+    ``on_progress(done, total)`` is called with the addresses mapped so far.
     """
     routing = routing or load_routing(store)
     if not routing.snapshots:
@@ -149,6 +152,8 @@ def enrich(
             ):
                 n, m = by_subject.get(sub, (0, 0))
                 by_subject[sub] = (n + 1, m + (asn is not None))
+            if on_progress is not None:
+                on_progress(min(offset + CHUNK, subjects.num_rows), subjects.num_rows)
         if scope != "messages":
             _update_asn_indicators(store)
         con.execute("COMMIT")
@@ -184,6 +189,35 @@ def asn_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) ->
     return enrich(store, settings, message_ids).summary()
 
 
-def enrich_all(store: Store, settings: dict[str, Any]) -> EnrichResult:
+def enrich_all(
+    store: Store,
+    settings: dict[str, Any],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EnrichResult:
     """`trapline enrich`: remap everything after new snapshots or feeds arrived."""
-    return enrich(store, settings, None)
+    return enrich(store, settings, None, on_progress=on_progress)
+
+
+def remap_after_import(
+    store: Store,
+    settings: dict[str, Any],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[EnrichResult, int]:
+    """Remap everything stored (a routing import may answer for any date) and count the
+    messages whose origin network (AS, prefix or snapshot) changed."""
+    con = store.con
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _before_remap AS SELECT id, origin_asn, origin_prefix, "
+        "routing_snapshot FROM messages WHERE origin_ip IS NOT NULL"
+    )
+    try:
+        result = enrich_all(store, settings, on_progress)
+        ((changed,),) = con.execute(
+            "SELECT count(*) FROM messages m JOIN _before_remap b USING (id) "
+            "WHERE m.origin_asn IS DISTINCT FROM b.origin_asn "
+            "OR m.origin_prefix IS DISTINCT FROM b.origin_prefix "
+            "OR m.routing_snapshot IS DISTINCT FROM b.routing_snapshot"
+        ).fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS _before_remap")
+    return result, int(changed)
