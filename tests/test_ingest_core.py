@@ -31,7 +31,7 @@ def explode(store, message_ids, settings):
     )
     raise RuntimeError("deliberate stage failure")
 """
-STAGES = "failing_stage:explode,trapline.enrich.harvest:harvest_stage"
+STAGES = "failing_stage:explode,trapline.pipeline.adapters.harvest:harvest_stage"
 
 
 def _stage_env(tmp_path: Path) -> dict[str, str]:
