@@ -27,3 +27,13 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def web_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A store of real spam, routed, clustered and with DROP history, for the web tests
+    (built once per session; tests that write use their own keys only)."""
+    from web_helpers import build_store
+
+    folder = tmp_path_factory.mktemp("web") / "data"
+    return folder, build_store(folder)

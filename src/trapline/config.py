@@ -101,6 +101,12 @@ DEFAULTS: dict[str, Any] = {
     "dnsbl_reload_s": 60.0,  # re-read the store this often (0 = never)
     "dnsbl_workers": 1,  # UDP answering processes (SO_REUSEPORT); 1 = in-process only
     "dnsbl_rate_limit": 0.0,  # queries/s per source address; 0 = no limit
+    # API and dashboard (docs/web.md): never on the honeypot's address. `serve` starts them
+    # only when given --web (or web_listen), so a trap host exposes no dashboard by accident.
+    "web_listen": "off",
+    "web_default_listen": "127.0.0.1:8090",  # `trapline web` without an address
+    "web_anonymous_read": False,  # public read-only deployments; writes always need a key
+    "web_session_hours": 12,  # dashboard session cookie lifetime
 }
 
 

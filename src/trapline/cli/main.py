@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.campaigns",
     "trapline.cli.export",
     "trapline.cli.dnsbl",
+    "trapline.cli.web",
 )
 
 

@@ -35,6 +35,15 @@ from trapline.cli.common import AppContext, echo_json, json_option, pass_app
     "--zone", "zones", multiple=True, metavar="ZONE", help="DNSBL zone apex (repeatable)."
 )
 @click.option(
+    "--web",
+    "web",
+    metavar="HOST:PORT",
+    help="Dashboard + REST API address (never the honeypot's), or 'off' [default off].",
+)
+@click.option(
+    "--anonymous-read", is_flag=True, help="With --web: anyone may read; writes still need a key."
+)
+@click.option(
     "--trap-domain",
     "trap_domains",
     multiple=True,
@@ -48,6 +57,8 @@ def serve(
     http: str | None,
     dns: str | None,
     zones: tuple[str, ...],
+    web: str | None,
+    anonymous_read: bool,
     trap_domains: tuple[str, ...],
 ) -> None:
     """Run the SMTP trap and the web honeypot (and with --dns the DNSBL) until Ctrl-C or SIGTERM.
@@ -56,7 +67,10 @@ def serve(
     spooled durably before it is accepted and drained into the store in the background; this
     process holds the store, so run `visits` and `ingest` after stopping it.
 
-    Example: trapline serve --smtp 0.0.0.0:25 --http 0.0.0.0:8080 --trap-domain traps.example.org
+    With --web HOST:PORT the dashboard and REST API run in this process too, on their own
+    address, reading the store this process holds.
+
+    Example: trapline serve --smtp 0.0.0.0:25 --http 0.0.0.0:8080 --web 127.0.0.1:8090 --trap-domain traps.example.org
     """
     from trapline.serve.runner import Running
     from trapline.serve.runner import serve as run
@@ -67,11 +81,18 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings: dict[str, Any] = dict(app.settings)
-    for value, key in ((smtp, "smtp_listen"), (http, "http_listen"), (dns, "dns_listen")):
+    for value, key in (
+        (smtp, "smtp_listen"),
+        (http, "http_listen"),
+        (dns, "dns_listen"),
+        (web, "web_listen"),
+    ):
         if value is not None:
             settings[key] = value  # "off" switches the service off
     if zones:
         settings["dnsbl_zones"] = list(zones)
+    if anonymous_read:
+        settings["web_anonymous_read"] = True
     if trap_domains:
         settings["trap_domains"] = [d.lower().rstrip(".") for d in trap_domains]
 

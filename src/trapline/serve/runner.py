@@ -233,7 +233,7 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
 register_service("smtp", _start_smtp, "smtp_listen")
 register_service("http", _start_http, "http_listen")
 # Services living in their own packages, registered when serve starts (listen key "off" = idle).
-BUILTIN_SERVICE_MODULES = ("trapline.serve.dnsbl.service",)
+BUILTIN_SERVICE_MODULES = ("trapline.serve.dnsbl.service", "trapline.serve.web")
 
 
 # --- the process ----------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""REST API: FastAPI app, auth, keys, cached read functions."""

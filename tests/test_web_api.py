@@ -1,0 +1,224 @@
+"""The REST API over a real socket: search, detail, aggregates, IP lookup, errors, the spec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from trapline.serve.api.app import openapi_text
+from web_helpers import WebServer, serving
+
+
+@pytest.fixture(scope="module")
+def web(web_store: tuple[Path, dict[str, Any]]) -> Iterator[WebServer]:
+    with serving(web_store) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(web: WebServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=web.base, headers=web.headers("analyst"), timeout=60) as c:
+        yield c
+
+
+def sql(web: WebServer, query: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    return web.store.con.cursor().execute(query, args or []).fetchall()
+
+
+def test_search_by_asn_pages_through_every_match_once(web: WebServer, client: httpx.Client) -> None:
+    ((asn, n),) = sql(web, "SELECT origin_asn, count(*) FROM messages WHERE origin_asn IS NOT NULL "
+                           "GROUP BY 1 ORDER BY 2 DESC LIMIT 1")  # fmt: skip
+    assert n > 20
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"asn": f"AS{asn}", "limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/api/v1/messages", params=params).json()
+        assert all(m["origin_asn"] == asn for m in page["items"])
+        seen += [m["id"] for m in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == n
+    times = [m[0] for m in sql(web, "SELECT received_at FROM messages WHERE origin_asn = ? "
+                                    "ORDER BY received_at DESC, id DESC", [asn])]  # fmt: skip
+    assert len(times) == n
+    counted = client.get("/api/v1/messages", params={"asn": asn, "count": "true", "limit": 1})
+    assert counted.json()["total"] == n
+
+
+@pytest.mark.parametrize("field", ["ip", "subject", "campaign", "domain"])
+def test_each_search_filter_matches_sql(web: WebServer, client: httpx.Client, field: str) -> None:
+    if field == "domain":
+        ((value, n),) = sql(web, "SELECT registered_domain, count(DISTINCT message_id) FROM urls "
+                                 "WHERE registered_domain IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")  # fmt: skip
+    elif field == "subject":
+        value = "paypal"
+        ((n,),) = sql(web, "SELECT count(*) FROM messages WHERE lower(subject) LIKE '%paypal%'")
+    else:
+        column = {"ip": "origin_ip", "campaign": "campaign_id"}[field]
+        ((value, n),) = sql(web, f"SELECT {column}, count(*) FROM messages WHERE {column} IS NOT NULL "
+                                 "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")  # fmt: skip
+    assert n > 1
+    body = client.get("/api/v1/messages", params={field: value, "limit": 500, "count": 1}).json()
+    assert body["total"] == len(body["items"]) == n
+    assert body["filters"][field] == value
+
+
+def test_search_by_time_window(web: WebServer, client: httpx.Client) -> None:
+    ((n,),) = sql(web, "SELECT count(*) FROM messages WHERE received_at >= '2002-08-01' "
+                       "AND received_at < '2002-08-03'")  # fmt: skip
+    body = client.get("/api/v1/messages", params={
+        "since": "2002-08-01T00:00:00Z", "until": "2002-08-03T00:00:00+00:00", "count": 1}).json()  # fmt: skip
+    assert body["total"] == n > 0
+    assert all(m["received_at"].endswith("Z") for m in body["items"])
+    assert all("2002-08-01" <= m["received_at"][:10] <= "2002-08-02" for m in body["items"])
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "word"),
+    [
+        ({"asn": "ASxyz"}, 400, "AS number"),
+        ({"ip": "999.1.1.1"}, 400, "not an IPv4"),
+        ({"limit": 0}, 422, "limit"),
+        ({"limit": 100000}, 422, "limit"),
+        ({"since": "yesterday"}, 422, "since"),
+        ({"cursor": "!!!"}, 400, "cursor"),
+    ],
+)
+def test_bad_parameters_get_one_clear_error_body(
+    client: httpx.Client, params: dict[str, Any], status: int, word: str
+) -> None:
+    r = client.get("/api/v1/messages", params=params)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert err["status"] == status and err["code"] and word in err["message"]
+
+
+def test_unknown_things_are_404_with_the_same_body(client: httpx.Client) -> None:
+    for path in ("/api/v1/messages/ffffffffffffffff", "/api/v1/campaigns/cdeadbeef",
+                 "/api/v1/botnets/bnothing", "/api/v1/no-such-route"):  # fmt: skip
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.json()["error"]["code"] == "not_found"
+
+
+def test_message_detail_marks_the_origin_hop_and_raw_is_byte_identical(
+    web: WebServer, client: httpx.Client
+) -> None:
+    ((mid, ip, hop),) = sql(web, "SELECT id, origin_ip, origin_hop FROM messages WHERE origin_ip "
+                                 "IS NOT NULL AND n_hops > 2 ORDER BY id LIMIT 1")  # fmt: skip
+    detail = client.get(f"/api/v1/messages/{mid[:12]}").json()
+    assert detail["id"] == mid and detail["origin_ip"] == ip
+    origin = [h for h in detail["hops"] if h["origin"]]
+    assert len(origin) == 1 and origin[0]["index"] == hop and origin[0]["from_ip"] == ip
+    raw = client.get(f"/api/v1/messages/{mid}/raw")
+    assert raw.headers["content-type"].startswith("message/rfc822")
+    assert hashlib.sha256(raw.content).hexdigest() == mid
+
+
+def test_aggregates_carry_etags_and_answer_304(client: httpx.Client) -> None:
+    for path in ("/api/v1/overview", "/api/v1/networks", "/api/v1/campaigns", "/api/v1/botnets"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["etag"], path
+        assert "max-age" in first.headers["cache-control"]
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304, path
+
+
+def test_overview_counts_what_the_store_holds(web: WebServer, client: httpx.Client) -> None:
+    body = client.get("/api/v1/overview").json()
+    ((n, first),) = sql(web, "SELECT count(*), min(received_at) FROM messages")
+    assert body["totals"]["messages"] == n
+    assert sum(d["messages"] for d in body["volume"]) == n - sql(
+        web, "SELECT count(*) FROM messages WHERE received_at IS NULL")[0][0]  # fmt: skip
+    assert body["totals"]["first_received"] == first.isoformat() + "Z"
+    assert body["top_campaigns"] and body["top_networks"]
+
+
+def test_networks_show_the_score_breakdown(client: httpx.Client) -> None:
+    top = client.get("/api/v1/networks", params={"top": 5}).json()
+    assert len(top) == 5
+    for n in top:
+        assert {"score", "baseline_score", "spam", "blocklist", "longevity_days", "reasons"} <= set(
+            n
+        )
+        assert any("size term" in r for r in n["reasons"])
+    assert [n["score"] for n in top] == sorted((n["score"] for n in top), reverse=True)
+    dossier = client.get(f"/api/v1/networks/AS{top[0]['asn']}").json()
+    assert dossier["asn"] == top[0]["asn"] and dossier["score"]["score"] == top[0]["score"]
+    html = client.get(f"/api/v1/networks/AS{top[0]['asn']}/dossier.html")
+    assert html.status_code == 200 and "<h1>Evidence dossier" in html.text
+
+
+def test_campaign_and_botnet_details(web: WebServer, client: httpx.Client) -> None:
+    camp = client.get("/api/v1/campaigns", params={"top": 1}).json()[0]
+    detail = client.get(f"/api/v1/campaigns/{camp['id'][:8]}").json()
+    assert detail["id"] == camp["id"]
+    assert sum(d["messages"] for d in detail["per_day"]) <= camp["size"]
+    bot = client.get("/api/v1/botnets", params={"top": 1}).json()[0]
+    assert client.get(f"/api/v1/botnets/{bot['id']}").json()["messages"] == bot["messages"]
+
+
+def test_ip_lookup_gathers_origin_relay_routing_and_listings(
+    web: WebServer, client: httpx.Client
+) -> None:
+    ((ip, n, asn),) = sql(web, "SELECT origin_ip, count(*), any_value(origin_asn) FROM messages "
+                               "WHERE origin_asn IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")  # fmt: skip
+    body = client.get(f"/api/v1/ip/{ip}").json()
+    assert body["known"] and body["origin"]["messages"] == n and body["origin"]["asn"] == asn
+    assert body["routing"]["asn"] == asn and body["campaigns"]
+    assert body["first_seen"].endswith("Z")
+    # An address inside a DROP-listed block (from the real Spamhaus history) is listed.
+    ((cidr,),) = sql(web, "SELECT indicator FROM feed_indicators WHERE kind = 'drop' "
+                          "AND indicator LIKE '%/2%' ORDER BY indicator LIMIT 1")  # fmt: skip
+    inside = cidr.split("/")[0].rsplit(".", 1)[0] + ".77"
+    listed = client.get(f"/api/v1/ip/{inside}").json()
+    assert any(item["indicator"] == cidr and item["kind"] == "drop" for item in listed["listings"])
+    unknown = client.get("/api/v1/ip/192.0.2.55").json()
+    assert unknown["known"] is False and unknown["listings"] == []
+    assert client.get("/api/v1/ip/not-an-ip").status_code == 400
+
+
+def test_feeds_visits_harvesters_live_and_exports(web: WebServer, client: httpx.Client) -> None:
+    kinds = {k["kind"]: k["indicators"] for k in client.get("/api/v1/feeds/kinds").json()}
+    assert kinds["drop"] > 100
+    drop = client.get("/api/v1/feeds", params={"kind": "drop", "limit": 5}).json()
+    assert len(drop) == 5 and all(d["kind"] == "drop" for d in drop)
+    assert client.get("/api/v1/visits").json() == []  # no honeypot ran for this store
+    assert client.get("/api/v1/harvesters").json() == []
+    live = client.get("/api/v1/live").json()
+    assert len(live["messages"]) == 20
+    ((asn, n),) = sql(web, "SELECT origin_asn, count(*) FROM messages WHERE origin_asn IS NOT NULL "
+                           "GROUP BY 1 ORDER BY 2 DESC LIMIT 1")  # fmt: skip
+    csv_text = client.get("/api/v1/exports/messages.csv", params={"asn": asn}).text
+    assert len(csv_text.strip().splitlines()) == n + 1 and csv_text.startswith("id,received_at")
+    lines = client.get("/api/v1/exports/messages.jsonl", params={"asn": asn}).text.splitlines()
+    assert len(lines) == n and json.loads(lines[0])["origin_asn"] == asn
+
+
+def test_openapi_spec_is_committed_and_current(web: WebServer, client: httpx.Client) -> None:
+    served = client.get("/openapi.json").json()
+    assert served["openapi"].startswith("3.")
+    committed = (ROOT / "docs" / "openapi.json").read_text(encoding="utf-8")
+    assert committed == openapi_text(web.server.config.app), (
+        "docs/openapi.json is stale: run `python -m trapline.serve.api.spec > docs/openapi.json`"
+    )
+    assert json.loads(committed) == served
+    for path in ("/api/v1/messages", "/api/v1/ip/{ip}", "/api/v1/keys", "/api/v1/sensor/visits"):
+        assert path in served["paths"]
+
+
+def test_docs_page_is_self_contained(client: httpx.Client) -> None:
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN, no remote asset
