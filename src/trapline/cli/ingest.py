@@ -334,4 +334,83 @@ def demo_cmd(app: AppContext) -> None:
     render_stats(result["stats"])
 
 
-commands: list[click.Command] = [ingest_cmd, stats_cmd, show_cmd, query_cmd, demo_cmd]
+@click.command("reparse")
+@click.option(
+    "--source", default=None, metavar="PATH", help="Only messages first read from PATH (a prefix)."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only mail received on or after this day.",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Only mail received on or before this day.",
+)
+@click.option(
+    "--where",
+    "where",
+    default=None,
+    metavar="SQL",
+    help="Only messages matching one SQL condition on `messages`.",
+)
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    metavar="SPEC",
+    help="Trusted relay (repeatable), as for ingest.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Parse processes (0 = one per core).",
+)
+@pass_app
+def reparse_cmd(
+    app: AppContext,
+    source: str | None,
+    since: Any,
+    until: Any,
+    where: str | None,
+    trust: tuple[str, ...],
+    workers: int | None,
+) -> None:
+    """Parse stored mail again from the raw archive with the current settings and --trust.
+
+    Rebuilds the parsed tables and every derived column (origin, routing, fingerprints,
+    campaigns) for all stored messages or a selection; labels are kept.
+
+    Example: trapline reparse --trust mx.example.org --since 2008-11-01
+    """
+    from trapline.pipeline.reparse import Selection, reparse
+
+    selection = Selection(
+        source=source,
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        where=where,
+    )
+    with _progress(app) as on_progress:
+        try:
+            result = reparse(
+                app.settings,
+                selection,
+                trust=trust,
+                workers=workers,
+                on_progress=on_progress,
+                on_note=_note(app),
+            )
+        except KeyboardInterrupt:
+            _err.print("interrupted: run `trapline ingest` with no new files, or reparse again")
+            sys.exit(130)
+    _err.print(result.line(), markup=False)
+    for line in result.ingest.stage_notes:
+        _err.print(line, markup=False)
+
+
+commands: list[click.Command] = [ingest_cmd, reparse_cmd, stats_cmd, show_cmd, query_cmd, demo_cmd]

@@ -52,6 +52,11 @@ def trust_for(specs: Sequence[str]) -> TrustBoundary:
     return TrustBoundary.from_specs(list(specs))
 
 
+def trust_key(specs: Sequence[str]) -> str:
+    """The trust set as archived with each message (``raw.trust``): sorted, comma-separated."""
+    return ",".join(sorted({s.strip().lower() for s in specs if s.strip()}))
+
+
 class IngestCore:
     """Dedupe, raw archive, resume, parse, quarantine and the stage runner, for one writer."""
 
@@ -67,7 +72,10 @@ class IngestCore:
         self.note = note
         self.label = label  # given to every message this writer archives (store/labels.py)
         self.resumed_labels: dict[str, str] = {}  # resumed ids archived with another label
-        self.trust = trust_for([*(settings.get("trust") or []), *trust])
+        specs = [*(settings.get("trust") or []), *trust]
+        self.trust = trust_for(specs)
+        self.trust_key = trust_key(specs)
+        self.told_trust = False  # the "parsed with another trust set" note, said once
         self.fingerprint = fingerprint_at_ingest(settings)
         self.stages = PostIngestStages(settings, note)
         self.stages.load()
@@ -82,11 +90,28 @@ class IngestCore:
             unique.setdefault(mid, raw)
         known = rawstore.existing_ids(store.con, list(unique))
         fresh = [(mid, raw) for mid, raw in unique.items() if mid not in known]
-        rawstore.write_raw(
-            store.con,
-            [rawstore.RawRow(mid, r.data, r.source, r.envelope, self.label) for mid, r in fresh],
-        )
+        rows = [
+            rawstore.RawRow(mid, r.data, r.source, r.envelope, self.label, self.trust_key)
+            for mid, r in fresh
+        ]
+        rawstore.write_raw(store.con, rows)
+        if known and not self.told_trust:
+            self._other_trust(store, known)
         return Archived(fresh, len(items) - len(fresh))
+
+    def _other_trust(self, store: Store, known: set[str]) -> None:
+        """Say (once) that known bytes were parsed with another trust set: a duplicate is not
+        parsed again, so the new --trust would silently not apply to it."""
+        other = rawstore.other_trust(store.con, sorted(known), self.trust_key)
+        if other is None:
+            return
+        self.told_trust = True
+        was, now = other or "(none)", self.trust_key or "(none)"
+        self.note(
+            f"some messages were already stored, parsed with another --trust set (was: {was}; "
+            f"now: {now}); their parse is kept: `trapline reparse` re-parses stored mail with "
+            "the current trust set"
+        )
 
     def pending(self, store: Store) -> list[Item]:
         """Archived messages an interrupted writer never parsed (they are parsed like new ones)."""

@@ -39,6 +39,7 @@ RAW_SCHEMA = pa.schema(
         ("envelope", pa.string()),
         ("ingested_at", pa.timestamp("us")),
         ("label", pa.string()),
+        ("trust", pa.string()),
     ]
 )
 
@@ -52,6 +53,7 @@ class RawRow:
     source: str
     envelope: Envelope | None = None
     label: str = "spam"  # what the source holds (store/labels.py); kept for re-parsing
+    trust: str | None = None  # the trust set it was parsed with (pipeline/core.py trust_key)
 
 
 def envelope_to_json(env: Envelope | None) -> str | None:
@@ -122,6 +124,22 @@ def existing_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> set[str]
     return {row[0] for row in rows}
 
 
+def other_trust(con: duckdb.DuckDBPyConnection, ids: Sequence[str], key: str) -> str | None:
+    """The trust set some of ``ids`` were parsed with when it is not ``key`` (None: all match,
+    or the set is unknown: rows archived before trust sets were recorded)."""
+    probe = pa.table({"id": pa.array(list(ids), pa.string())})
+    con.register("_trust_probe", probe)
+    try:
+        rows = con.execute(
+            "SELECT r.trust FROM raw r SEMI JOIN _trust_probe p ON p.id = r.id "
+            "WHERE r.trust IS NOT NULL AND r.trust <> ? LIMIT 1",
+            [key],
+        ).fetchall()
+    finally:
+        con.unregister("_trust_probe")
+    return str(rows[0][0]) if rows else None
+
+
 def raw_table(rows: Iterable[RawRow], now: datetime | None = None) -> pa.Table:
     """Compress ``rows`` into an Arrow table with the ``raw`` table's columns."""
     rows = list(rows)
@@ -136,6 +154,7 @@ def raw_table(rows: Iterable[RawRow], now: datetime | None = None) -> pa.Table:
             "envelope": pa.array([envelope_to_json(r.envelope) for r in rows], pa.string()),
             "ingested_at": pa.array([when] * len(rows), pa.timestamp("us")),
             "label": pa.array([r.label for r in rows], pa.string()),
+            "trust": pa.array([r.trust for r in rows], pa.string()),
         },
         schema=RAW_SCHEMA,
     )

@@ -113,3 +113,6 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
 -- and reports count label = 'spam' unless asked for another label or all.
 ALTER TABLE raw ADD COLUMN IF NOT EXISTS label VARCHAR DEFAULT 'spam';
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS label VARCHAR DEFAULT 'spam';
+-- The --trust set a message was last parsed with (sorted, comma-separated; '' = none beyond
+-- the private ranges; NULL = not recorded): ingest says when known bytes arrive with another.
+ALTER TABLE raw ADD COLUMN IF NOT EXISTS trust VARCHAR;
