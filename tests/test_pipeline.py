@@ -62,7 +62,7 @@ def failing_stage(store: Store, message_ids: list[str], settings: dict[str, Any]
 
 def marker_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
     """Used by the interrupt test: one line per committed batch, and a pause to widen the window."""
-    with open(settings["test_marker"], "a") as fh:
+    with open(os.environ["TEST_PIPELINE_MARKER"], "a") as fh:
         fh.write(f"{len(message_ids)}\n")
     time.sleep(0.15)
     return ""
@@ -256,7 +256,7 @@ def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_ba
     env = _cli_env(
         {
             "TRAPLINE_POST_INGEST_STAGES": "test_pipeline:marker_stage",
-            "TRAPLINE_TEST_MARKER": str(marker),
+            "TEST_PIPELINE_MARKER": str(marker),
         }
     )
     proc = subprocess.Popen(

@@ -2,15 +2,26 @@
 
 Precedence, lowest first: the defaults below, ``trapline.toml`` in the working directory (or the
 file named by ``TRAPLINE_CONFIG``), ``TRAPLINE_<KEY>`` environment variables, then command-line
-options. Zero configuration runs everything on loopback with ``./trapline-data``.
+options. Zero configuration runs everything on loopback with ``./trapline-data``. A key that is
+not in ``DEFAULTS`` is an error (with the nearest known key), so a typo never passes silently.
+
+Areas read typed, frozen views of the settings (Scrapy's ``from_settings``): subclass
+``SettingsView``, name each field after its key (or give ``setting("key")``), and call
+``View.from_settings(settings)``; the default comes from ``DEFAULTS``, never from the view.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib
 import os
 import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from trapline.errors import ConfigError
 
@@ -110,6 +121,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Environment variables with the TRAPLINE_ prefix that are not settings.
+NOT_SETTINGS = frozenset({"TRAPLINE_CONFIG", "TRAPLINE_SHARED_DATA"})  # the test data folder
+
+
 def _coerce(key: str, text: str) -> Any:
     """Turn an environment string into the type of the default it overrides."""
     default = DEFAULTS.get(key)
@@ -129,11 +144,56 @@ def _coerce(key: str, text: str) -> Any:
     return text
 
 
-def load_settings(
-    overrides: dict[str, Any] | None = None, *, cwd: Path | None = None
-) -> dict[str, Any]:
-    """Return the effective settings dict (defaults < toml < env < overrides)."""
-    settings = dict(DEFAULTS)
+def check_key(key: str, where: str) -> None:
+    """Raise ``ConfigError`` for a key ``DEFAULTS`` does not know, naming the nearest one."""
+    if key in DEFAULTS:
+        return
+    near = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(
+        f"{where}: unknown setting {key!r}{hint} (`trapline config show` lists them all)"
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class Config:
+    """Effective settings and where each came from: ``default``, ``file <path>``,
+    ``environment TRAPLINE_<KEY>`` or ``flag``."""
+
+    values: dict[str, Any]
+    origins: dict[str, str]
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """``(key, value, origin)`` for every setting, sorted by key."""
+        return [(k, self.values[k], self.origins.get(k, "default")) for k in sorted(self.values)]
+
+
+def register_defaults(values: Mapping[str, Any]) -> None:
+    """Add a plug-in's own settings (a ``serve_modules`` module calls this at import), so its
+    keys are known; keys trapline already has keep their defaults."""
+    for key, value in values.items():
+        DEFAULTS.setdefault(key, value)
+
+
+def _plugins(entries: list[tuple[str, Any, str]]) -> None:
+    """Import the ``serve_modules`` named in ``entries`` before keys are checked: they may
+    register settings of their own."""
+    modules: Any = DEFAULTS["serve_modules"]
+    for key, value, _ in entries:
+        if key == "serve_modules":
+            modules = value
+    if isinstance(modules, str):
+        modules = [m.strip() for m in modules.split(",") if m.strip()]
+    for module in modules or []:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as exc:
+            raise ConfigError(f"serve_modules: cannot import {module!r} ({exc})") from exc
+
+
+def load_config(overrides: dict[str, Any] | None = None, *, cwd: Path | None = None) -> Config:
+    """The effective settings (defaults < toml < env < overrides) with their origins."""
+    entries: list[tuple[str, Any, str]] = []  # (key, value, origin), lowest precedence first
     base = cwd or Path.cwd()
     path = Path(os.environ.get("TRAPLINE_CONFIG", base / "trapline.toml"))
     if path.is_file():
@@ -143,11 +203,97 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}; fix the file or move it away") from exc
         table = data.get("trapline", data)
-        settings.update({k.replace("-", "_"): v for k, v in table.items()})
-    for name, value in os.environ.items():
-        if name.startswith("TRAPLINE_") and name != "TRAPLINE_CONFIG":
-            key = name[len("TRAPLINE_") :].lower()
-            settings[key] = _coerce(key, value)
-    if overrides:
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-    return settings
+        entries += [
+            (name.replace("-", "_"), value, f"file {path}") for name, value in table.items()
+        ]
+    for name, text in sorted(os.environ.items()):
+        if name.startswith("TRAPLINE_") and name not in NOT_SETTINGS:
+            entries.append((name[len("TRAPLINE_") :].lower(), text, f"environment {name}"))
+    entries += [(k, v, "flag") for k, v in (overrides or {}).items() if v is not None]
+    _plugins(entries)
+    values = dict(DEFAULTS)
+    origins = dict.fromkeys(DEFAULTS, "default")
+    for key, value, origin in entries:
+        if origin.startswith("file"):
+            check_key(key, str(path))
+        elif origin.startswith("environment"):
+            check_key(key, f"environment variable {origin.split()[-1]}")
+            value = _coerce(key, value)
+        else:
+            check_key(key, "option")
+        values[key], origins[key] = value, origin
+    return Config(values, origins)
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, *, cwd: Path | None = None
+) -> dict[str, Any]:
+    """Return the effective settings dict (defaults < toml < env < overrides)."""
+    return load_config(overrides, cwd=cwd).values
+
+
+# --- typed views --------------------------------------------------------------------------------
+
+
+def setting(key: str) -> Any:
+    """A view field read from ``key`` (when the field's own name is not the key)."""
+    return dataclasses.field(metadata={"key": key})
+
+
+def _convert(key: str, value: Any, kind: Any) -> Any:
+    origin = typing.get_origin(kind) or kind
+    try:
+        if origin is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value or ())
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if origin in (int, float, str):
+            return origin(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting {key}={value!r} is not a valid {getattr(origin, '__name__', origin)}; "
+            "fix trapline.toml or the TRAPLINE_ variable"
+        ) from exc
+    return value
+
+
+class SettingsView:
+    """Base of the typed per-area settings: frozen dataclasses built from a settings mapping."""
+
+    __slots__ = ()
+    prefix: ClassVar[str] = ""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Self:
+        """The view from ``settings``; keys it lacks take their ``DEFAULTS`` value."""
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            key = f.metadata.get("key", cls.prefix + f.name)
+            raw = settings[key] if key in settings else DEFAULTS[key]
+            values[f.name] = _convert(key, raw, hints[f.name])
+        return cls(**values)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The settings this view reads."""
+        return tuple(
+            f.metadata.get("key", cls.prefix + f.name)
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class SmtpLimits(SettingsView):
+    """What the SMTP trap accepts per message, connection and sender."""
+
+    prefix: ClassVar[str] = "smtp_"
+    max_message_bytes: int
+    max_recipients: int
+    max_connections: int
+    per_ip_per_minute: int
+    command_timeout_s: float
+    data_timeout_s: float

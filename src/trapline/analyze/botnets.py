@@ -12,21 +12,24 @@ ignored outright. The whole graph is rebuilt on each run: it is small (campaigns
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from trapline.analyze.lsh import components
-from trapline.errors import ConfigError
+from trapline.config import SettingsView
 
 
 @dataclass(slots=True, frozen=True)
-class BotnetParams:
-    window_days: float = 30.0
-    min_shared_hosts: int = 3
-    min_overlap: float = 0.1
-    max_host_campaigns: int = 200
+class BotnetParams(SettingsView):
+    """The ``botnet_*`` settings (docs/campaigns.md explains each)."""
+
+    prefix: ClassVar[str] = "botnet_"
+    window_days: float
+    min_shared_hosts: int
+    min_overlap: float
+    max_host_campaigns: int
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,18 +38,6 @@ class BotnetRun:
     campaigns: int
     hosts: int
     links: int
-
-
-def botnet_params(settings: dict[str, Any]) -> BotnetParams:
-    try:
-        return BotnetParams(
-            float(settings.get("botnet_window_days", 30.0)),
-            int(settings.get("botnet_min_shared_hosts", 3)),
-            float(settings.get("botnet_min_overlap", 0.1)),
-            int(settings.get("botnet_max_host_campaigns", 200)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"botnet settings: {exc}; use numbers in trapline.toml") from exc
 
 
 def _has_column(con: Any, table: str, column: str) -> bool:
@@ -100,7 +91,7 @@ WHERE p.shared >= {min_shared} AND p.shared >= {overlap} * least(h1.k, h2.k)
 def analyze_botnets(store: Any, settings: dict[str, Any]) -> BotnetRun:
     """Rebuild the botnet tables from campaigns and their sending hosts."""
     con = store.con
-    p = botnet_params(settings)
+    p = BotnetParams.from_settings(settings)
     con.execute(_LINKS_SQL.format(hosts=_host_sql(con), max_campaigns=int(p.max_host_campaigns)))
     pairs = con.execute(
         _PAIRS_SQL.format(

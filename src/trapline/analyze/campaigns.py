@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from trapline.analyze.campaign_report import refresh_campaigns
 from trapline.analyze.lsh import ClusterParams, TextPrior, UrlPrior, components, link, url_keys
-from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
 from trapline.fingerprint.templates import template_hash
 from trapline.pipeline.adapters.fingerprint import fingerprint_ids, refingerprint_all
@@ -41,25 +40,6 @@ class CampaignRun:
     merges: int
     candidates: int
     rebuilt: bool
-
-
-def params_from(settings: dict[str, Any]) -> ClusterParams:
-    """Clustering thresholds from settings (``campaign_*`` keys, see config.py)."""
-    try:
-        params = ClusterParams(
-            threshold=float(settings.get("campaign_jaccard", 0.45)),
-            bands=int(settings.get("campaign_lsh_bands", 32)),
-            rows=int(settings.get("campaign_lsh_rows", 4)),
-            url_period_days=float(settings.get("campaign_url_window_days", 3.0)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"campaign settings: {exc}; use numbers") from exc
-    if params.bands * params.rows > NUM_PERM or not 0 < params.threshold <= 1:
-        raise ConfigError(
-            f"campaign_lsh_bands x campaign_lsh_rows must be <= {NUM_PERM} and "
-            "campaign_jaccard in (0, 1]; fix trapline.toml"
-        )
-    return params
 
 
 def _matrix(blobs: list[bytes]) -> np.ndarray:
@@ -121,7 +101,7 @@ def analyze_campaigns(
     ham must not form campaigns. Choosing another label than the last run's rebuilds.
     """
     con = store.con
-    params = params_from(settings)
+    params = ClusterParams.from_settings(settings)
     fingerprinted = 0
     if refingerprint:
         rebuild = True

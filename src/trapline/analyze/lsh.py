@@ -24,19 +24,35 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from trapline.fingerprint.minhash import KEY_FREE_BITS, band_keys_by_band, equal_counts, is_empty
+from trapline.config import SettingsView, setting
+from trapline.errors import ConfigError
+from trapline.fingerprint.minhash import (
+    KEY_FREE_BITS,
+    NUM_PERM,
+    band_keys_by_band,
+    equal_counts,
+    is_empty,
+)
 
 _PERIOD_BITS = 20  # periods since 1970 fit easily: 2^20 x 3 days is 8,600 years
 
 
 @dataclass(slots=True, frozen=True)
-class ClusterParams:
-    """Thresholds; see docs/campaigns.md for the S-curve these give."""
+class ClusterParams(SettingsView):
+    """Thresholds (``campaign_*`` settings); see docs/campaigns.md for the S-curve these give.
+    ``ClusterParams.from_settings({})`` is the defaults."""
 
-    threshold: float = 0.45  # estimated Jaccard at which two texts are one template
-    bands: int = 32
-    rows: int = 4  # 32 x 4 = 128 permutations; 50% point of the S-curve at J ~ 0.42
-    url_period_days: float = 3.0
+    threshold: float = setting("campaign_jaccard")  # estimated Jaccard: one template
+    bands: int = setting("campaign_lsh_bands")
+    rows: int = setting("campaign_lsh_rows")  # bands x rows MinHash values are used
+    url_period_days: float = setting("campaign_url_window_days")
+
+    def __post_init__(self) -> None:
+        if self.bands * self.rows > NUM_PERM or not 0 < self.threshold <= 1:
+            raise ConfigError(
+                f"campaign_lsh_bands x campaign_lsh_rows must be <= {NUM_PERM} and "
+                "campaign_jaccard in (0, 1]; fix trapline.toml"
+            )
 
     def key(self) -> str:
         return f"t={self.threshold};b={self.bands};r={self.rows};p={self.url_period_days}"
@@ -423,7 +439,7 @@ def cluster_matrix(
     params: ClusterParams | None = None,
 ) -> np.ndarray:
     """From-scratch clustering of rows in order: each row's campaign root row index."""
-    params = params or ClusterParams()
+    params = params or ClusterParams.from_settings({})
     n = sig.shape[0]
     seq = np.arange(n, dtype=np.int64)
     url_rows, ukey = url_keys(template_hashes, times_s, params.url_period_days)

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from trapline.config import Config
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -26,6 +28,7 @@ class AppContext:
     settings: dict[str, Any]
     quiet: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    config: Config = field(default_factory=lambda: Config({}, {}))  # settings with their origins
 
     @property
     def data_dir(self) -> Path:

@@ -10,7 +10,7 @@ import click
 
 from trapline import __version__
 from trapline.cli.common import AppContext
-from trapline.config import load_settings
+from trapline.config import load_config
 from trapline.errors import TraplineError
 
 # Each module exposes ``commands``: a list of Click commands/groups to add. Order = --help order.
@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.export",
     "trapline.cli.dnsbl",
     "trapline.cli.web",
+    "trapline.cli.config",
 )
 
 
@@ -41,7 +42,6 @@ class TraplineGroup(click.Group):
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="TRAPLINE_DATA_DIR",
     default=None,
     help="Folder holding trapline.duckdb and the raw archive [env TRAPLINE_DATA_DIR; default ./trapline-data].",
 )
@@ -57,8 +57,9 @@ def cli(ctx: click.Context, data_dir: Path | None, quiet: bool) -> None:
 
     Example: trapline ingest ./spam.mbox && trapline stats
     """
-    settings = load_settings({"data_dir": str(data_dir) if data_dir else None})
-    ctx.obj = AppContext(settings=settings, quiet=quiet)
+    # TRAPLINE_DATA_DIR is read with the other variables, so `config show` names its source.
+    config = load_config({"data_dir": str(data_dir) if data_dir else None})
+    ctx.obj = AppContext(settings=config.values, quiet=quiet, config=config)
 
 
 for _name in COMMAND_MODULES:

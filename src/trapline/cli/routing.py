@@ -202,7 +202,7 @@ def routing_lookup(
         sys.exit(2)
     with open_store(app.data_dir) as store:
         answers = store_routing.lookup(
-            store, list(ips), at, choice or app.settings.get("routing_choice", "nearest")
+            store, list(ips), at, choice or app.settings["routing_choice"]
         )
     if as_json:
         echo_json(

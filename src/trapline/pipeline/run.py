@@ -227,7 +227,7 @@ def ingest(
     started = time.perf_counter()
     n_workers = int(workers if workers is not None else settings.get("workers") or 0)
     n_workers = n_workers if n_workers > 0 else (os.cpu_count() or 1)
-    size = int(batch_size or settings.get("batch_size") or 2000)
+    size = int(batch_size or settings.get("batch_size") or DEFAULTS["batch_size"])
     if size < 1:
         raise UsageError("--batch-size must be at least 1")
     # Several chunks per batch keep both workers busy while the main process archives the next.

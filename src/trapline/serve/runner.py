@@ -29,6 +29,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
+from trapline.config import register_defaults
 from trapline.errors import ServiceError, UsageError
 from trapline.pipeline.core import IngestCore
 from trapline.pipeline.drain import DrainResult, drain, resume
@@ -71,7 +72,9 @@ HTTP_ROUTES: list[BaseRoute] = []
 
 
 def register_service(name: str, start: ServiceStart, listen_key: str) -> None:
-    """Make ``trapline serve`` start ``start(ctx, host, port)`` on ``settings[listen_key]``."""
+    """Make ``trapline serve`` start ``start(ctx, host, port)`` on ``settings[listen_key]``
+    (a new key is registered as a setting, off by default)."""
+    register_defaults({listen_key: ""})
     SERVICES[name] = (start, listen_key)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from trapline.config import DEFAULTS
 from trapline.enrich.asn import routing_answers
 from trapline.errors import NotConfigured
 from trapline.routing.lookup import Routing
@@ -106,7 +107,7 @@ def enrich(
     if scoped:
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
     subjects: pa.Table = con.sql(_subjects(scope)).to_arrow_table()
-    mode = settings.get("routing_choice", "nearest")
+    mode = str(settings.get("routing_choice") or DEFAULTS["routing_choice"])
     now = datetime.now(UTC).replace(tzinfo=None)
     by_subject: dict[str, tuple[int, int]] = {}
     con.execute("BEGIN TRANSACTION")

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from trapline.config import SmtpLimits
 from trapline.errors import ConfigError
 from trapline.traps.smtp.handler import (
     SessionTrace,
@@ -68,6 +69,9 @@ class TrapState:
         return True
 
 
+_DEFAULT_LIMITS = SmtpLimits.from_settings({})
+
+
 class TrapSMTP(SMTP):
     """aiosmtpd SMTP server with trap limits, a session trace and no relaying."""
 
@@ -75,12 +79,13 @@ class TrapSMTP(SMTP):
     # lines); refusing it would lose exactly the mail we want, so allow 1 MiB per line.
     line_length_limit = 1 << 20
     command_size_limit = 2048  # bots send long MAIL FROM parameters; 512 (RFC) is too strict
-    max_message_bytes = 10 * 1024 * 1024
-    max_recipients = 100
-    max_connections = 200
-    per_ip_per_minute = 600
-    command_timeout = 30.0
-    data_timeout = 120.0
+    # The defaults from config.DEFAULTS; ``server_class`` makes a subclass with the settings.
+    max_message_bytes = _DEFAULT_LIMITS.max_message_bytes
+    max_recipients = _DEFAULT_LIMITS.max_recipients
+    max_connections = _DEFAULT_LIMITS.max_connections
+    per_ip_per_minute = _DEFAULT_LIMITS.per_ip_per_minute
+    command_timeout = _DEFAULT_LIMITS.command_timeout_s
+    data_timeout = _DEFAULT_LIMITS.data_timeout_s
     state: TrapState = TrapState()
     spool: Spool | None = None
 
@@ -255,17 +260,14 @@ class TrapSMTP(SMTP):
 
 def server_class(settings: dict[str, Any], spool: Spool) -> type[TrapSMTP]:
     """A ``TrapSMTP`` subclass with limits from settings and its own shared counters."""
+    limits = SmtpLimits.from_settings(settings)
     attrs = {
-        "max_message_bytes": int(
-            settings.get("smtp_max_message_bytes", TrapSMTP.max_message_bytes)
-        ),
-        "max_recipients": int(settings.get("smtp_max_recipients", TrapSMTP.max_recipients)),
-        "max_connections": int(settings.get("smtp_max_connections", TrapSMTP.max_connections)),
-        "per_ip_per_minute": int(
-            settings.get("smtp_per_ip_per_minute", TrapSMTP.per_ip_per_minute)
-        ),
-        "command_timeout": float(settings.get("smtp_command_timeout_s", TrapSMTP.command_timeout)),
-        "data_timeout": float(settings.get("smtp_data_timeout_s", TrapSMTP.data_timeout)),
+        "max_message_bytes": limits.max_message_bytes,
+        "max_recipients": limits.max_recipients,
+        "max_connections": limits.max_connections,
+        "per_ip_per_minute": limits.per_ip_per_minute,
+        "command_timeout": limits.command_timeout_s,
+        "data_timeout": limits.data_timeout_s,
         "state": TrapState(),
         "spool": spool,
     }
