@@ -176,6 +176,18 @@ def test_demo_report(tmp_path: Path) -> None:
     assert "spam: 250 read, 250 new" in result.stderr
     assert "ham: 72 read, 72 new" in result.stderr
     assert "labels 250 spam, 72 ham; below: label spam (250)" in result.stdout
+    # What trapline is for: named networks, spam campaigns, three next steps; no stage chatter.
+    assert "harvest" not in result.stderr
+    out = result.stdout
+    assert "top networks by abuse score (spam only)" in out and "largest spam campaigns" in out
+    nets = out.split("top networks by abuse score", 1)[1].split("largest spam campaigns")[0]
+    rows = [line for line in nets.splitlines() if line.strip().startswith("AS")]
+    assert len(rows) == 5 and "name unknown" not in nets
+    assert all(len(row.split("│")[1].strip()) > 3 for row in rows)  # every network named
+    try_next = out.split("try next:", 1)[1].strip().splitlines()
+    assert len(try_next) == 3
+    assert "networks --top 10" in try_next[0] and "dossier AS" in try_next[1]
+    assert try_next[2].strip().endswith("serve")
     for part in ("seen 322", "top origin networks", "top subjects", "received 2001-"):
         assert part in result.stdout
     assert (tmp_path / "demo" / "trapline.duckdb").is_file()

@@ -126,7 +126,7 @@ def ingest_cmd(
             _note(app)(
                 f"{hammy[0]} looks like legitimate mail; stored as spam: pass --label ham if it is"
             )
-    stdin = click.get_binary_stream("stdin") if "-" in paths else None
+    stdin = sys.stdin.buffer if "-" in paths else None
     with _progress(app) as on_progress:
         try:
             summary = ingest(
@@ -198,8 +198,14 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
             continue
         table = Table(title=title, title_justify="left", show_edge=False)
         for col in cols:
+            # Long subjects and names are cut, not folded: the table stays readable at 80 columns.
+            wide = col in ("subject", "name")
             table.add_column(
-                col, justify="right" if col in ("messages", "ips", "count") else "left"
+                col,
+                justify="right" if col in ("messages", "ips", "count") else "left",
+                max_width=40 if wide else None,
+                overflow="ellipsis" if wide else "fold",
+                no_wrap=wide,
             )
         for row in rows[:10]:
             table.add_row(*("" if row.get(c) is None else str(row[c]) for c in cols))
@@ -226,7 +232,7 @@ def show_cmd(app: AppContext, message_id: str, as_json: bool, raw: bool) -> None
     with _open_read(app) as store:
         if raw:
             data = read_raw(store.con, resolve_id(store.con, message_id))
-            stream = click.get_binary_stream("stdout")
+            stream = sys.stdout.buffer
             stream.write(data)
             stream.flush()
             return
@@ -332,6 +338,36 @@ def demo_cmd(app: AppContext) -> None:
         _err.print(line, markup=False)
     _out.print(f"store: {Path(app.data_dir) / 'trapline.duckdb'}", markup=False)
     render_stats(result["stats"])
+    render_demo_findings(result, app.data_dir)
+
+
+def render_demo_findings(result: dict[str, Any], data_dir: Path) -> None:
+    """What the demo found (networks with names, largest spam campaigns) and what to try next."""
+    out = _out
+    nets = Table(title="top networks by abuse score (spam only)", title_justify="left",
+                 show_edge=False)  # fmt: skip
+    for col in ("asn", "name", "score", "messages"):
+        nets.add_column(col, justify="right" if col in ("score", "messages") else "left")
+    for n in result["networks"]:
+        nets.add_row(f"AS{n['asn']}", (n["name"] or "name unknown")[:40], f"{n['score']:.2f}",
+                     str(n["messages"]))  # fmt: skip
+    out.print(nets)
+    camps = Table(title="largest spam campaigns", title_justify="left", show_edge=False)
+    for col in ("campaign", "messages", "first seen", "subject"):
+        camps.add_column(col, justify="right" if col == "messages" else "left")
+    for c in result["campaigns"]:
+        subject = (c["subjects"] or [""])[0] or ""
+        camps.add_row(c["id"], str(c["size"]), str(c["first_seen"])[:10], subject[:40])
+    out.print(camps if result["campaigns"] else "no campaign of 2 or more messages")
+    where = f"--data-dir {data_dir} " if Path(data_dir) != Path("trapline-data") else ""
+    top = f"AS{result['networks'][0]['asn']}" if result["networks"] else "AS7132"
+    out.print("try next:", markup=False)
+    for cmd in (
+        f"trapline {where}networks --top 10",
+        f"trapline {where}dossier {top} --out {top.lower()}.html",
+        f"trapline {where}serve",
+    ):
+        out.print(f"  {cmd}", markup=False)
 
 
 @click.command("reparse")

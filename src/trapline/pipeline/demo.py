@@ -46,9 +46,14 @@ def run_demo(
     on_note: NoteFn | None = None,
 ) -> dict[str, Any]:
     """Ingest the bundled sample into ``settings['data_dir']``, spam and ham folders with their
-    labels; returns the summaries (label, summary), stats (spam), notes."""
+    labels, then cluster the spam into campaigns; returns the summaries (label, summary), stats,
+    top networks and campaigns (spam only), notes."""
     notes: list[str] = []
     data_dir = Path(settings["data_dir"])
+    # The sample was not caught by our traps: the harvester stage has nothing to do here, and
+    # its "switched off" note would be the first thing a new user reads.
+    stages = settings.get("post_ingest_stages") or []
+    settings = {**settings, "post_ingest_stages": [s for s in stages if "harvest" not in s]}
     routing = resources.files("trapline").joinpath("data", "routing")
     hook = _routing_hook()
     if routing.is_dir() and hook is not None:
@@ -67,6 +72,20 @@ def run_demo(
                 label=label,
             )
             summaries.append((label, summary))
-    with open_store(data_dir, read_only=True) as store:
+    from trapline.analyze.campaign_report import list_campaigns
+    from trapline.analyze.campaigns import analyze_campaigns
+    from trapline.analyze.networks import network_scores
+
+    with open_store(data_dir) as store:
+        analyze_campaigns(store, settings)  # spam only: ham does not form campaigns
         report = stats(store.con, top=5)
-    return {"summaries": summaries, "stats": report, "notes": notes, "sample": str(sample)}
+        networks = [n.as_dict() for n in network_scores(store, settings, top=5)]
+        campaigns = list_campaigns(store.con, top=5, min_size=2)
+    return {
+        "summaries": summaries,
+        "stats": report,
+        "networks": networks,
+        "campaigns": campaigns,
+        "notes": notes,
+        "sample": str(sample),
+    }
