@@ -388,6 +388,11 @@ def networks(
 @_date_option("--since", "Only evidence seen on or after this day.")
 @_date_option("--until", "Only evidence seen on or before this day.")
 @label_option
+@click.option(
+    "--no-redact",
+    is_flag=True,
+    help="Keep trap addresses and local file paths (redacted by default, to share safely).",
+)
 @pass_app
 def dossier(
     app: AppContext,
@@ -396,6 +401,7 @@ def dossier(
     since: date | None,
     until: date | None,
     label: str,
+    no_redact: bool,
 ) -> None:
     """Write a self-contained HTML (and Markdown) evidence report for one network.
 
@@ -411,6 +417,7 @@ def dossier(
             since=since,
             until=until,
             label=label,
+            redact=not no_redact,
         )
     for path in paths:
         _out.print(str(path), markup=False)

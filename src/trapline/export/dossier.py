@@ -24,6 +24,8 @@ from trapline.analyze.networks import (
     evidence_rows,
     network_scores,
 )
+from trapline.errors import UsageError
+from trapline.export.redact import redact_headers, redact_path
 from trapline.store.duckdb import Store
 from trapline.store.labels import SPAM, label_filter
 from trapline.store.raw import read_raw
@@ -146,6 +148,22 @@ def _header_block(raw: bytes) -> str:
     return "\n".join(cut)
 
 
+def _redacted(
+    store: Store, settings: dict[str, Any], samples: tuple[tuple[str, Any, str, str, str, str], ...]
+) -> tuple[tuple[str, Any, str, str, str, str], ...]:
+    """``samples`` with their trap addresses (each message's recipients, any address on a trap
+    domain) redacted from the quoted headers."""
+    out = []
+    for mid, received, why, prefix, snap, headers in samples:
+        rows = store.con.execute(
+            "SELECT addr FROM recipients WHERE message_id = ? AND addr IS NOT NULL", [mid]
+        ).fetchall()
+        domains = settings.get("trap_domains") or []
+        text = redact_headers(headers, [r[0] for r in rows], domains)
+        out.append((mid, received, why, prefix, snap, text))
+    return tuple(out)
+
+
 def _samples(
     store: Store, asn: int, since: date | None, until: date | None, n: int, label: str = SPAM
 ) -> tuple[tuple[str, Any, str, str, str, str], ...]:
@@ -203,6 +221,7 @@ def build_dossier(
     until: date | None = None,
     samples: int = 5,
     label: str = SPAM,
+    redact: bool = True,
 ) -> Dossier:
     """Everything the report shows, gathered from the store (read-only); messages count when
     they carry ``label`` (spam unless asked)."""
@@ -215,7 +234,9 @@ def build_dossier(
     prefixes, totals = _prefixes(store, asn)
     return Dossier(
         asn=asn,
-        names=_names(store, asn),
+        names=tuple(
+            (n, redact_path(src) if redact else src, a) for n, src, a in _names(store, asn)
+        ),
         generated_at=datetime.now(UTC).replace(microsecond=0),
         since=since,
         until=until,
@@ -228,7 +249,9 @@ def build_dossier(
         timeline=tuple((m, dict(c)) for m, c in sorted(months.items())),
         campaigns=_campaigns(store, asn),
         harvesters=_harvesters(store, asn),
-        samples=_samples(store, asn, since, until, samples, label),
+        samples=_redacted(store, settings, _samples(store, asn, since, until, samples, label))
+        if redact
+        else _samples(store, asn, since, until, samples, label),
         listings=_listings(store, asn),
     )
 
@@ -458,12 +481,16 @@ def write_dossier(
     since: date | None = None,
     until: date | None = None,
     label: str = SPAM,
+    redact: bool = True,
 ) -> list[Path]:
-    """Write ``out`` (.html) and its Markdown twin (.md); returns both paths."""
-    d = build_dossier(store, settings, asn, since=since, until=until, label=label)
+    """Write ``out`` (.html) and its Markdown twin (.md); returns both paths. ``redact`` (the
+    default) hides trap addresses and local paths, so the files can be shared."""
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     md_path = html_path.with_suffix(".md")
-    html_path.parent.mkdir(parents=True, exist_ok=True)
+    if not html_path.parent.is_dir():
+        # A mistyped folder should not become a new directory tree somewhere unexpected.
+        raise UsageError(f"{html_path.parent} does not exist; create it first or fix --out")
+    d = build_dossier(store, settings, asn, since=since, until=until, label=label, redact=redact)
     html_path.write_text(render_html(d), encoding="utf-8")
     md_path.write_text(render_markdown(d), encoding="utf-8")
     return [html_path, md_path]
