@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def start_trapline(data_dir: Path, workers: int) -> tuple[subprocess.Popen[str],
     line = proc.stdout.readline()
     if "listening" not in line:
         raise RuntimeError(f"trapline dnsbl did not start: {line}{proc.stdout.read()}")
+    # Keep reading its output so the server never blocks on a full pipe.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     # Worker processes build their index after the parent says it listens: wait for them.
     wait_answering(port, workers)
     return proc, port, time.perf_counter() - started
@@ -136,6 +139,7 @@ def start_rbldnsd(folder: Path) -> tuple[subprocess.Popen[str], int, float]:
     assert proc.stdout is not None
     for line in proc.stdout:
         if "started" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, port, time.perf_counter() - started
     raise RuntimeError("rbldnsd did not start")
 
@@ -204,7 +208,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200_000, help="distinct queries in the file")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one dnsperf round")
     parser.add_argument("--rounds", type=int, default=2, help="peak rounds per server")
-    parser.add_argument("--workers", type=int, default=2, help="trapline answering processes")
+    parser.add_argument("--workers", type=int, default=1, help="trapline answering processes")
     args = parser.parse_args()
     if not (shutil.which("dnsperf") and shutil.which("rbldnsd")):
         sys.exit("needs dnsperf and rbldnsd (apt-get install dnsperf rbldnsd)")

@@ -73,7 +73,7 @@ def _clean(text: str) -> str:
 def _entries(ips: IpList, zone: ZoneConfig, family: int) -> list[str]:
     code = LIST_CODES[ips.name]
     lines = []
-    for ip, last, hits in zip(ips.ips, ips.last_seen, ips.hits, strict=True):
+    for ip, last, hits in zip(ips.ips, ips.last_seen, ips.hits, strict=True):  # address texts
         if ip in NEVER_LISTED or (":" in ip) != (family == 6):
             continue
         url = zone.record_url.format(ip=ip) if zone.record_url else ""
@@ -87,9 +87,12 @@ def _entries(ips: IpList, zone: ZoneConfig, family: int) -> list[str]:
 def render_ip4set(data: ListingData, zone: ZoneConfig, list_name: str) -> tuple[str, int, int]:
     """(text, entries, IPv6 listings left out) of one list as an ``ip4set`` dataset."""
     ips = data.lists.get(list_name) or IpList(list_name)
-    lines = [f"# trapline {list_name} list, {len(ips.ips)} listings", *_header(zone, data.built_at)]
+    lines = [
+        f"# trapline {list_name} list, {len(ips.keys)} listings",
+        *_header(zone, data.built_at),
+    ]
     body = _entries(ips, zone, 4)
-    skipped = sum(1 for ip in ips.ips if ":" in ip)
+    skipped = sum(1 for key in ips.keys if len(key) > 16)  # 32 nibble labels: IPv6
     return "\n".join([*lines, *body]) + "\n", len(body), skipped
 
 

@@ -28,6 +28,7 @@ from trapline.serve.dnsbl.zones import (
     TEST_POINT_TXT,
     ZoneIndex,
     key_address,
+    key_ip,
     listing_txt,
 )
 
@@ -35,6 +36,8 @@ SUBZONES = (*IP_LISTS, "networks", "httpbl")
 _HTTPBL_KEY = re.compile(rb"[a-z]{12}")  # http:BL access keys: 12 lower-case letters
 _A_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
 _ONE_ANSWER = b"\x00\x01\x00\x01\x00\x00\x00\x00"  # qd an ns ar
+# Header bytes 2-11 of a one-answer response: QR AA (+RD as asked), NOERROR, counts 1 1 0 0.
+_HIT_FLAGS = (b"\x84\x00" + _ONE_ANSWER, b"\x85\x00" + _ONE_ANSWER)
 _ONE_AUTHORITY = b"\x00\x01\x00\x00\x00\x01\x00\x00"
 
 
@@ -151,10 +154,14 @@ class Responder:
                 fast = self._state[1]
                 for suffix, slen, ips, a_rr, soa, apex_len in fast:
                     if len(name) > slen and name.endswith(suffix):
-                        i = ips.find(name[:-slen], self.clock())
+                        key = name[:-slen]
+                        i = (
+                            ips.keys.get(key, -1)
+                            if ips.expires is None
+                            else ips.find(key, self.clock())
+                        )
                         if i >= 0:
-                            flags = bytes((0x84 | (data[2] & 0x01), 0))
-                            return data[:2] + flags + _ONE_ANSWER + data[12:] + a_rr
+                            return data[:2] + _HIT_FLAGS[data[2] & 0x01] + data[12:] + a_rr
                         # Not listed: NXDOMAIN, once the name is known to be well formed
                         # (the dict hit above proves it for listed names).
                         key_end = end - slen
@@ -283,7 +290,7 @@ class Responder:
             i = ips.find(key, now)
             # The apex answers its RFC 5782 test point once, as 127.0.0.2 (the senders code).
             if i >= 0 and not (kind == "apex" and name != "senders" and ips.is_test_point(i)):
-                hits.append((LIST_CODES[name], self._txt(zone, name, ips.ips[i], ips, i)))
+                hits.append((LIST_CODES[name], self._txt(zone, name, key_ip(key), ips, i)))
         if kind in ("apex", "networks"):
             addr = key_address(rel)
             row = index.networks.find(addr, now) if addr is not None else -1

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from array import array
 from typing import Any
 
 import duckdb
 
-from trapline.serve.dnsbl.zones import HttpblList, IpList, ListingData, NetList
+from trapline.serve.dnsbl.zones import HttpblList, IpList, ListingData, NetList, reverse_key
 from trapline.store.duckdb import Store
 
 log = logging.getLogger("trapline.dnsbl")
@@ -27,8 +28,8 @@ def _has(store: Store, table: str, column: str | None = None) -> bool:
     if column:
         sql += " AND column_name = ?"
         params.append(column)
-    row = store.con.execute(sql, params).fetchone()
-    return bool(row and row[0])
+    rows = store.con.execute(sql, params).fetchall()
+    return bool(rows and rows[0][0])
 
 
 def _spam_only(store: Store, alias: str = "") -> str:
@@ -75,7 +76,16 @@ def _harvesters_sql(store: Store) -> str | None:
         GROUP BY vi.ip"""
 
 
+# A canonical dotted quad (no leading zeros): its key is computed by the store, in SQL.
+_V4 = r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4_KEY = (
+    "encode(array_to_string(list_transform(list_reverse(string_split(ip, '.')), "
+    "lambda o: chr(length(o)::INTEGER) || o), ''))"
+)
+
+
 def _rows(store: Store, sql: str | None, cutoff: int) -> list[tuple[str, int, int]]:
+    """(canonical address, last, hits) of every row of ``sql`` within the age ``cutoff``."""
     if sql is None:
         return []
     rows = store.con.execute(
@@ -91,13 +101,37 @@ def _rows(store: Store, sql: str | None, cutoff: int) -> list[tuple[str, int, in
     return out
 
 
-def _ip_list(name: str, rows: list[tuple[str, int, int]]) -> IpList:
-    merged: dict[str, tuple[int, int]] = {}
-    for ip, last, hits in rows:  # "1.2.3.4" and " 1.2.3.4" are one listing
-        old = merged.get(ip)
-        merged[ip] = (max(last, old[0]), hits + old[1]) if old else (last, hits)
-    ips = sorted(merged)
-    return IpList(name, ips, [merged[ip][0] for ip in ips], [merged[ip][1] for ip in ips])
+def _ip_list(store: Store, name: str, sql: str | None, cutoff: int) -> IpList:
+    """One list straight into keys: IPv4 keys made by the store, the rest through ``_rows``."""
+    if sql is None:
+        return IpList(name)
+    merged = f"""
+        SELECT trim(ip) AS ip, max(last) AS last, sum(hits)::BIGINT AS hits
+        FROM ({sql}) t(ip, last, hits) WHERE {int(cutoff)} = 0 OR last >= {int(cutoff)}
+        GROUP BY trim(ip)"""
+    # Arrow, not Python tuples: a million rows arrive as three columns.
+    table = store.con.sql(
+        f"SELECT {_V4_KEY} AS k, last, hits FROM ({merged}) WHERE regexp_full_match(ip, '{_V4}') "
+        "ORDER BY k"
+    ).to_arrow_table()
+    keys: list[bytes] = table.column("k").to_pylist()
+    last = array("q", table.column("last").to_numpy().astype("int64").tobytes())
+    hits = array("q", table.column("hits").to_numpy().astype("int64").tobytes())
+    del table
+    # IPv6 (and oddly written IPv4) rows: few; canonicalised one by one.
+    other = f"SELECT ip, last, hits FROM ({merged}) WHERE NOT regexp_full_match(ip, '{_V4}')"
+    extra: dict[bytes, tuple[int, int]] = {}
+    for ip, t, n in _rows(store, other, 0):
+        key = reverse_key(ip)
+        old = extra.get(key)
+        extra[key] = (max(t, old[0]), n + old[1]) if old else (t, n)
+    seen = set(keys) if extra else set()
+    for key, (t, n) in sorted(extra.items()):
+        if key not in seen:  # "010.1.2.3" read as 10.1.2.3 beside a canonical row: keep one
+            keys.append(key)
+            last.append(t)
+            hits.append(n)
+    return IpList(name, keys, last, hits)
 
 
 def _httpbl(store: Store, harvesters: list[tuple[str, int, int]], cutoff: int) -> HttpblList:
@@ -171,18 +205,19 @@ def _networks(store: Store, settings: dict[str, Any], cutoff: int) -> NetList:
 def load_listings(store: Store, settings: dict[str, Any], now: float | None = None) -> ListingData:
     """Everything listed at ``now`` (default: the current time) per ``dnsbl_max_age_days``."""
     now = time.time() if now is None else now
+    # A server's reads print nothing: DuckDB's progress bar would write into whatever the
+    # process's stderr is (a pipe nobody reads fills up and blocks the read).
+    store.con.execute("SET enable_progress_bar = false")
     max_age_s = int(float(settings["dnsbl_max_age_days"]) * 86400)
     cutoff = int(now) - max_age_s if max_age_s else 0
-    senders = _rows(store, _senders_sql(store), cutoff)
-    dictionary = _rows(store, _dictionary_sql(store), cutoff)
     harvesters = _rows(store, _harvesters_sql(store), cutoff)
     return ListingData(
         built_at=int(now),
         max_age_s=max_age_s,
         lists={
-            "senders": _ip_list("senders", senders),
-            "dictionary": _ip_list("dictionary", dictionary),
-            "harvesters": _ip_list("harvesters", harvesters),
+            "senders": _ip_list(store, "senders", _senders_sql(store), cutoff),
+            "dictionary": _ip_list(store, "dictionary", _dictionary_sql(store), cutoff),
+            "harvesters": _ip_list(store, "harvesters", _harvesters_sql(store), cutoff),
         },
         networks=_networks(store, settings, cutoff),
         httpbl=_httpbl(store, harvesters, cutoff),

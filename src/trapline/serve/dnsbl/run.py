@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trapline.errors import UsageError
+from trapline.errors import StoreError, TraplineError, UsageError
 
 if TYPE_CHECKING:
     from trapline.serve.dnsbl.server import DnsblServer
@@ -74,6 +74,40 @@ def read_only_source(
     return read
 
 
+def _load_in_child(settings: dict[str, Any], conn: Any) -> None:
+    try:
+        result: tuple[str, Any] = ("ok", read_only_source(settings)())
+    except Exception as exc:  # handed to the parent, which raises it
+        result = ("error", exc if isinstance(exc, TraplineError) else StoreError(str(exc)))
+    conn.send(result)
+    conn.close()
+
+
+def isolated_source(settings: dict[str, Any]) -> Callable[[], ListingData]:
+    """Like ``read_only_source``, but each read runs in a short-lived process: the DNSBL process
+    never loads DuckDB, so the memory a big query takes is returned when the reader exits."""
+    import multiprocessing
+
+    def read() -> ListingData:
+        ctx = multiprocessing.get_context("spawn")
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_load_in_child, args=(settings, sender), daemon=True)
+        proc.start()
+        sender.close()
+        try:
+            status, value = receiver.recv()
+        except EOFError as exc:
+            raise StoreError("the listing reader process died; see its error above") from exc
+        finally:
+            receiver.close()
+            proc.join()
+        if status != "ok":
+            raise value
+        return value
+
+    return read
+
+
 def run_standalone(
     settings: dict[str, Any],
     on_ready: Callable[[DnsblServer], None] | None = None,
@@ -87,7 +121,7 @@ def run_standalone(
     from trapline.serve.runner import parse_listen
 
     host, port = parse_listen(str(settings["dnsbl_listen"]))
-    server = make_server(settings, read_only_source(settings), host, port)
+    server = make_server(settings, isolated_source(settings), host, port)
     event = stop or threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

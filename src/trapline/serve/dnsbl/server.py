@@ -99,13 +99,13 @@ def _worker_main(
     host: str,
     port: int,
     zones: list[ZoneConfig],
-    data: ListingData,
     updates: Connection,
     rate_limit: float,
     max_packet: int,
 ) -> None:
-    """A worker process: its own SO_REUSEPORT socket and index, updated through ``updates``."""
-    responder = Responder(zones, build_index(data))
+    """A worker process: its own SO_REUSEPORT socket and index, fed through ``updates`` (the
+    first message is the data to start with; it is not kept once indexed)."""
+    responder = Responder(zones, build_index(updates.recv()))
     sock = _udp_socket(host, port, True)
 
     def follow() -> None:
@@ -185,12 +185,13 @@ class DnsblServer:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
                     target=_worker_main,
-                    args=(self.host, self.port, self.zones, data, child, self.rate_limit,
+                    args=(self.host, self.port, self.zones, child, self.rate_limit,
                           self.udp_max_packet),
                     daemon=True,
                 )  # fmt: skip
                 proc.start()
                 child.close()
+                parent.send(data)
                 self._procs.append(proc)
                 self._pipes.append(parent)
         return self.host, self.port

@@ -98,14 +98,39 @@ def key_address(key: tuple[bytes, ...]) -> ipaddress.IPv4Address | ipaddress.IPv
     return None
 
 
+def key_ip(key: bytes) -> str:
+    """The address text of a reversed-name key (``reverse_key`` backwards)."""
+    labels = []
+    pos = 0
+    while pos < len(key):
+        end = pos + 1 + key[pos]
+        labels.append(key[pos + 1 : end].decode("ascii"))
+        pos = end
+    if len(labels) == 4:
+        return ".".join(reversed(labels))
+    return str(ipaddress.IPv6Address(int("".join(reversed(labels)), 16)))
+
+
 @dataclass(frozen=True, slots=True)
 class IpList:
-    """Listed addresses of one list: parallel lists, epoch seconds, trap hits."""
+    """Listed addresses of one list as reversed-name keys, with epoch seconds and trap hits.
+
+    Keys instead of address texts: the store computes them (SQL) and the index uses them as they
+    are, so a million listings cost one bytes object each.
+    """
 
     name: str
-    ips: list[str] = field(default_factory=list)
-    last_seen: list[int] = field(default_factory=list)
-    hits: list[int] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    last_seen: array[int] = field(default_factory=lambda: array("q"))
+    hits: array[int] = field(default_factory=lambda: array("q"))
+
+    @classmethod
+    def from_ips(cls, name: str, ips: list[str], last_seen: list[int], hits: list[int]) -> IpList:
+        return cls(name, [reverse_key(ip) for ip in ips], array("q", last_seen), array("q", hits))
+
+    @property
+    def ips(self) -> list[str]:
+        return [key_ip(k) for k in self.keys]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,47 +164,52 @@ class ListingData:
     httpbl: HttpblList = field(default_factory=HttpblList)
 
     def count(self) -> int:
-        return sum(len(v.ips) for v in self.lists.values()) + len(self.networks.prefixes)
+        return sum(len(v.keys) for v in self.lists.values()) + len(self.networks.prefixes)
 
 
 class IpIndex:
     """One IP list, keyed by reversed-name wire labels; expiry checked at answer time."""
 
-    __slots__ = ("expires", "hits", "ips", "keys", "last_seen", "name")
+    __slots__ = ("expires", "hits", "keys", "last_seen", "n_listed", "name")
 
     def __init__(self, data: IpList, max_age_s: int) -> None:
         self.name = data.name
         # RFC 5782 §5: 127.0.0.1 (and its IPv6 form) must never be listed, whatever the store
-        # says (trap mail sent from loopback has it as origin).
-        keep = [i for i, ip in enumerate(data.ips) if ip not in NEVER_LISTED]
-        if len(keep) < len(data.ips):
+        # says (trap mail sent from loopback has it as origin); the test points always are.
+        keys = [k for k in data.keys if k not in _NEVER_KEYS]
+        if len(keys) < len(data.keys):
+            rows = [i for i, k in enumerate(data.keys) if k not in _NEVER_KEYS]
             data = IpList(
                 data.name,
-                [data.ips[i] for i in keep],
-                [data.last_seen[i] for i in keep],
-                [data.hits[i] for i in keep],
+                keys,
+                array("q", [data.last_seen[i] for i in rows]),
+                array("q", [data.hits[i] for i in rows]),
             )
-        ips = [*data.ips, TEST_LISTED_V4, TEST_LISTED_V6]
-        self.ips = ips
-        self.last_seen = array("q", [*data.last_seen, 0, 0])
-        self.hits = array("q", [*data.hits, 0, 0])
-        # 0 = never expires: the test points, and every listing when max_age is 0.
-        self.expires = array(
-            "q", [t + max_age_s if max_age_s else 0 for t in data.last_seen] + [0, 0]
-        )
-        self.keys: dict[bytes, int] = {reverse_key(ip): i for i, ip in enumerate(ips)}
+        self.n_listed = len(keys)
+        self.last_seen = array("q", data.last_seen)
+        self.last_seen.extend((0, 0))
+        self.hits = array("q", data.hits)
+        self.hits.extend((0, 0))
+        # None = nothing expires (max age 0); the test points (last rows) never do.
+        self.expires: array[int] | None = None
+        if max_age_s:
+            self.expires = array("q", [t + max_age_s for t in data.last_seen])
+            self.expires.extend((0, 0))
+        self.keys: dict[bytes, int] = dict(zip(keys, range(len(keys)), strict=True))
+        self.keys[_TEST_KEYS[0]] = self.n_listed
+        self.keys[_TEST_KEYS[1]] = self.n_listed + 1
 
     def find(self, key: bytes, now: float) -> int:
         """Row of the listing under ``key`` still valid at ``now``, else -1."""
         i = self.keys.get(key, -1)
-        if i >= 0:
+        if i >= 0 and self.expires is not None:
             expires = self.expires[i]
             if expires and now >= expires:
                 return -1
         return i
 
     def is_test_point(self, i: int) -> bool:
-        return i >= len(self.ips) - 2
+        return i >= self.n_listed
 
 
 class NetIndex:
@@ -263,6 +293,8 @@ def _httpbl_tests() -> dict[bytes, bytes]:
 
 
 HTTPBL_TEST_POINTS = _httpbl_tests()
+_TEST_KEYS = (reverse_key(TEST_LISTED_V4), reverse_key(TEST_LISTED_V6))
+_NEVER_KEYS = frozenset(reverse_key(ip) for ip in NEVER_LISTED)
 
 
 @dataclass(frozen=True, slots=True)
