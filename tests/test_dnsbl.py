@@ -99,7 +99,7 @@ def test_senders_from_real_mail_a_and_txt(real: dict[str, Any]) -> None:
             stamp = last.replace(tzinfo=UTC).strftime("%Y-%m-%d %H:%MZ")
             assert text == (
                 f"spam source: {hits} trap hits, last seen {stamp}; "
-                f"http://127.0.0.1:8080/api/ips/{ip}"
+                f"http://127.0.0.1:8090/api/v1/ip/{ip}"
             )
         # Addresses no message came from: NXDOMAIN with the SOA for negative caching.
         rng = random.Random(9)

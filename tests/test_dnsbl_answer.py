@@ -218,7 +218,7 @@ def test_every_list_has_its_code_and_the_apex_combines_them() -> None:
     txt = _ask(r, reversed_name("198.18.7.7", f"networks.{ZONE}"), "TXT")
     (text,) = [b"".join(x.strings).decode() for x in txt.answer[0]]
     assert text.startswith("network of a top-ranked AS: 198.18.0.0/15 AS64500, 12 pieces")
-    assert text.endswith("/api/ips/198.18.7.7")
+    assert text.endswith("/api/v1/ip/198.18.7.7")
     # Non-canonical names are not addresses: NXDOMAIN.
     assert _ask(r, f"01.2.0.192.senders.{ZONE}").rcode() == dns.rcode.NXDOMAIN
     assert _ask(r, f"1.2.0.192.1.senders.{ZONE}").rcode() == dns.rcode.NXDOMAIN

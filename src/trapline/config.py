@@ -106,7 +106,7 @@ DEFAULTS: dict[str, Any] = {
     "dnsbl_negative_ttl": 300,  # SOA MINIMUM: how long resolvers cache NXDOMAIN (RFC 2308)
     "dnsbl_ns": [],  # NS names at the apex; default ns.<zone>
     "dnsbl_hostmaster": "",  # SOA RNAME; default hostmaster.<zone>
-    "dnsbl_record_url": "http://127.0.0.1:8080/api/ips/{ip}",  # TXT link to the evidence
+    "dnsbl_record_url": "http://127.0.0.1:8090/api/v1/ip/{ip}",  # TXT link: the API's IP record
     "dnsbl_networks_top": 10,  # ASes whose prefixes the networks zone lists
     "dnsbl_httpbl_keys": [],  # http:BL access keys accepted; empty = any 12-letter key
     "dnsbl_reload_s": 60.0,  # re-read the store this often (0 = never)

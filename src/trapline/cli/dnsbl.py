@@ -48,7 +48,7 @@ def dnsbl(
 
     Example: trapline dnsbl --listen 127.0.0.1:5353 --zone bl.example.org --max-age 0
     """
-    from trapline.serve.dnsbl.run import run_standalone
+    from trapline.serve.dnsbl.run import run_standalone, zone_names
     from trapline.serve.dnsbl.server import DnsblServer
 
     logging.basicConfig(
@@ -72,7 +72,7 @@ def dnsbl(
         size = server.responder.index.size
         click.echo(
             f"dns listening on {server.host}:{server.port} "
-            f"(zones: {', '.join(settings['dnsbl_zones'])}; {size} listed)"
+            f"(zones: {', '.join(zone_names(settings))}; {size} listed)"
         )
         if not size:
             click.echo(

@@ -58,24 +58,21 @@ class ZoneConfig:
 
     @classmethod
     def from_settings(cls, zone: str, settings: dict[str, Any]) -> ZoneConfig:
+        from trapline.serve.dnsbl.settings import DnsblSettings
+
         apex = wire.text_labels(zone)
         if not apex or any(len(label) > wire.MAX_LABEL for label in apex):
             raise UsageError(f"--zone {zone!r} is not a DNS name; use for example bl.example.org")
-        ns_names = settings.get("dnsbl_ns") or [f"ns.{zone.strip('.')}"]
-        if isinstance(ns_names, str):
-            ns_names = [ns_names]
-        hostmaster = str(settings.get("dnsbl_hostmaster") or f"hostmaster.{zone.strip('.')}")
-        keys = settings.get("dnsbl_httpbl_keys") or []
-        if isinstance(keys, str):
-            keys = [keys]
+        s = DnsblSettings.from_settings(settings)
+        name = zone.strip().strip(".")
         return cls(
             apex=apex,
-            ns=tuple(wire.text_labels(n) for n in ns_names),
-            hostmaster=wire.text_labels(hostmaster),
-            ttl=int(settings["dnsbl_ttl"]),
-            negative_ttl=int(settings["dnsbl_negative_ttl"]),
-            record_url=str(settings.get("dnsbl_record_url") or ""),
-            httpbl_keys=frozenset(str(k).lower().encode("ascii") for k in keys),
+            ns=tuple(wire.text_labels(n) for n in (s.ns or (f"ns.{name}",))),
+            hostmaster=wire.text_labels(s.hostmaster or f"hostmaster.{name}"),
+            ttl=s.ttl,
+            negative_ttl=s.negative_ttl,
+            record_url=s.record_url,
+            httpbl_keys=frozenset(k.lower().encode("ascii") for k in s.httpbl_keys),
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from trapline.serve.dnsbl.settings import DnsblSettings
 from trapline.serve.dnsbl.zones import HttpblList, IpList, ListingData, NetList, reverse_key
 from trapline.store.duckdb import Store
 
@@ -172,7 +173,7 @@ def _httpbl(store: Store, harvesters: list[tuple[str, int, int]], cutoff: int) -
 
 
 def _networks(store: Store, settings: dict[str, Any], cutoff: int) -> NetList:
-    top = int(settings["dnsbl_networks_top"])
+    top = DnsblSettings.from_settings(settings).networks_top
     if top <= 0 or not _has(store, "routing_prefixes"):
         return NetList()
     from trapline.analyze.networks import network_scores
@@ -208,7 +209,7 @@ def load_listings(store: Store, settings: dict[str, Any], now: float | None = No
     # A server's reads print nothing: DuckDB's progress bar would write into whatever the
     # process's stderr is (a pipe nobody reads fills up and blocks the read).
     store.con.execute("SET enable_progress_bar = false")
-    max_age_s = int(float(settings["dnsbl_max_age_days"]) * 86400)
+    max_age_s = DnsblSettings.from_settings(settings).max_age_s
     cutoff = int(now) - max_age_s if max_age_s else 0
     harvesters = _rows(store, _harvesters_sql(store), cutoff)
     return ListingData(

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trapline.errors import StoreError, TraplineError, UsageError
+from trapline.errors import StoreError, TraplineError
+from trapline.serve.dnsbl.settings import DnsblSettings
 
 if TYPE_CHECKING:
     from trapline.serve.dnsbl.server import DnsblServer
@@ -15,13 +16,7 @@ if TYPE_CHECKING:
 
 
 def zone_names(settings: dict[str, Any]) -> list[str]:
-    zones = settings.get("dnsbl_zones") or []
-    if isinstance(zones, str):
-        zones = [zones]
-    names = [str(z).strip().strip(".").lower() for z in zones if str(z).strip().strip(".")]
-    if not names:
-        raise UsageError("no DNSBL zone configured; pass --zone bl.example.org")
-    return names
+    return DnsblSettings.from_settings(settings).zone_names()
 
 
 def make_server(
@@ -38,15 +33,16 @@ def make_server(
     from trapline.serve.dnsbl.answer import ZoneConfig
     from trapline.serve.dnsbl.server import DnsblServer
 
-    zones = [ZoneConfig.from_settings(z, settings) for z in zone_names(settings)]
+    view = DnsblSettings.from_settings(settings)
+    zones = [ZoneConfig.from_settings(z, settings) for z in view.zone_names()]
     return DnsblServer(
         zones,
         source,
         host,
         port,
-        workers=int(settings["dnsbl_workers"]),
-        rate_limit=float(settings["dnsbl_rate_limit"]),
-        reload_every=float(settings["dnsbl_reload_s"]),
+        workers=view.workers,
+        rate_limit=view.rate_limit,
+        reload_every=view.reload_s,
         clock=clock or time.time,
     )
 
@@ -120,7 +116,7 @@ def run_standalone(
 
     from trapline.serve.runner import parse_listen
 
-    host, port = parse_listen(str(settings["dnsbl_listen"]))
+    host, port = parse_listen(DnsblSettings.from_settings(settings).listen)
     server = make_server(settings, isolated_source(settings), host, port)
     event = stop or threading.Event()
     previous = {}
