@@ -13,12 +13,26 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from trapline.cli.common import AppContext, echo_json, json_option, label_option, pass_app
-from trapline.store.duckdb import Store, open_store
+from trapline.cli.common import (
+    AppContext,
+    check_window,
+    echo_json,
+    hint,
+    json_option,
+    label_option,
+    open_existing,
+    pass_app,
+)
+from trapline.errors import UsageError
+from trapline.store.duckdb import Store
 
 
 def _store(app: AppContext, *, read_only: bool) -> Store:
-    return open_store(app.data_dir, read_only=read_only)
+    return open_existing(app, read_only=read_only)
+
+
+def _count(store: Store, sql: str) -> int:
+    return int(store.con.execute(sql).fetchall()[0][0])
 
 
 def _fmt(value: Any) -> str:
@@ -96,6 +110,10 @@ def analyze_botnets_cmd(app: AppContext, as_json: bool) -> None:
     from trapline.analyze.botnets import analyze_botnets
 
     with _store(app, read_only=False) as store:
+        if not _count(store, "SELECT count(*) FROM campaigns"):
+            raise UsageError(
+                "no campaigns to group into botnets: run `trapline analyze campaigns` first"
+            )
         run = analyze_botnets(store, app.settings)
     if as_json:
         echo_json({k: getattr(run, k) for k in run.__slots__})
@@ -127,10 +145,20 @@ def campaigns_cmd(
     """
     from trapline.analyze.campaign_report import list_campaigns
 
+    check_window(since, until)
     with _store(app, read_only=True) as store:
         rows = list_campaigns(store.con, top=top, since=since, until=until, min_size=min_size)
+        analysed = _count(store, "SELECT count(*) FROM campaign_state")
+    if not rows and not as_json:
+        hint(
+            "no campaign matches --since/--until/--min-size"
+            if analysed
+            else "no campaigns yet: run `trapline analyze campaigns` to group the stored spam"
+        )
     if as_json:
         echo_json(rows)
+        return
+    if not rows:
         return
     table = Table("id", "size", "first seen", "last seen", "subjects", "IPs", "domains")
     for r in rows:
@@ -180,8 +208,18 @@ def botnets_cmd(app: AppContext, top: int, as_json: bool) -> None:
 
     with _store(app, read_only=True) as store:
         rows = list_botnets(store.con, top=top)
+        campaigns = _count(store, "SELECT count(*) FROM campaigns")
+    if not rows and not as_json:
+        hint(
+            "no botnets: run `trapline analyze botnets` (if it has run, no campaigns share "
+            "enough sending hosts; see botnet_min_shared_hosts)"
+            if campaigns
+            else "no botnets yet: run `trapline analyze campaigns`, then `trapline analyze botnets`"
+        )
     if as_json:
         echo_json(rows)
+        return
+    if not rows:
         return
     table = Table("id", "campaigns", "hosts", "messages", "first seen", "last seen", "families")
     for r in rows:

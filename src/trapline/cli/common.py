@@ -123,3 +123,30 @@ def progress_bar(app: AppContext, what: str) -> Iterator[Callable[[int, int], No
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def open_existing(app: AppContext, *, read_only: bool = True) -> Any:
+    """The store in --data-dir for a command that reads (or derives from) stored data: a
+    missing store is an error that says what to do, never a new empty store."""
+    from trapline.errors import StoreError
+    from trapline.store.duckdb import DB_FILENAME, open_store
+
+    path = app.data_dir / DB_FILENAME
+    if not path.is_file():
+        raise StoreError(
+            f"no store at {path}; run `trapline ingest PATH` (or `trapline demo`) first, "
+            "or pass --data-dir"
+        )
+    return open_store(app.data_dir, read_only=read_only)
+
+
+def check_window(since: Any, until: Any) -> None:
+    """``--since`` after ``--until`` is a usage error (it would select nothing, silently)."""
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(f"--since {since} is after --until {until}; swap them")
+
+
+def hint(text: str) -> None:
+    """One line on stderr saying why a result is empty and what to run (not silenced by -q:
+    it explains the empty output)."""
+    click.echo(f"hint: {text}", err=True)

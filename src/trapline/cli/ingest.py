@@ -67,8 +67,10 @@ def _progress(app: AppContext) -> Iterator[Callable[[int, int, int | None], None
 
 def _note(app: AppContext) -> Callable[[str], None]:
     def note(text: str) -> None:
-        # Problems are always shown (nothing is dropped silently); --quiet only hides chatter.
-        _err.print(f"[yellow]note:[/] {text}", markup=True, highlight=False)
+        # --quiet silences notes too; problems still count in the summary line and the store
+        # (quarantine), so nothing is lost, only not narrated.
+        if not app.quiet:
+            _err.print(f"[yellow]note:[/] {text}", markup=True, highlight=False)
 
     return note
 

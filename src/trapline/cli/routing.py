@@ -20,9 +20,12 @@ from trapline.analyze.networks import network_scores
 from trapline.cli.common import (
     AppContext,
     F,
+    check_window,
     echo_json,
+    hint,
     json_option,
     label_option,
+    open_existing,
     pass_app,
     progress_bar,
 )
@@ -158,7 +161,7 @@ def routing_list(app: AppContext, as_json: bool) -> None:
 
     Example: trapline routing list --json
     """
-    with open_store(app.data_dir) as store:
+    with open_existing(app) as store:
         snaps = store_routing.list_snapshots(store)
     if as_json:
         echo_json([_snap_dict(s) for s in snaps])
@@ -200,7 +203,7 @@ def routing_lookup(
         for ip in bad:
             click.echo(f"error: {ip!r} is not an IP address (IPv4 or IPv6)", err=True)
         sys.exit(2)
-    with open_store(app.data_dir) as store:
+    with open_existing(app) as store:
         answers = store_routing.lookup(
             store, list(ips), at, choice or app.settings["routing_choice"]
         )
@@ -287,7 +290,7 @@ def enrich(app: AppContext, as_json: bool) -> None:
 
     Example: trapline enrich
     """
-    with open_store(app.data_dir) as store:
+    with open_existing(app, read_only=False) as store:
         result = enrich_all(store, app.settings)
     if as_json:
         echo_json(
@@ -337,12 +340,23 @@ def networks(
 
     Example: trapline networks --top 20 --since 2008-10-01 --until 2008-11-30 --json
     """
-    with open_store(app.data_dir) as store:
+    check_window(since, until)
+    with open_existing(app) as store:
         scores = network_scores(
             store, app.settings, since=since, until=until, by=by, top=top, label=label
         )
+        snapshots = store_routing.list_snapshots(store)
+    if not scores and not as_json:
+        hint(
+            "no network evidence in the window (--since/--until, --label)"
+            if snapshots
+            else "no network evidence yet: `trapline routing import FILE` maps stored mail "
+            "to networks"
+        )
     if as_json:
         echo_json([s.as_dict() for s in scores])
+        return
+    if not scores:
         return
     table = Table(
         "#",
@@ -407,8 +421,9 @@ def dossier(
 
     Example: trapline dossier AS26780 --out mccolo.html
     """
+    check_window(since, until)
     number = _parse_asn(asn_text)
-    with open_store(app.data_dir) as store:
+    with open_existing(app) as store:
         paths = write_dossier(
             store,
             app.settings,
