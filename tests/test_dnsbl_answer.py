@@ -219,6 +219,18 @@ def test_every_list_has_its_code_and_the_apex_combines_them() -> None:
     (text,) = [b"".join(x.strings).decode() for x in txt.answer[0]]
     assert text.startswith("network of a top-ranked AS: 198.18.0.0/15 AS64500, 12 pieces")
     assert text.endswith("/api/v1/ip/198.18.7.7")
+    # The fast path (apex with networks, list zones) gives the plain statement's bytes.
+    for ip in (
+        "192.0.2.1",
+        "198.18.4.4",
+        "2001:db8:1ff::1",
+        "2001:db8::7",
+        "203.0.113.5",
+        "10.0.0.1",
+    ):
+        for zone in (ZONE, f"senders.{ZONE}", f"networks.{ZONE}", f"harvesters.{ZONE}"):
+            wire_q = dns.message.make_query(reversed_name(ip, zone), "A", use_edns=False).to_wire()
+            assert r.answer(wire_q) == r.answer_plain(wire_q), (ip, zone)
     # Non-canonical names are not addresses: NXDOMAIN.
     assert _ask(r, f"01.2.0.192.senders.{ZONE}").rcode() == dns.rcode.NXDOMAIN
     assert _ask(r, f"1.2.0.192.1.senders.{ZONE}").rcode() == dns.rcode.NXDOMAIN

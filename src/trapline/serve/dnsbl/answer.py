@@ -37,6 +37,8 @@ _HTTPBL_KEY = re.compile(rb"[a-z]{12}")  # http:BL access keys: 12 lower-case le
 _A_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
 _ONE_ANSWER = b"\x00\x01\x00\x01\x00\x00\x00\x00"  # qd an ns ar
 # Header bytes 2-11 of a one-answer response: QR AA (+RD as asked), NOERROR, counts 1 1 0 0.
+_SUBZONE_LABELS = frozenset(k.encode() for k in SUBZONES)
+_CODE_BYTES = {k: ipaddress.IPv4Address(v).packed for k, v in LIST_CODES.items()}
 _HIT_FLAGS = (b"\x84\x00" + _ONE_ANSWER, b"\x85\x00" + _ONE_ANSWER)
 _ONE_AUTHORITY = b"\x00\x01\x00\x00\x00\x01\x00\x00"
 
@@ -115,7 +117,12 @@ class Responder:
                 a_rr = _A_FIXED.pack(0xC00C, wire.TYPE_A, wire.CLASS_IN, z.ttl, 4)
                 a_rr += ipaddress.IPv4Address(LIST_CODES[kind]).packed
                 fast.append((suffix, len(suffix), index.lists[kind], a_rr, soa, apex_len))
-        self._state = (index, fast)
+        apexes = []
+        for z in self.zones:
+            suffix = wire.name_wire(z.apex)
+            a_fixed = _A_FIXED.pack(0xC00C, wire.TYPE_A, wire.CLASS_IN, z.ttl, 4)
+            apexes.append((suffix, len(suffix), a_fixed, self._soa_rr_tail(z, index)))
+        self._state = (index, fast, apexes)
 
     @property
     def index(self) -> ZoneIndex:
@@ -175,7 +182,55 @@ class Responder:
                         return data[:2] + flags + _ONE_AUTHORITY + data[12:] + soa_at + soa
                     if name.endswith(suffix):
                         break
+                else:
+                    reply = self._fast_apex(data, end, name)
+                    if reply is not None:
+                        return reply
         return self.answer_plain(data, limit)
+
+    def _fast_apex(self, data: bytes, end: int, name: bytes) -> bytes | None:
+        """An A/IN query under a zone apex: one A per list holding the name (None: not handled)."""
+        index, _fast, apexes = self._state
+        for suffix, slen, a_fixed, soa in apexes:
+            if len(name) <= slen or not name.endswith(suffix):
+                continue
+            key_end = end - slen
+            if end - 12 > wire.MAX_NAME:
+                return None
+            labels = []
+            pos = 12
+            while pos < key_end:  # the name must be well formed up to the apex
+                n = data[pos]
+                if n > wire.MAX_LABEL:
+                    return None
+                labels.append(name[pos - 11 : pos - 11 + n])
+                pos += n + 1
+            if pos != key_end or labels[-1] in _SUBZONE_LABELS:
+                return None  # malformed, or in a list zone the fast path does not answer
+            key = name[: key_end - 12]
+            now = self.clock()
+            answers = b""
+            count = 0
+            for kind in IP_LISTS:
+                ips = index.lists[kind]
+                i = ips.find(key, now)
+                # The apex answers its RFC 5782 test point once, as 127.0.0.2 (senders).
+                if i >= 0 and (kind == "senders" or not ips.is_test_point(i)):
+                    answers += a_fixed + _CODE_BYTES[kind]
+                    count += 1
+            if index.networks.size:
+                addr = key_address(tuple(labels))
+                if addr is not None and index.networks.find(addr, now) >= 0:
+                    answers += a_fixed + _CODE_BYTES["networks"]
+                    count += 1
+            rd = data[2] & 0x01
+            if count:
+                counts = struct.pack("!HHHH", 1, count, 0, 0)
+                return data[:2] + bytes((0x84 | rd, 0)) + counts + data[12:] + answers
+            soa_at = wire.pointer(end - slen)
+            flags = bytes((0x84 | rd, wire.NXDOMAIN))
+            return data[:2] + flags + _ONE_AUTHORITY + data[12:] + soa_at + soa
+        return None
 
     # --- the statement of behaviour ---------------------------------------------------------------
 

@@ -215,7 +215,7 @@ class IpIndex:
 class NetIndex:
     """Listed prefixes as disjoint sorted integer ranges per address family."""
 
-    __slots__ = ("data", "expires", "ranges")
+    __slots__ = ("data", "expires", "ranges", "size")
 
     def __init__(self, data: NetList, max_age_s: int) -> None:
         self.data = data
@@ -238,6 +238,7 @@ class NetIndex:
                 ends.append(hi)
                 rows.append(row)
             self.ranges[family] = (starts, ends, rows)
+        self.size = len(data.prefixes)
 
     def find(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, now: float) -> int:
         starts, ends, rows = self.ranges[addr.version]
