@@ -112,8 +112,8 @@ def _baseline(sig: np.ndarray, threshold: float, cap: float) -> tuple[float, int
 
 
 def _run_size(n: int, seed: int, baseline_cap: float | None, queue: Any) -> None:
-    from trapline.analyze.evaluate import score
     from trapline.analyze.lsh import ClusterParams, cluster_matrix
+    from trapline.testing.evaluate import score
 
     sig, times, hashes, labels, fp_s, gen_s = _signatures(n, seed)
     params = ClusterParams()
@@ -147,10 +147,10 @@ def _run_size(n: int, seed: int, baseline_cap: float | None, queue: Any) -> None
 
 def _real_groups() -> dict[str, Any]:
     """Precision/recall/ARI on the hand-labelled real groups in tests/data/campaigns."""
-    from trapline.analyze.evaluate import score
     from trapline.analyze.lsh import cluster_matrix
     from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
     from trapline.fingerprint.templates import template_hash
+    from trapline.testing.evaluate import score
     from trapline.testing.spamgen import read_base_spam
 
     labels_file = ROOT / "tests" / "data" / "campaigns" / "labels.json"
@@ -174,10 +174,10 @@ def _incremental(stored: int, day: int, seed: int) -> dict[str, Any]:
     import tempfile
 
     from trapline.analyze.campaigns import analyze_campaigns
-    from trapline.analyze.evaluate import score
     from trapline.config import load_settings
     from trapline.pipeline.adapters.fingerprint import fingerprint_ids
     from trapline.store.duckdb import open_store
+    from trapline.testing.evaluate import score
     from trapline.testing.spamgen import SpamGenerator
     from trapline.testing.spamstore import store_generated
 

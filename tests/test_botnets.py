@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from conftest import shared
 from trapline.analyze.botnets import analyze_botnets, list_botnets
 from trapline.analyze.campaigns import analyze_campaigns
-from trapline.analyze.evaluate import score
 from trapline.config import load_settings
 from trapline.store.duckdb import open_store
+from trapline.testing.evaluate import score
 from trapline.testing.spamgen import RELAY_IP, SpamGenerator, load_base_spams, pick_distinct
 from trapline.testing.spamstore import store_generated
 

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from conftest import ROOT, SHARED_DATA, shared
 from trapline.analyze.campaign_report import campaign_detail, list_campaigns, resolve_campaign
 from trapline.analyze.campaigns import analyze_campaigns
-from trapline.analyze.evaluate import score
 from trapline.analyze.lsh import cluster_matrix
 from trapline.config import load_settings
 from trapline.fingerprint.signature import FingerprintInput, fingerprint_batch
 from trapline.fingerprint.templates import template_hash
 from trapline.store.duckdb import open_store
+from trapline.testing.evaluate import score
 from trapline.testing.spamgen import (
     GenMessage,
     SpamGenerator,

@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "trapline.pipeline.adapters.harvest:harvest_stage",
         "trapline.pipeline.adapters.asn:asn_stage",
     ],
-    # Near-duplicate signatures (issue 5) computed by the parse workers from the parsed records
+    # Near-duplicate signatures computed by the parse workers from the parsed records
     # and stored in each batch's transaction. False leaves them to `analyze campaigns` (or to
     # the stage "trapline.pipeline.adapters.fingerprint:fingerprint_stage"), which reads stored rows.
     "fingerprint_at_ingest": True,

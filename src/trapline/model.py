@@ -10,13 +10,18 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 
 def message_id_of(data: bytes) -> str:
     """A message's id: the lowercase hex SHA-256 of its raw bytes (content address)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def utcnow() -> datetime:
+    """Now in UTC without a zone: the store keeps every TIMESTAMP in UTC, naive."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

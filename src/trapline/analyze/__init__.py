@@ -1,1 +1,1 @@
-"""Analyses over the store: campaigns, botnets, networks, timeline, takedown impact."""
+"""Analyses over the store: campaigns (LSH links, components), botnets, networks, harvesters."""

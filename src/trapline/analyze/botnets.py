@@ -181,7 +181,7 @@ def _families_sql(con: Any) -> str:
         "AND list_contains(c.domains, fm.value)",
     ]
     if _has_column(con, "feed_indicators", "family"):
-        # Feeds (issue "networks") name the family of C&C hosts and domains: a botnet whose
+        # Feeds name the family of C&C hosts and domains: a botnet whose
         # bots or landing domains appear there inherits the name.
         parts.append(
             "SELECT bh.botnet_id, fi.family FROM botnet_hosts bh JOIN feed_indicators fi "

@@ -13,7 +13,6 @@ older root wins, the younger id is recorded in ``campaign_merges`` and its membe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -24,6 +23,7 @@ from trapline.analyze.campaign_report import refresh_campaigns
 from trapline.analyze.lsh import ClusterParams, TextPrior, UrlPrior, components, link, url_keys
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
 from trapline.fingerprint.templates import template_hash
+from trapline.model import utcnow
 from trapline.pipeline.adapters.fingerprint import fingerprint_ids, refingerprint_all
 from trapline.store.labels import ALL, SPAM, label_filter
 
@@ -132,7 +132,7 @@ def analyze_campaigns(
         result = _cluster_new(con, rows, params)
         con.execute(
             "INSERT OR REPLACE INTO campaign_state VALUES (1, ?, ?, ?)",
-            [rows[-1][0], key, datetime.now(UTC).replace(tzinfo=None)],
+            [rows[-1][0], key, utcnow()],
         )
         con.execute("COMMIT")
     except BaseException:
@@ -231,7 +231,7 @@ def _write_assignments(
     candidates: int,
 ) -> tuple[int, int, int]:
     """Store campaign roots of new members, apply merges, refresh touched campaign summaries."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     # Old campaign roots whose component root is older still: their campaigns merge into it.
     old_roots = np.intersect1d(local_seq[:n_old], old_root_seqs)
     at = np.searchsorted(local_seq, old_roots)

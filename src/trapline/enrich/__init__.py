@@ -1,1 +1,3 @@
-"""Enrichment stages: IP to ASN as of a date, trap address to harvester, external feeds."""
+"""Pure enrichment: origin network as of a date, trap address to visit, external feed readers.
+
+The store side of each is in ``trapline.pipeline.adapters``."""

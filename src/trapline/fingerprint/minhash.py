@@ -4,7 +4,7 @@ MinHash (Broder 1997): for P random hash functions keep the minimum hash over a 
 shingles; the share of equal positions between two signatures estimates their Jaccard
 similarity. Signatures are computed in batches by ``rensa`` (Rust) and kept as a ``uint32``
 matrix, one row per message, so banding and verification are numpy operations, not Python loops.
-See docs/campaigns.md for why rensa (measured against a numpy implementation).
+See docs/campaigns.md for why rensa rather than a numpy implementation.
 """
 
 from __future__ import annotations
@@ -131,8 +131,7 @@ def band_keys_by_band(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     kept: two unrelated rows share a key with odds ~2^-43, and such a pair is only a
     candidate (verification rejects it). Rows are read in cache-sized chunks and the result
     is band-major, so each band's keys are contiguous: reading a band's columns straight from
-    a (n, 128) matrix touches every cache line of it and made a million rows 2x slower per row
-    than 100,000.
+    a (n, 128) matrix touches every cache line of it, which slows large runs per row.
     """
     if bands * rows > sig.shape[1]:
         raise ValueError(f"{bands} bands x {rows} rows needs {bands * rows} permutations")
@@ -150,7 +149,7 @@ def band_keys_by_band(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
                 key ^= cube[:, :, r]
                 key *= prime
             # The low KEY_FREE_BITS are zeroed so a key and a row number share one int64 and
-            # a plain value sort orders by (key, row): 10x faster than a stable argsort.
+            # a plain value sort orders by (key, row), far cheaper than a stable argsort.
             key &= free
             out[:, lo : lo + step] = key.view(np.int64).T
     return out
@@ -169,11 +168,6 @@ def equal_counts(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.nda
         eq = sig[left[s : s + step]] == sig[right[s : s + step]]
         out[s : s + step] = np.count_nonzero(eq, axis=1)
     return out
-
-
-def jaccard_rows(sig: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of row pairs ``(left[k], right[k])``: share of equal MinHash values."""
-    return (equal_counts(sig, left, right) / max(sig.shape[1], 1)).astype(np.float32)
 
 
 def is_empty(sig: np.ndarray) -> np.ndarray:

@@ -8,18 +8,17 @@ clustering follows) in the batch's own transaction; the store adapter
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from trapline.fingerprint.signature import Fingerprints, fingerprint_batch, input_of
-from trapline.model import Message
+from trapline.model import Message, utcnow
 
 
 def signature_rows(fps: Fingerprints, received_at: pa.Array, seqs: list[int] | None) -> pa.Table:
     """``signatures`` rows; without ``seqs`` the column is left out for the writer to fill."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     columns: dict[str, Any] = {"message_id": list(fps.message_ids)}
     if seqs is not None:
         columns["seq"] = pa.array(seqs, pa.int64())

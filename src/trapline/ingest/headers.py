@@ -258,8 +258,3 @@ def date_flags(
     if received_at is not None and abs(date - received_at) > SKEW_LIMIT:
         flags.append("skewed")
     return tuple(flags)
-
-
-def longest_line(block: bytes) -> int:
-    """Length of the longest line in a raw header block (bytes, line ending excluded)."""
-    return max((len(line.rstrip(b"\r")) for line in block.split(b"\n")), default=0)

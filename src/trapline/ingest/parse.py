@@ -43,13 +43,14 @@ import fast_mail_parser as fmp
 
 from trapline.ingest import received as _received
 from trapline.ingest.fast_mime import fast_fields, looks_misdecoded
+from trapline.ingest.fields import DEFAULT_LIMITS, Fields, ParseLimits
 from trapline.ingest.headers import (
     EARLIEST_PLAUSIBLE,
     date_flags,
     make_address,
 )
 from trapline.ingest.html import render
-from trapline.ingest.stdlib_mime import DEFAULT_LIMITS, Fields, ParseLimits, stdlib_fields
+from trapline.ingest.stdlib_mime import stdlib_fields
 from trapline.ingest.urls import collect_urls
 from trapline.model import (
     Hop,

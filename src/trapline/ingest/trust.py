@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from publicsuffixlist import PublicSuffixList
-
 from trapline.errors import TrustSpecError
+from trapline.ingest.domains import registered_domain
 from trapline.model import Envelope, Hop, Origin
 
 _Net = tuple[int, int, int]  # (version, first, last) as integers: cheap containment tests
@@ -264,20 +263,6 @@ def _trusted(h: Hop) -> Hop:
         h.index, h.raw, h.from_helo, h.from_rdns, h.from_ip, h.by_host,
         h.protocol, h.smtp_id, h.for_addr, h.timestamp, True,
     )  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    return PublicSuffixList(accept_unknown=False)
-
-
-@lru_cache(maxsize=16384)
-def registered_domain(name: str) -> str | None:
-    """The registrable domain of a host name (offline Public Suffix List), or None."""
-    try:
-        return _psl().privatesuffix(name)
-    except Exception:  # junk names (IPv6 literals, underscores): simply no domain
-        return None
 
 
 def _same_domain_relay(hop: Hop) -> bool:

@@ -15,8 +15,9 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
-from publicsuffixlist import PublicSuffixList
-
+from trapline.ingest.domains import is_ip_literal as _is_ip
+from trapline.ingest.domains import public_suffixes as _psl
+from trapline.ingest.domains import registered_domain
 from trapline.ingest.html import render
 from trapline.model import Url
 
@@ -57,39 +58,6 @@ _REFANG = (
 )
 _TRAILING = ".,;:!?'\")]}>*"
 _SCHEMES_WITHOUT_HOST = ("mailto:", "cid:", "javascript:", "data:", "tel:", "#", "about:")
-
-
-@lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    # The list bundled with the package: offline, and fixed for a given install.
-    return PublicSuffixList(accept_unknown=False)
-
-
-def _is_ip(host: str) -> bool:
-    # An IPv4 address ends in a digit and an IPv6 one holds ":"; anything else would only make
-    # ``ipaddress`` raise twice (~3 µs a host name on a cold cache).
-    if ":" not in host and not host[-1:].isdigit():
-        return False
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-@lru_cache(maxsize=65536)
-def registered_domain(host: str) -> str | None:
-    """The registrable domain of ``host`` (eTLD+1 from the Public Suffix List), or ``None``.
-
-    ``None`` for IP literals, bare public suffixes and names without a dot.
-    """
-    host = host.strip().strip("[]").rstrip(".").lower()
-    if not host or "." not in host or _is_ip(host) or len(host) > 253:
-        return None
-    try:
-        return _psl().privatesuffix(host)
-    except (ValueError, UnicodeError):
-        return None
 
 
 def _may_be_defanged(url: str) -> bool:

@@ -2,25 +2,21 @@
 
 The sample is package data (``trapline/data/sample``: ~300 SpamAssassin 2002 messages, byte for
 byte, with their licence note), so the demo works from an installed wheel with no network and no
-checkout. The routing table shipped under ``trapline/data/routing`` (RouteViews, 2008-05-01) is imported
-first through ``ROUTING_IMPORT``, so the post-ingest ASN stage maps the 2002 mail with the
-oldest routing data we have rather than today's.
+checkout. The routing table shipped under ``trapline/data/routing`` (RouteViews, 2008-05-01) is
+imported first, so the post-ingest ASN stage maps the 2002 mail with the oldest routing data we
+have rather than today's.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from trapline.pipeline.run import IngestSummary, NoteFn, ProgressFn, ingest
-from trapline.store.duckdb import Store, open_store
+from trapline.store.duckdb import open_store
 from trapline.store.queries import stats
-
-# The routing area's import of the bundled 2008 RouteViews table: ``fn(store) -> str``.
-ROUTING_IMPORT = "trapline.store.routing:import_bundled_routing"
+from trapline.store.routing import import_bundled_routing
 
 # The corpus collector's own relays have public addresses: mail.webnote.net (its forwarding
 # mailbox, fetched by POP) and mandark (213.105.180.140, its other server). Without trusting them
@@ -28,15 +24,6 @@ ROUTING_IMPORT = "trapline.store.routing:import_bundled_routing"
 SAMPLE_TRUST = ("mail.webnote.net", "213.105.180.140")
 # The sample keeps SpamAssassin's folders: spam in spam*/, legitimate mail in *ham*/.
 SAMPLE_LABELS = (("spam", ("spam", "spam_2")), ("ham", ("easy_ham", "easy_ham_2", "hard_ham")))
-
-
-def _routing_hook() -> Callable[[Store], str] | None:
-    module, _, name = ROUTING_IMPORT.partition(":")
-    try:
-        fn: Callable[[Store], str] = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-    return fn
 
 
 def run_demo(
@@ -54,12 +41,9 @@ def run_demo(
     # its "switched off" note would be the first thing a new user reads.
     stages = settings.get("post_ingest_stages") or []
     settings = {**settings, "post_ingest_stages": [s for s in stages if "harvest" not in s]}
-    routing = resources.files("trapline").joinpath("data", "routing")
-    hook = _routing_hook()
-    if routing.is_dir() and hook is not None:
-        # Before the ingest, so the post-ingest ASN stage maps 2002 mail with period data.
-        with open_store(data_dir) as store:
-            notes.append(hook(store))
+    # Before the ingest, so the post-ingest ASN stage maps 2002 mail with period data.
+    with open_store(data_dir) as store:
+        notes.append(import_bundled_routing(store))
     summaries: list[tuple[str, IngestSummary]] = []
     with resources.as_file(resources.files("trapline").joinpath("data", "sample")) as sample:
         for label, folders in SAMPLE_LABELS:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from trapline.model import Envelope, RawMessage
+from trapline.model import Envelope, RawMessage, clean_text
 from trapline.pipeline.core import IngestCore
 from trapline.store.duckdb import Store
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
@@ -109,9 +109,9 @@ def _naive_utc(value: Any) -> datetime | None:
 
 
 def _clean(value: Any) -> Any:
-    """Strings Arrow accepts: lone surrogates (bytes a client sent that are not UTF-8) → "?"."""
+    """Strings Arrow accepts, as every stored string: ``clean_text`` (lists item by item)."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return clean_text(value)
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value

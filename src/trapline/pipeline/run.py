@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from trapline.config import DEFAULTS
 from trapline.errors import IngestError, UsageError
-from trapline.model import RawMessage, SourceProblem, message_id_of
+from trapline.model import RawMessage, SourceProblem, message_id_of, utcnow
 from trapline.pipeline.core import IngestCore, Item
 from trapline.pipeline.pool import StopFlag, parse_task, start_pool, unstick_if_a_worker_died
 from trapline.pipeline.stages import NoteFn
@@ -245,7 +245,7 @@ def ingest(
         _tune(store, settings)
         store.con.execute(
             "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
-            [run_id, rawstore.utcnow(), [str(p) for p in paths]],
+            [run_id, utcnow(), [str(p) for p in paths]],
         )
         if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
             stages.start_background(store)
@@ -294,7 +294,7 @@ def ingest(
                     "UPDATE ingest_runs SET finished_at = ?, read = ?, new = ?, duplicates = ?, "
                     "quarantined = ?, problems = ? WHERE run_id = ?",
                     [
-                        rawstore.utcnow(),
+                        utcnow(),
                         c.read,
                         c.new,
                         c.duplicates,

@@ -1,1 +1,1 @@
-"""The DuckDB store: schema, batched Arrow writer, raw archive and queries."""
+"""The DuckDB store: schema, batched Arrow writer, raw archive, routing snapshots, queries."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 import zstandard
 
 from trapline.errors import Ambiguous, NotFound, StoreError, UsageError
-from trapline.model import Envelope
+from trapline.model import Envelope, clean_text, utcnow
 
 # Measured on the SpamAssassin corpus (one frame per message): level 1 gives 2.39x at ~330 MB/s,
 # level 3 (zstd's default) 2.44x at ~255 MB/s, negative levels 1.7x. The archive is written on
@@ -104,11 +104,6 @@ def decompress(codec: str, blob: bytes) -> bytes:
     raise StoreError(f"unknown raw codec {codec!r}; this store was written by a newer trapline")
 
 
-def utcnow() -> datetime:
-    """Naive UTC now: the store keeps TIMESTAMP columns in UTC without a zone."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def existing_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` are already archived (one set-based query, not one per id)."""
     if not ids:
@@ -150,7 +145,7 @@ def raw_table(rows: Iterable[RawRow], now: datetime | None = None) -> pa.Table:
             "size": pa.array([len(r.data) for r in rows], pa.int64()),
             "codec": pa.array([CODEC] * len(rows), pa.string()),
             "data": pa.array([compress(r.data) for r in rows], pa.binary()),
-            "source": pa.array([_clean(r.source) for r in rows], pa.string()),
+            "source": pa.array([clean_text(r.source) for r in rows], pa.string()),
             "envelope": pa.array([envelope_to_json(r.envelope) for r in rows], pa.string()),
             "ingested_at": pa.array([when] * len(rows), pa.timestamp("us")),
             "label": pa.array([r.label for r in rows], pa.string()),
@@ -158,11 +153,6 @@ def raw_table(rows: Iterable[RawRow], now: datetime | None = None) -> pa.Table:
         },
         schema=RAW_SCHEMA,
     )
-
-
-def _clean(text: str) -> str:
-    # File names may carry undecodable bytes as lone surrogates (os.fsdecode); Arrow needs UTF-8.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from trapline.errors import NotFound, UsageError
+from trapline.model import utcnow
 from trapline.routing import index as routing_index
 from trapline.routing import snapshots
 from trapline.routing.formats import (
@@ -103,7 +104,7 @@ def _write_snapshot(store: Store, snap: Snapshot, table: ParsedTable) -> None:
                 snap.n_v6,
                 snap.n_asns,
                 list(snap.notes),
-                datetime.now(UTC).replace(tzinfo=None),
+                utcnow(),
             ],
         )
         con.execute("COMMIT")

@@ -18,8 +18,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trapline.model import Address, Message, Quarantined, SourceProblem, clean_text
-from trapline.store.raw import rollback, utcnow
+from trapline.model import Address, Message, Quarantined, SourceProblem, clean_text, utcnow
+from trapline.store.raw import rollback
 
 _S = pa.string()
 _TS = pa.timestamp("us")

@@ -7,17 +7,17 @@ re-parsing MIME: the campaign code reads exactly these columns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from trapline.model import utcnow
 from trapline.testing.spamgen import GenMessage
 
 
 def store_generated(con: Any, msgs: Sequence[GenMessage], *, source: str = "spamgen") -> None:
     """Insert ``msgs`` as stored messages (ingested now, in the given order)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     messages = pa.table(
         {
             "id": [m.id for m in msgs],

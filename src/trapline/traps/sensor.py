@@ -24,7 +24,6 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from trapline.errors import StoreError
+from trapline.model import utcnow
 from trapline.store.duckdb import Store
 
 
@@ -91,7 +91,7 @@ def add_sensor(store: Store, name: str) -> tuple[str, str]:
     key = mint_key()
     store.con.execute(
         "INSERT INTO sensors (id, name, key_sha256, created_at) VALUES (?, ?, ?, ?)",
-        [sensor_id, name, key_hash(key), datetime.now(UTC).replace(tzinfo=None)],
+        [sensor_id, name, key_hash(key), utcnow()],
     )
     return sensor_id, key
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ import pyarrow as pa
 from trapline.config import DEFAULTS
 from trapline.enrich.asn import routing_answers
 from trapline.errors import NotConfigured
+from trapline.model import utcnow
 from trapline.routing.lookup import Routing
 from trapline.store.duckdb import Store
 from trapline.store.routing import load_routing
@@ -108,7 +108,7 @@ def enrich(
         con.register("enrich_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
     subjects: pa.Table = con.sql(_subjects(scope)).to_arrow_table()
     mode = str(settings.get("routing_choice") or DEFAULTS["routing_choice"])
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     by_subject: dict[str, tuple[int, int]] = {}
     con.execute("BEGIN TRANSACTION")
     try:

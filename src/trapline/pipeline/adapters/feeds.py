@@ -5,7 +5,7 @@ and every listing date; then map the indicators to networks when a routing snaps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from trapline.enrich.feeds import read_feed
 from trapline.errors import NotConfigured
+from trapline.model import utcnow
 from trapline.pipeline.adapters.asn import enrich
 from trapline.store.duckdb import Store
 
@@ -43,7 +44,7 @@ def import_feeds(
     """Read ``path``, merge its sightings into the store (re-importing adds nothing) and map the
     indicators to networks when a routing snapshot exists."""
     sightings, files, notes = read_feed(path, kind, as_of)
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     table = pa.table(
         {
             "kind": [s.kind for s in sightings],

@@ -1,4 +1,4 @@
--- Routing snapshots, AS names, per-IP routing answers, external feeds (issue 4, docs/networks.md).
+-- Routing snapshots, AS names, per-IP routing answers, external feeds (docs/networks.md).
 -- ASNs are BIGINT here: 4-byte ASNs reach 4,294,967,295, past INTEGER.
 
 CREATE TABLE IF NOT EXISTS routing_snapshots (

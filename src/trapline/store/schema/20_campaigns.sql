@@ -1,4 +1,4 @@
--- Fingerprints, campaigns and botnets (issue 5, docs/campaigns.md). Derived tables: all of them
+-- Fingerprints, campaigns and botnets (docs/campaigns.md). Derived tables: all of them
 -- can be rebuilt from messages with `trapline analyze campaigns --rebuild`.
 
 -- One row per fingerprinted message. seq is the processing order that defines the campaign

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Protocol
 
+from trapline.model import utcnow
 from trapline.traps.addresses import is_trap_domain
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
 
@@ -167,10 +168,6 @@ def received_header(
     return line.encode("utf-8", "surrogateescape")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- the handler --------------------------------------------------------------------------------
 
 
@@ -246,7 +243,7 @@ class TrapHandler:
 
     async def handle_DATA(self, server: TrapServer, session: Any, envelope: Any) -> str:
         trace = server.trace
-        when = utcnow()
+        when = datetime.now(UTC)  # zoned: the Received date must say +0000
         n = trace.messages + 1
         content: bytes = envelope.original_content or b""
         data = received_header(trace, server.hostname, envelope.rcpt_tos, when, n) + content

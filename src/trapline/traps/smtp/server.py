@@ -33,13 +33,13 @@ from aiosmtpd.smtp import SMTP
 
 from trapline.config import SmtpLimits
 from trapline.errors import ConfigError
+from trapline.model import utcnow
 from trapline.traps.smtp.handler import (
     SessionTrace,
     TrapHandler,
     fingerprint,
     helo_shape,
     timing,
-    utcnow,
 )
 from trapline.traps.smtp.spool import Spool, SpoolRecord
 
