@@ -56,6 +56,7 @@ def build_store(folder: Path) -> dict[str, Any]:
         ["routing", "import", str(shared(*PYASN, "asnames.json"))],
         ["ingest", str(sa), str(shared("mail", "nazario-phishing-2005", "phishing0.mbox")),
          str(hostile_dir)],
+        ["ingest", "--label", "ham", str(shared("mail", "spamassassin-2002", "hard_ham"))],
         ["feeds", "import", str(shared("blocklists", "spamhaus-drop-history", "monthly"))],
         ["enrich"],
         ["analyze", "campaigns"],
@@ -90,12 +91,12 @@ class WebServer:
 
 @contextmanager
 def serving(
-    web_store: tuple[Path, dict[str, Any]], *, anonymous_read: bool = False
+    web_store: tuple[Path, dict[str, Any]], *, anonymous_read: bool = False, **settings: Any
 ) -> Iterator[WebServer]:
     """The session's web store opened writable and served on a free port, stopped afterwards."""
     folder, facts = web_store
     store = open_store(folder)
-    server = start_server(store, facts["settings"], anonymous_read=anonymous_read)
+    server = start_server(store, {**facts["settings"], **settings}, anonymous_read=anonymous_read)
     try:
         yield server
     finally:
@@ -112,7 +113,7 @@ def start_server(
     keys["sensor_b"] = create_key(store, "sensor", "test-sensor-b").key
     state = WebState(StoreAccess(store, writable=True), settings, anonymous_read=anonymous_read)
     server = _QuietServer.make(create_app(state))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)

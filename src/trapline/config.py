@@ -118,6 +118,9 @@ DEFAULTS: dict[str, Any] = {
     "web_default_listen": "127.0.0.1:8090",  # `trapline web` without an address
     "web_anonymous_read": False,  # public read-only deployments; writes always need a key
     "web_session_hours": 12,  # dashboard session cookie lifetime
+    # Rebuild the in-memory search index at most this often after the store changed (newer
+    # messages are merged in from SQL meanwhile, so results are never stale).
+    "web_search_refresh_s": 30.0,
 }
 
 

@@ -51,9 +51,12 @@ def _warm(state: WebState) -> None:
 
     def run() -> None:
         try:
+            state.search.get()  # starts building the search index
             state.cache.get(("overview",), lambda: views.overview(state.access, state.settings))
             state.cache.get(
-                ("ip-index",), lambda: iplookup.build_index(state.access), serialise=False
+                ("ip-index",),
+                lambda: iplookup.build_index(state.access, state.settings),
+                serialise=False,
             )
         except Exception:  # a warm-up failure shows again, with its reason, on first request
             log.exception("warming the dashboard caches failed")
@@ -62,7 +65,10 @@ def _warm(state: WebState) -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it a kept-alive connection waits for delayed ACKs.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

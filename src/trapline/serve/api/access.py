@@ -91,7 +91,7 @@ class StoreAccess:
     def spam_only(self, alias: str = "") -> str:
         """SQL condition keeping spam (analyses count spam only), or TRUE before labels exist."""
         if self.has_column("messages", "label"):
-            return f"coalesce({alias}label, 'spam') = 'spam'"
+            return f"{alias}label = 'spam'"
         return "TRUE"
 
     def version(self) -> tuple[Any, ...]:

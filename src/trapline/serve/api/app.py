@@ -18,11 +18,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trapline import __version__
+from trapline.config import DEFAULTS
 from trapline.errors import Ambiguous, NotFound, ServiceError, TraplineError, UsageError
 from trapline.serve.api.access import StoreAccess
 from trapline.serve.api.auth import Sessions
 from trapline.serve.api.cache import AggregateCache
+from trapline.serve.api.keys import KeyCache
 from trapline.serve.api.responses import error_body
+from trapline.serve.api.search_index import SearchIndexHolder
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """Read what trapline caught and concluded: messages, campaigns, botnets, networks
@@ -43,12 +46,18 @@ class WebState:
     anonymous_read: bool = False
     cache: AggregateCache = field(init=False)
     sessions: Sessions = field(init=False)
+    keys: KeyCache = field(init=False)
+    search: SearchIndexHolder = field(init=False)
     site: Any = None  # the honeypot's TrapSite when serve runs it: sensors can get addresses
     started_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.cache = AggregateCache(self.access)
-        self.sessions = Sessions(int(self.settings.get("web_session_hours", 12)) * 3600)
+        hours = self.settings.get("web_session_hours", DEFAULTS["web_session_hours"])
+        self.sessions = Sessions(int(hours) * 3600)
+        self.keys = KeyCache()
+        refresh = self.settings.get("web_search_refresh_s", DEFAULTS["web_search_refresh_s"])
+        self.search = SearchIndexHolder(self.access, float(refresh))
 
 
 def _status_of(exc: TraplineError) -> int:

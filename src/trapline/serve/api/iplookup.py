@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -34,6 +35,8 @@ class IpIndex:
     feed_ranges: list[tuple[int, int, Row]] = field(default_factory=list)  # sorted by start
     feed_starts: list[int] = field(default_factory=list)
     widest: int = 0  # largest range size, bounds the bisect walk
+    dnsbl: Any = None  # the DNSBL's own ZoneIndex: what it would answer for each address
+    dnsbl_zones: list[str] = field(default_factory=list)
 
 
 # Traps-area summaries per IP (one row each), keyed by the column aliased ``ip``.
@@ -58,9 +61,61 @@ _SMALL = {
 _FEED_COLS = "kind, indicator, indicator_type, first_seen, last_seen, n_sightings, sources, family"
 
 
-def build_index(access: StoreAccess) -> IpIndex:
+def _dnsbl_index(access: StoreAccess, settings: dict[str, Any]) -> Any:
+    """The DNSBL's listing index, built by its own functions (None if this build has no DNSBL)."""
+    try:
+        from trapline.serve.dnsbl.listings import load_listings
+        from trapline.serve.dnsbl.zones import build_index as build_zones
+    except ImportError:
+        return None
+    from trapline.serve.api.views import as_store
+
+    return build_zones(load_listings(as_store(access), settings))
+
+
+def dnsbl_listings(idx: IpIndex, ip: str, now: float) -> list[dict[str, Any]]:
+    """What the DNSBL answers for ``ip`` now: one entry per list (and the networks zone)."""
+    if idx.dnsbl is None:
+        return []
+    from trapline.serve.dnsbl.zones import LIST_CODES, LIST_LABELS, reverse_key
+
+    zones: Any = idx.dnsbl
+    key = reverse_key(ip)
+    apex = idx.dnsbl_zones[0] if idx.dnsbl_zones else None
+    out = []
+    for name, lst in zones.lists.items():
+        row = lst.find(key, now)
+        if row >= 0 and not lst.is_test_point(row):
+            out.append({"list": name, "code": LIST_CODES[name], "meaning": LIST_LABELS[name],
+                        "hits": int(lst.hits[row]), "last_seen": _epoch(int(lst.last_seen[row])),
+                        "query": f"{_reversed(ip)}.{name}.{apex}" if apex else None})  # fmt: skip
+    row = zones.networks.find(ipaddress.ip_address(ip), now)
+    if row >= 0:
+        nets = zones.networks.data
+        out.append({"list": "networks", "code": LIST_CODES["networks"],
+                    "meaning": LIST_LABELS["networks"], "prefix": nets.prefixes[row],
+                    "asn": nets.asns[row], "hits": nets.hits[row],
+                    "last_seen": _epoch(nets.last_seen[row])})  # fmt: skip
+    return out
+
+
+def _epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+
+def _reversed(ip: str) -> str:
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return ".".join(reversed(ip.split(".")))
+    return ".".join(reversed(addr.exploded.replace(":", "")))
+
+
+def build_index(access: StoreAccess, settings: dict[str, Any] | None = None) -> IpIndex:
     cur = access.cursor()
     idx = IpIndex()
+    if settings is not None and settings.get("dnsbl_zones") is not None:
+        idx.dnsbl = _dnsbl_index(access, settings)
+        idx.dnsbl_zones = [str(z) for z in settings.get("dnsbl_zones") or []]
     for r in cur.execute(
         "SELECT origin_ip, count(*), min(received_at), max(received_at), "
         "arg_max(origin_asn, received_at), arg_max(origin_prefix, received_at), "
@@ -125,7 +180,7 @@ def _small(
     return [dict(zip(names, r, strict=True)) for r in c.fetchall()]
 
 
-def lookup(idx: IpIndex, ip: str) -> dict[str, Any]:
+def lookup(idx: IpIndex, ip: str, now: float | None = None) -> dict[str, Any]:
     """The IP's record; ``known`` is False when nothing at all mentions it."""
     origin = idx.origin.get(ip)
     hop = idx.hops.get(ip)
@@ -168,6 +223,7 @@ def lookup(idx: IpIndex, ip: str) -> dict[str, Any]:
         "harvester": visits,
         "smtp": sessions,
         "dictionary_attacks": dictionary,
+        "dnsbl": dnsbl_listings(idx, ip, time.time() if now is None else now),
         "listings": [
             {
                 "kind": r[0],
@@ -189,6 +245,6 @@ def lookup(idx: IpIndex, ip: str) -> dict[str, Any]:
     out["last_seen"] = max(seen, default=None)
     out["known"] = any(
         out[k] for k in ("origin", "relay", "campaigns", "botnets", "harvester", "smtp",
-                         "dictionary_attacks", "listings")
+                         "dictionary_attacks", "listings", "dnsbl")
     )  # fmt: skip
     return _plain(out)

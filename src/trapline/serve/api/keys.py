@@ -9,6 +9,8 @@ REST API; keys made earlier with ``trapline sensor add`` are accepted as sensor 
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,3 +140,32 @@ def authenticate(con: duckdb.DuckDBPyConnection, key: str) -> Principal | None:
     if sensor is None:
         return None
     return Principal(str(sensor[0]), str(sensor[1]), "sensor", str(sensor[0]))
+
+
+class KeyCache:
+    """Recent answers of ``authenticate`` by key hash, for ``ttl_s`` seconds: a request then
+    costs a dictionary read instead of a query. Revoking through the API clears it; a key
+    revoked from the CLI stops working within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 10.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._seen: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, con: duckdb.DuckDBPyConnection, key: str) -> Principal | None:
+        digest = key_hash(key)
+        now = time.monotonic()
+        hit = self._seen.get(digest)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        found = authenticate(con, key)
+        with self._lock:
+            if len(self._seen) >= self.max_entries:
+                self._seen.clear()
+            self._seen[digest] = (now, found)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()

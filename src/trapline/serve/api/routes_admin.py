@@ -64,6 +64,7 @@ def keys_revoke(
     state = request.app.state.web
     with state.access.writer() as store:
         revoke_key(store, key_id)
+    state.keys.clear()
     state.sessions.end_key(key_id)
     return json_response({"id": key_id, "revoked": True})
 

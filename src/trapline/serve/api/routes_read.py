@@ -23,7 +23,6 @@ from trapline.serve.api.search import (
     count_messages,
     parse_asn,
     parse_ip,
-    search_messages,
     utc_naive,
 )
 from trapline.store.queries import show
@@ -89,7 +88,7 @@ def messages(
     count: Annotated[bool, Query(description="Also count all matches (a full scan).")] = False,
 ) -> Response:  # fmt: skip
     st = _state(request)
-    page = search_messages(st.access, f, limit=limit, cursor=cursor)
+    page = st.search.page(f, limit=limit, cursor=cursor)
     page["filters"] = f.as_params()
     if count:
         page["total"] = count_messages(st.access, f)
@@ -218,7 +217,7 @@ def harvesters(request: Request, limit: Limit = 50) -> Response:
 
 def ip_index(state: Any) -> iplookup.IpIndex:
     entry = state.cache.get(
-        ("ip-index",), lambda: iplookup.build_index(state.access), serialise=False
+        ("ip-index",), lambda: iplookup.build_index(state.access, state.settings), serialise=False
     )
     return entry.value
 
@@ -275,7 +274,7 @@ def _export_rows(state: Any, f: MessageFilter, cap: int) -> Iterator[dict[str, A
     cursor: str | None = None
     sent = 0
     while sent < cap:
-        page = search_messages(state.access, f, limit=min(500, cap - sent), cursor=cursor)
+        page = state.search.page(f, limit=min(500, cap - sent), cursor=cursor)
         yield from page["items"]
         sent += len(page["items"])
         cursor = page["next_cursor"]

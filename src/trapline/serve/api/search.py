@@ -12,8 +12,8 @@ from trapline.errors import UsageError
 from trapline.serve.api.access import StoreAccess
 from trapline.store.queries import _plain
 
-# Messages without a time sort last (oldest); one sentinel keeps the keyset order total.
-_NO_TIME = datetime(1, 1, 1)
+# Newest first, messages without a time last; the id makes the order total (keyset pages).
+_ORDER = "ORDER BY received_at DESC NULLS LAST, id DESC"
 COLUMNS = (
     "id, received_at, subject, from_addr, from_domain, origin_ip, origin_asn, origin_prefix, "
     "campaign_id, n_urls, n_attachments, size"
@@ -66,17 +66,17 @@ def parse_ip(text: str | None) -> str | None:
 
 
 def encode_cursor(received_at: datetime | None, message_id: str) -> str:
-    text = f"{(received_at or _NO_TIME).isoformat()}|{message_id}"
+    text = f"{received_at.isoformat() if received_at else 'none'}|{message_id}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[datetime, str]:
+def decode_cursor(token: str) -> tuple[datetime | None, str]:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         when, _, mid = text.partition("|")
         if not mid:
             raise ValueError("no id")
-        return datetime.fromisoformat(when), mid
+        return (None if when == "none" else datetime.fromisoformat(when)), mid
     except ValueError as exc:
         raise UsageError("cursor is not one this server handed out; start without it") from exc
 
@@ -111,19 +111,36 @@ def where_clause(access: StoreAccess, f: MessageFilter) -> tuple[list[str], list
 
 
 def search_messages(
-    access: StoreAccess, f: MessageFilter, *, limit: int = 50, cursor: str | None = None
+    access: StoreAccess,
+    f: MessageFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    stored_since: datetime | None = None,
 ) -> dict[str, Any]:
-    """One page of messages, newest first, with the cursor of the next page (None at the end)."""
+    """One page of messages, newest first (no time last), with the next page's cursor.
+
+    ``stored_since`` keeps messages stored at or after that time (what a search index snapshot
+    has not seen)."""
     where, args = where_clause(access, f)
+    if stored_since is not None:
+        where.append("ingested_at >= ?")
+        args.append(stored_since)
     if cursor:
         when, mid = decode_cursor(cursor)
-        where.append("(coalesce(received_at, ?), id) < (?, ?)")
-        args += [_NO_TIME, when, mid]
+        if when is None:
+            where.append("(received_at IS NULL AND id < ?)")
+            args.append(mid)
+        else:
+            where.append("(received_at < ? OR (received_at = ? AND id < ?) OR received_at IS NULL)")
+            args += [when, when, mid]
+    # Late materialisation: rank narrow rows, then read the wide columns of the page only.
     sql = (
-        f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where) or 'TRUE'} "
-        "ORDER BY coalesce(received_at, ?) DESC, id DESC LIMIT ?"
+        "WITH page AS (SELECT rowid AS r FROM messages "
+        f"WHERE {' AND '.join(where) or 'TRUE'} {_ORDER} LIMIT ?) "
+        f"SELECT {COLUMNS} FROM messages WHERE rowid IN (SELECT r FROM page) {_ORDER}"
     )
-    cur = access.cursor().execute(sql, [*args, _NO_TIME, limit + 1])
+    cur = access.cursor().execute(sql, [*args, limit + 1])
     names = [d[0] for d in cur.description or []]
     rows = cur.fetchall()
     more = len(rows) > limit

@@ -24,7 +24,7 @@ from trapline.serve.api.cache import params_key
 from trapline.serve.api.keys import Principal, authenticate
 from trapline.serve.api.responses import json_response
 from trapline.serve.api.routes_read import Filter, ip_index
-from trapline.serve.api.search import parse_asn, parse_ip, search_messages
+from trapline.serve.api.search import parse_asn, parse_ip
 from trapline.store.queries import show
 
 router = APIRouter(include_in_schema=False)
@@ -195,7 +195,7 @@ def messages_page(
     request: Request, who: Reader, f: Filter, cursor: Annotated[str | None, Query(max_length=400)] = None
 ) -> Response:  # fmt: skip
     st = request.app.state.web
-    result = search_messages(st.access, f, limit=50, cursor=cursor)
+    result = st.search.page(f, limit=50, cursor=cursor)
     params = {k: str(v) for k, v in f.as_params().items()}
     result["filters"] = params
     nxt = urlencode({**params, "cursor": result["next_cursor"]}) if result["next_cursor"] else None
