@@ -252,6 +252,11 @@ def main() -> None:
                 f"/api/v1/messages?asn={asns[0]}",
             ):
                 c.get(base + path).raise_for_status()
+            deadline = time.monotonic() + 600
+            while not c.get(base + "/api/v1/status").json()["search_index"]["ready"]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the search index was not built in 10 minutes")
+                time.sleep(1)
         httpx.get(f"http://127.0.0.1:{ds_port}/messages/messages.json?_size=1", timeout=300)
         overview = wrk(base, ["/api/v1/overview"], args.seconds, auth)
         search_paths = [f"/api/v1/messages?asn={a}&limit=50" for a in asns]

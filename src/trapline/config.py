@@ -120,7 +120,7 @@ DEFAULTS: dict[str, Any] = {
     "web_session_hours": 12,  # dashboard session cookie lifetime
     # Rebuild the in-memory search index at most this often after the store changed (newer
     # messages are merged in from SQL meanwhile, so results are never stale).
-    "web_search_refresh_s": 30.0,
+    "web_search_refresh_s": 300.0,
 }
 
 

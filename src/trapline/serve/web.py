@@ -60,6 +60,8 @@ def _warm(state: WebState) -> None:
             )
         except Exception:  # a warm-up failure shows again, with its reason, on first request
             log.exception("warming the dashboard caches failed")
+        finally:
+            state.access.release_cursor()
 
     threading.Thread(target=run, name="web-warm", daemon=True).start()
 

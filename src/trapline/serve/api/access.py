@@ -9,6 +9,7 @@ imports) then answer 503 with what to do instead.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,11 @@ class StoreAccess:
         self._guard = threading.Lock()
         self.write_lock = threading.Lock()
         self._columns: dict[tuple[str, str], bool] = {}
+        self._version: tuple[Any, ...] = ()
+        self._version_at = 0.0
+        self._refreshing = threading.Lock()
+        self._version_lock = threading.Lock()
+        self._version_cursor: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
     def open_read_only(cls, data_dir: Path) -> StoreAccess:
@@ -52,6 +58,15 @@ class StoreAccess:
                 self._cursors.append(cur)
         return cur
 
+    def release_cursor(self) -> None:
+        """Close this thread's cursor (a short-lived thread calls it before it ends)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None:
+            self._local.cursor = None
+            with self._guard:
+                self._cursors.remove(cur)
+            cur.close()
+
     @contextmanager
     def writer(self) -> Iterator[Store]:
         """A store handle for one short write; raises ``ReadOnlyStore`` when opened read-only."""
@@ -63,6 +78,7 @@ class StoreAccess:
                 yield view
             finally:
                 view.close()
+                self.forget_version()
 
     def has_column(self, table: str, column: str) -> bool:
         """Whether ``table.column`` exists (schemas of other areas grow while we run)."""
@@ -96,16 +112,42 @@ class StoreAccess:
 
     def version(self) -> tuple[Any, ...]:
         """Cheap fingerprint of what is stored: changes whenever messages or analyses change."""
-        row = (
-            self.cursor()
-            .execute(
-                "SELECT (SELECT count(*) FROM messages), (SELECT max(ingested_at) FROM messages), "
-                "(SELECT max(updated_at) FROM campaigns), (SELECT count(*) FROM visits), "
-                "(SELECT count(*) FROM feed_indicators), (SELECT count(*) FROM ip_routing)"
-            )
-            .fetchone()
-        )
+        with self._guard:  # one cursor for the refresher threads, not one per thread
+            if self._version_cursor is None:
+                self._version_cursor = self.store.con.cursor()
+                self._cursors.append(self._version_cursor)
+            cur = self._version_cursor
+        with self._version_lock:
+            return self._version_row(cur)
+
+    def _version_row(self, cur: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+        row = cur.execute(
+            "SELECT (SELECT count(*) FROM messages), (SELECT max(ingested_at) FROM messages), "
+            "(SELECT max(updated_at) FROM campaigns), (SELECT count(*) FROM visits), "
+            "(SELECT count(*) FROM feed_indicators), (SELECT count(*) FROM ip_routing)"
+        ).fetchone()
         return tuple(row or ())
+
+    def version_now(self, max_age_s: float = 2.0) -> tuple[Any, ...]:
+        """``version()`` at most ``max_age_s`` old: the first call asks the store, later ones
+        refresh it on a background thread so no request waits for the scan."""
+        if not self._version:
+            self._refresh_version()
+        elif time.monotonic() - self._version_at > max_age_s and self._refreshing.acquire(False):
+            threading.Thread(target=self._refresh_version, args=(True,), daemon=True).start()
+        return self._version
+
+    def _refresh_version(self, release: bool = False) -> None:
+        try:
+            self._version = self.version()
+            self._version_at = time.monotonic()
+        finally:
+            if release:
+                self._refreshing.release()
+
+    def forget_version(self) -> None:
+        """This process wrote: ask the store now, so its own writes show at once."""
+        self._refresh_version()
 
     def close(self) -> None:
         with self._guard:

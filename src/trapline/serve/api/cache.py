@@ -7,6 +7,7 @@ recomputed only when the store changed (``StoreAccess.version``, itself checked 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import threading
@@ -41,15 +42,9 @@ class AggregateCache:
         self._entries: dict[Hashable, Cached] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._version: tuple[Any, ...] = ()
-        self._version_at = 0.0
 
     def version(self) -> tuple[Any, ...]:
-        now = time.monotonic()
-        if now - self._version_at > self.check_s:
-            self._version = self.access.version()
-            self._version_at = now
-        return self._version
+        return self.access.version_now(self.check_s)
 
     def get(self, key: Hashable, compute: Callable[[], Any], *, serialise: bool = True) -> Cached:
         version = self.version()
@@ -63,6 +58,7 @@ class AggregateCache:
             if hit is not None and hit.version == version:
                 return hit
             value = compute()
+            gc.freeze()  # long-lived aggregates: keep the collector from walking them again
             body = dumps(value) if serialise else b""
             etag = '"' + hashlib.sha256(body or repr(version).encode()).hexdigest()[:32] + '"'
             entry = Cached(value, body, etag, version, time.time())
@@ -75,7 +71,7 @@ class AggregateCache:
     def clear(self) -> None:
         with self._guard:
             self._entries.clear()
-        self._version_at = 0.0
+        self.access.forget_version()
 
 
 def params_key(name: str, **params: Any) -> tuple[str, str]:

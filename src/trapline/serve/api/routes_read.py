@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -68,6 +69,23 @@ def overview(request: Request) -> Response:
     st = _state(request)
     entry = st.cache.get(("overview",), lambda: views.overview(st.access, st.settings))
     return cached_response(request, entry)
+
+
+@router.get("/status", summary="This server: store access, search index and cache state")
+def status(request: Request) -> Response:
+    st = _state(request)
+    idx = st.search.index
+    return json_response(
+        {
+            "writable": st.access.writable,
+            "anonymous_read": st.anonymous_read,
+            "search_index": {
+                "ready": idx is not None,
+                "messages": len(idx.neg_time) if idx is not None else None,
+                "age_s": round(time.monotonic() - idx.built_at, 1) if idx is not None else None,
+            },
+        }
+    )
 
 
 @router.get("/volume", summary="Spam messages per day, week or month")
