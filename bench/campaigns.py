@@ -116,7 +116,7 @@ def _run_size(n: int, seed: int, baseline_cap: float | None, queue: Any) -> None
     from trapline.testing.evaluate import score
 
     sig, times, hashes, labels, fp_s, gen_s = _signatures(n, seed)
-    params = ClusterParams()
+    params = ClusterParams.from_settings({})
     runs = []
     for _ in range(3):  # best of three, as timeit does: the machine is shared
         t0 = time.perf_counter()

@@ -1,9 +1,9 @@
 """The link rule's array code equals its plain-Python definition (docs/campaigns.md, Link rule).
 
 ``text_candidates`` and ``url_candidates`` are vectorised for speed (packed sorts, int32 nodes,
-labels gathered in bucket order); these tests run them against a dict-based statement of the
-rule on random buckets, with and without stored state, and check the graph helpers against a
-union-find.
+labels gathered in bucket order); these tests run them against the dict-based statement of the
+rule kept beside them (``text_rule``, ``url_rule``, ``union_find_roots``, ``cluster_rule``) on
+random buckets, with and without stored state, and end to end on planted near-duplicates.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trapline.analyze.graph import components, merge_edges, union_find_roots
 from trapline.analyze.lsh import (
     EMPTY_TEXT,
-    EMPTY_URL,
+    ClusterParams,
     TextPrior,
-    UrlPrior,
-    _grouped,
-    components,
-    merge_edges,
+    cluster_matrix,
+    cluster_rule,
     text_candidates,
-    url_candidates,
+    text_rule,
 )
+from trapline.analyze.url_links import EMPTY_URL, UrlPrior, _grouped, url_candidates, url_rule
 from trapline.fingerprint.minhash import KEY_FREE_BITS
 
 _MIX_INVERSE = pow(0x9E3779B97F4A7C15, -1, 1 << 64)
@@ -29,53 +29,6 @@ _MIX_INVERSE = pow(0x9E3779B97F4A7C15, -1, 1 << 64)
 
 def _pairs(a: np.ndarray, b: np.ndarray) -> set[tuple[int, int]]:
     return set(zip(a.tolist(), b.tolist(), strict=True))
-
-
-def _text_rule(
-    nodes: list[int], keys: list[int], first: dict[int, int], last: dict[int, int]
-) -> set[tuple[int, int]]:
-    """Each member meets its bucket's first member and the member just before it."""
-    first, last, out = dict(first), dict(last), set()
-    for node, key in zip(nodes, keys, strict=True):
-        if key in first:
-            out.add((node, first[key]))
-            if last[key] != first[key]:
-                out.add((node, last[key]))
-        else:
-            first[key] = node
-        last[key] = node
-    return out
-
-
-def _url_rule(nodes: list[int], keys: list[int], anchors: dict[int, int]) -> set[tuple[int, int]]:
-    """Each key's anchor is its first member ever; members meet the anchors of key-1, key, key+1
-    that came before them."""
-    anchor = dict(anchors)
-    for node, key in sorted(zip(nodes, keys, strict=True)):
-        anchor.setdefault(key, node)
-    out = set()
-    for node, key in zip(nodes, keys, strict=True):
-        for near in (key - 1, key, key + 1):
-            a = anchor.get(near)
-            if a is not None and a < node:
-                out.add((node, a))
-    return out
-
-
-def _union_find_roots(n: int, a: list[int], b: list[int]) -> list[int]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for x, y in zip(a, b, strict=True):
-        rx, ry = find(x), find(y)
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-    return [find(x) for x in range(n)]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -89,14 +42,14 @@ def test_text_candidates_follow_the_rule_from_scratch_and_with_stored_buckets(se
     keys = rng.integers(0, 60, n_new).astype(np.int64) << KEY_FREE_BITS
     a, b, _ = text_candidates(nodes, keys, EMPTY_TEXT)
     assert a.size > 0
-    assert _pairs(a, b) == _text_rule(nodes.tolist(), keys.tolist(), {}, {})
+    assert _pairs(a, b) == text_rule(nodes.tolist(), keys.tolist(), {}, {})
     # Stored buckets: a third of the keys were seen before, with first/last among old nodes.
     stored = np.unique(keys)[::3]
     first = rng.integers(0, n_old // 2, len(stored))
     last = first + rng.integers(0, n_old // 2, len(stored))
     prior = TextPrior(stored, first.astype(np.int32), last.astype(np.int32))
     a, b, state = text_candidates(nodes, keys, prior)
-    expected = _text_rule(
+    expected = text_rule(
         nodes.tolist(),
         keys.tolist(),
         dict(zip(stored.tolist(), first.tolist(), strict=True)),
@@ -134,12 +87,12 @@ def test_url_candidates_follow_the_rule(seed: int) -> None:
     templates = rng.integers(-(1 << 62), 1 << 62, 30) & ~np.int64((1 << 20) - 1)
     keys = templates[rng.integers(0, 30, n)] | rng.integers(100, 104, n)  # period in low bits
     a, b, state = url_candidates(nodes, keys, EMPTY_URL)
-    assert _pairs(a, b) == _url_rule(nodes.tolist(), keys.tolist(), {})
+    assert _pairs(a, b) == url_rule(nodes.tolist(), keys.tolist(), {})
     assert np.all(np.diff(state.keys) > 0)
     stored = np.unique(keys)[::4]
     anchors = rng.integers(0, 50, len(stored)).astype(np.int32)
     a, b, _ = url_candidates(nodes, keys, UrlPrior(stored, anchors))
-    expected = _url_rule(
+    expected = url_rule(
         nodes.tolist(), keys.tolist(), dict(zip(stored.tolist(), anchors.tolist(), strict=True))
     )
     assert _pairs(a, b) == expected
@@ -158,15 +111,43 @@ def test_url_keys_whose_mix_collides_are_still_told_apart() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_components_and_merges_give_union_find_roots(seed: int) -> None:
+def test_components_and_merges_giveunion_find_roots(seed: int) -> None:
     rng = np.random.default_rng(300 + seed)
     n = 300
     a = rng.integers(0, n, 220)
     b = rng.integers(0, n, 220)
-    want = _union_find_roots(n, a.tolist(), b.tolist())
+    want = union_find_roots(n, a.tolist(), b.tolist())
     assert components(n, a, b).tolist() == want
     # The same edges in three instalments, merged into the running labels.
     label = np.arange(n, dtype=np.int32)
     for part in np.array_split(np.arange(len(a)), 3):
         label = merge_edges(label, a[part], b[part])
     assert label.tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cluster_matrix_equals_the_plain_rule_end_to_end(seed: int) -> None:
+    """Families of near-duplicate signatures (some values changed per copy), some empty texts,
+    shared URL templates in nearby and distant periods: the fast clustering (merge schedule,
+    label-dropped pairs, sorted verification) gives exactly the plain rule's roots."""
+    rng = np.random.default_rng(400 + seed)
+    n, families = 3000, 60
+    base = rng.integers(0, 2**32 - 1, (families, 128), dtype=np.uint64).astype(np.uint32)
+    family = rng.integers(0, families, n)
+    sig = base[family].copy()
+    noise = rng.random((n, 128)) < rng.uniform(0.0, 0.7, (n, 1))  # from exact copies to strangers
+    sig[noise] = rng.integers(0, 2**32 - 1, int(noise.sum()), dtype=np.uint64).astype(np.uint32)
+    sig[rng.random(n) < 0.02] = np.iinfo(np.uint32).max  # documents without text
+    times = rng.integers(0, 40 * 86400, n).astype(np.int64)
+    times[rng.random(n) < 0.05] = -1  # unknown time: no URL period
+    pool = rng.integers(0, 1 << 62, 40)  # tracking-URL templates shared across messages
+    templates = [
+        [int(t) for t in pool[rng.integers(0, 40, rng.integers(1, 3))]]
+        if rng.random() < 0.3
+        else []
+        for _ in range(n)
+    ]
+    params = ClusterParams.from_settings({})
+    fast = cluster_matrix(sig, times, templates, params)
+    assert fast.tolist() == cluster_rule(sig, times, templates, params)
+    assert len(set(fast.tolist())) < n - families  # the planted families did join

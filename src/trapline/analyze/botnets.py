@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from trapline.analyze.lsh import components
+from trapline.analyze.graph import components
 from trapline.config import SettingsView
 
 

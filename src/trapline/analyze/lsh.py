@@ -7,11 +7,13 @@ so that running it in pieces gives exactly the links of one run over everything:
   FIRST member and the member just BEFORE it; the pair links when the estimated Jaccard is at
   least ``threshold``. A bucket's state is two numbers (first, last), stored between runs.
 * URL template: each (template, period) group has an anchor, its first member; a message links
-  to the anchors of its own and the two adjacent periods that came before it. So messages that
-  share a tracking-URL template within about one to two periods join, with no verification.
+  to the anchors of its own and the two adjacent periods that came before it
+  (``trapline.analyze.url_links``).
 
 Linking to the first and previous member (not all pairs) keeps the work linear in the number
-of messages, however large a bucket grows; transitivity comes from connected components.
+of messages, however large a bucket grows; transitivity comes from connected components
+(``trapline.analyze.graph``). ``text_rule`` and ``cluster_rule`` at the end state the rule in
+plain Python: the executable specification the tests hold the array code to.
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from trapline.analyze.graph import (
+    index_dtype,
+    merge_edges,
+    sorted_lookup,
+    union_find_roots,
+)
+from trapline.analyze.url_links import (
+    EMPTY_URL,
+    UrlPrior,
+    url_candidates,
+    url_keys,
+    url_rule,
+)
 from trapline.config import SettingsView, setting
 from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import (
@@ -34,7 +47,13 @@ from trapline.fingerprint.minhash import (
     is_empty,
 )
 
-_PERIOD_BITS = 20  # periods since 1970 fit easily: 2^20 x 3 days is 8,600 years
+# Bands after which the links found so far are merged into the component labels. Early and
+# then doubling: once most links are known, later bands' candidates mostly fall inside one
+# component and are dropped before verification, while each merge stays cheap.
+MERGE_AFTER_BANDS = frozenset({0, 1, 3, 7, 15, 23})
+# Candidate lists longer than this are sorted by node before verification, so the signature
+# rows are read front to back; shorter ones are not worth the sort.
+VERIFY_IN_ORDER_ABOVE = 4096
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,60 +86,60 @@ class TextPrior:
     last: np.ndarray  # int64 seq
 
 
-@dataclass(slots=True, frozen=True)
-class UrlPrior:
-    keys: np.ndarray  # int64, sorted
-    anchor: np.ndarray  # int64 seq
-
-
 EMPTY_TEXT = TextPrior(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
-EMPTY_URL = UrlPrior(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def url_keys(
-    template_hashes: Sequence[Sequence[int]], times_s: np.ndarray, period_days: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(row, key)`` pairs: one per (message, template) with a known time; key = hash|period."""
-    lengths = np.fromiter((len(t) for t in template_hashes), np.int64, len(template_hashes))
-    rows = np.repeat(np.arange(len(template_hashes)), lengths)
-    flat = np.fromiter((h for t in template_hashes for h in t), np.int64, int(lengths.sum()))
-    period = np.floor_divide(times_s[rows], int(period_days * 86400))
-    ok = (times_s[rows] >= 0) & (period < (1 << _PERIOD_BITS))
-    key = (flat[ok] & ~np.int64((1 << _PERIOD_BITS) - 1)) | period[ok]
-    return rows[ok], key
+@dataclass(slots=True)
+class Scratch:
+    """Arrays every band of one run reuses: fresh large arrays per band cost page faults that
+    grow with the run, so per-message time would not stay flat as runs get larger."""
 
+    positions: np.ndarray  # 0..n-1, int64
+    packed: np.ndarray  # band key with the position in its free low bits, int64
+    member: np.ndarray  # node of each bucket-ordered entry
+    group: np.ndarray  # bucket number of each entry
+    anchor: np.ndarray  # first member of the entry's bucket
+    prev: np.ndarray  # member just before the entry in its bucket (-1: none)
+    label: np.ndarray  # component label of the entry
+    label_anchor: np.ndarray  # ... of its anchor
+    label_prev: np.ndarray  # ... of its predecessor
+    pair_a: np.ndarray  # candidate pairs out (2n: an anchor pair and a predecessor pair each)
+    pair_b: np.ndarray
+    starts: np.ndarray  # entry opens a bucket (bool; reused as a temporary)
+    to_anchor: np.ndarray  # entry pairs with its anchor (bool)
+    to_prev: np.ndarray  # entry pairs with its predecessor (bool)
 
-def _index_dtype(n: int) -> type[np.signedinteger[Any]]:
-    """Node indices as int32 while they fit: half the bytes of every pass over them, and the
-    label array of a million nodes stays in L2 cache (int64 look-ups there were 4x slower)."""
-    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+    @classmethod
+    def sized(cls, n: int, dtype: type[np.signedinteger[Any]]) -> Scratch:
+        def nodes() -> np.ndarray:
+            return np.empty(n, dtype)
 
+        def flags() -> np.ndarray:
+            return np.empty(max(n, 1), bool)
 
-def _lookup(keys: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` for ``keys`` found in sorted ``table``, else -1."""
-    if len(table) == 0:
-        return np.full(len(keys), -1, values.dtype)
-    pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
-    return np.where(table[pos] == keys, values[pos], -1).astype(values.dtype, copy=False)
-
-
-class _Work:
-    """Arrays reused by every band of one run: fresh 8 MB arrays cost page faults that made a
-    million messages 1.6x slower per message than 100,000 (measured); reuse keeps it flat."""
-
-    def __init__(self, n: int, dtype: type[np.signedinteger[Any]]) -> None:
-        self.arange = np.arange(n, dtype=np.int64)
-        self.packed = np.empty(n, np.int64)
-        self.idx = [np.empty(n, dtype) for _ in range(7)]
-        self.pairs = [np.empty(2 * n, dtype) for _ in range(2)]
-        self.bools = [np.empty(max(n, 1), bool) for _ in range(3)]
+        return cls(
+            positions=np.arange(n, dtype=np.int64),
+            packed=np.empty(n, np.int64),
+            member=nodes(),
+            group=nodes(),
+            anchor=nodes(),
+            prev=nodes(),
+            label=nodes(),
+            label_anchor=nodes(),
+            label_prev=nodes(),
+            pair_a=np.empty(2 * n, dtype),
+            pair_b=np.empty(2 * n, dtype),
+            starts=flags(),
+            to_anchor=flags(),
+            to_prev=flags(),
+        )
 
 
 def text_candidates(
     nodes: np.ndarray,
     keys: np.ndarray,
     prior: TextPrior,
-    work: _Work | None = None,
+    work: Scratch | None = None,
     *,
     label: np.ndarray | None = None,
     want_state: bool = True,
@@ -133,15 +152,16 @@ def text_candidates(
     into its buffers, valid until the next call.
     """
     n = len(keys)
-    if work is None or len(work.arange) < n:
-        work = _Work(n, _index_dtype(int(nodes[-1]) + 1 if n else 0))
+    if work is None or len(work.positions) < n:
+        work = Scratch.sized(n, index_dtype(int(nodes[-1]) + 1 if n else 0))
     packed = work.packed[:n]
-    s, grp, anchor, prev, lab, lab_a, lab_p = (a[:n] for a in work.idx)
-    start, m1, m2 = (b[:n] for b in work.bools)
+    s, grp, anchor, prev = work.member[:n], work.group[:n], work.anchor[:n], work.prev[:n]
+    lab, lab_a, lab_p = work.label[:n], work.label_anchor[:n], work.label_prev[:n]
+    start, m1, m2 = work.starts[:n], work.to_anchor[:n], work.to_prev[:n]
     mask = (1 << KEY_FREE_BITS) - 1
     if n <= mask:
         # Positions ride in the zeroed low bits: one value sort orders by (key, position).
-        np.bitwise_or(keys, work.arange[:n], out=packed)
+        np.bitwise_or(keys, work.positions[:n], out=packed)
         packed.sort()
         np.bitwise_and(packed, mask, out=s, casting="unsafe")
         packed &= ~np.int64(mask)
@@ -161,9 +181,9 @@ def text_candidates(
     stored = len(prior.keys) > 0
     if stored:
         uniq = k[start]
-        p_first = _lookup(uniq, prior.keys, prior.first)
+        p_first = sorted_lookup(uniq, prior.keys, prior.first)
         first = np.where(p_first >= 0, p_first, s[start]).astype(s.dtype, copy=False)
-        prev[start] = _lookup(uniq, prior.keys, prior.last)  # -1 when the bucket is new
+        prev[start] = sorted_lookup(uniq, prior.keys, prior.last)  # -1 when the bucket is new
     else:  # from scratch: nothing stored to look up
         first = s[start]
         prev[start] = -1
@@ -183,7 +203,7 @@ def text_candidates(
         m2 &= prev >= 0
     else:
         # Labels in bucket order: one gather per band; anchors' and predecessors' labels then
-        # come from it sequentially (a gather per pair was most of a million-message run).
+        # come from it sequentially instead of a random gather per pair.
         np.take(label, s, out=lab)
         first_lab = np.take(label, first) if stored else lab[start]
         np.take(first_lab, grp, out=lab_a)
@@ -196,138 +216,12 @@ def text_candidates(
         m1 &= np.not_equal(lab, lab_a, out=start)  # start is not needed any more: reuse it
         m2 &= np.not_equal(lab, lab_p, out=start)
     n1, n2 = int(np.count_nonzero(m1)), int(np.count_nonzero(m2))
-    ca, cb = (b[: n1 + n2] for b in work.pairs)
+    ca, cb = work.pair_a[: n1 + n2], work.pair_b[: n1 + n2]
     np.compress(m1, s, out=ca[:n1])
     np.compress(m2, s, out=ca[n1:])
     np.compress(m1, anchor, out=cb[:n1])
     np.compress(m2, prev, out=cb[n1:])
     return ca, cb, state
-
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is a bijection on 64 bits
-
-
-def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(positions, sorted keys)``: positions ordered by key, ascending inside equal keys.
-
-    URL keys use all 64 bits, so positions cannot ride in them as in ``text_candidates``; a
-    stable argsort of a million keys was 100 ns each. Instead the keys are grouped by a 43-bit
-    mix of themselves with the position packed below, sorted as plain values (7 ns each), then
-    the (far fewer) distinct keys are sorted. A mixed-key collision (odds ~2^-43 per pair) is
-    detected exactly and falls back to the argsort.
-    """
-    n = len(keys)
-    mask = (1 << KEY_FREE_BITS) - 1
-    if n == 0 or n > mask:
-        order = np.argsort(keys, kind="stable")
-        return order, keys[order]
-    mixed = (keys.view(np.uint64) * _MIX).view(np.int64) & ~np.int64(mask)
-    packed = mixed | np.arange(n, dtype=np.int64)
-    packed.sort()
-    pos = packed & mask
-    packed &= ~np.int64(mask)
-    k = keys[pos]
-    new_mix = np.empty(n, bool)
-    new_mix[0] = True
-    np.not_equal(packed[1:], packed[:-1], out=new_mix[1:])
-    if not np.array_equal(new_mix[1:], k[1:] != k[:-1]):  # two keys share a mix: rare
-        order = np.argsort(keys, kind="stable")
-        return order, keys[order]
-    # Order the groups by key; inside a group positions stay ascending.
-    starts = np.flatnonzero(new_mix)
-    by_key = np.argsort(k[starts])
-    sizes = np.diff(np.append(starts, n))[by_key]
-    offset = np.repeat(starts[by_key] - (np.cumsum(sizes) - sizes), sizes)
-    take = np.arange(n) + offset
-    return pos[take], k[take]
-
-
-def url_candidates(
-    nodes: np.ndarray, keys: np.ndarray, prior: UrlPrior
-) -> tuple[np.ndarray, np.ndarray, UrlPrior]:
-    """Pairs (node, anchor node) for URL-template keys; ``nodes`` ascending. New anchors too."""
-    order, k = _grouped(keys)
-    s = nodes[order]
-    start = np.ones(len(k), bool)
-    start[1:] = k[1:] != k[:-1]
-    group = np.cumsum(start) - 1
-    uniq = k[start]  # ascending
-    first_new = s[start]  # nodes ascend inside a group: the first is the oldest
-    if len(prior.keys):
-        p_anchor = _lookup(uniq, prior.keys, prior.anchor)
-        fresh = p_anchor < 0
-        table_keys = np.concatenate((prior.keys, uniq[fresh]))
-        table_anchor = np.concatenate((prior.anchor, first_new[fresh]))
-        by_key = np.argsort(table_keys)  # keys are distinct: no order to keep
-        table_keys, table_anchor = table_keys[by_key], table_anchor[by_key]
-        anchors = np.where(fresh, first_new, p_anchor).astype(s.dtype, copy=False)
-    else:
-        table_keys, table_anchor, anchors = uniq, first_new, first_new
-    a_out, b_out = [], []
-    for delta in (-1, 0, 1):
-        if delta == 0:
-            per_group = anchors
-        elif table_keys is uniq:
-            # From scratch the table is the sorted keys themselves, and a key's neighbour
-            # period (same template, period +-1) is the adjacent entry when it exists.
-            per_group = np.full(len(uniq), -1, anchors.dtype)
-            hit = uniq[1:] == uniq[:-1] + 1
-            if delta < 0:
-                per_group[1:][hit] = anchors[:-1][hit]
-            else:
-                per_group[:-1][hit] = anchors[1:][hit]
-        else:  # looked up once per group, not per message: groups can be large
-            per_group = _lookup(uniq + delta, table_keys, table_anchor)
-        anchor = per_group[group]
-        ok = (anchor >= 0) & (anchor < s)
-        a_out.append(s[ok])
-        b_out.append(anchor[ok])
-    return np.concatenate(a_out), np.concatenate(b_out), UrlPrior(uniq, anchors)
-
-
-def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root (smallest index) of each node's connected component, for ``n`` nodes and edges."""
-    idx = _index_dtype(n)
-    edges = (a.astype(idx, copy=False), b.astype(idx, copy=False))
-    graph = coo_matrix((np.ones(len(a), np.int8), edges), shape=(n, n)).tocsr()
-    count, labels = connected_components(graph, directed=False)
-    # scipy labels components as it meets them scanning nodes 0..n-1, so label L's root is
-    # where the running maximum first reaches L; checked, with the general way as fallback.
-    rises = np.empty(n, bool)
-    if n:
-        top = np.maximum.accumulate(labels)
-        rises[0] = True
-        np.not_equal(top[1:], top[:-1], out=rises[1:])
-    root = np.flatnonzero(rises).astype(idx)
-    if len(root) != count:
-        root = np.full(count, n, idx)
-        np.minimum.at(root, labels, np.arange(n, dtype=idx))
-    return root[labels]
-
-
-def merge_edges(label: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``label`` (each node's root, the smallest node of its component) after adding edges.
-
-    Only the roots the edges touch form the graph: after the first bands most links join
-    components already found, so this is far less work than a rebuild over every node.
-    """
-    n = len(label)
-    if not len(a):
-        return label
-    ra, rb = np.take(label, a), np.take(label, b)
-    touched = np.zeros(n, bool)
-    touched[ra] = True
-    touched[rb] = True
-    roots = np.flatnonzero(touched).astype(label.dtype)  # ascending, so index order = root order
-    compact = np.cumsum(touched, dtype=label.dtype)
-    compact -= 1
-    joined = roots[components(len(roots), compact[ra], compact[rb])]
-    changed = joined != roots
-    if not changed.any():
-        return label
-    table = np.arange(n, dtype=label.dtype)
-    table[roots[changed]] = joined[changed]
-    return np.take(table, label)
 
 
 @dataclass(slots=True, frozen=True)
@@ -362,7 +256,7 @@ def link(
     appear only in the state, which is what gets stored.
     """
     n = len(local_seq)
-    idx = _index_dtype(n)
+    idx = index_dtype(n)
     dense = n == 0 or (local_seq[0] == 0 and local_seq[-1] == n - 1)
 
     def local(seqs: np.ndarray) -> np.ndarray:
@@ -393,7 +287,7 @@ def link(
     b_all: list[np.ndarray] = []
     states: list[TextPrior] = []
     candidates = 0
-    work = _Work(len(live_nodes), idx)
+    work = Scratch.sized(len(live_nodes), idx)
     need = int(np.ceil(params.threshold * sig.shape[1] - 1e-9))  # equal values for a link
     for band in range(params.bands):
         la, lb, state = text_candidates(
@@ -402,9 +296,8 @@ def link(
         if want_state:
             states.append(TextPrior(state.keys, seq_of(state.first), seq_of(state.last)))
         candidates += len(la)
-        if idx is np.int32 and len(la) > 4096:
-            # Verify in node order: rows of ``sig`` are then read front to back, not at random
-            # (a million rows are 512 MB; random row reads made each check ~40% slower).
+        if idx is np.int32 and len(la) > VERIFY_IN_ORDER_ABOVE:
+            # Verify in node order: rows of ``sig`` are then read front to back, not at random.
             packed = la.astype(np.int64) << 32
             packed |= lb
             packed.sort()
@@ -413,7 +306,7 @@ def link(
         ok = equal_counts(sig, la, lb) >= need
         a_all.append(la[ok])
         b_all.append(lb[ok])
-        if band in (0, 1, 3, 7, 15, 23):  # early and often: later bands then verify little
+        if band in MERGE_AFTER_BANDS:
             label = merge_edges(label, np.concatenate(a_all), np.concatenate(b_all))
             a_all, b_all = [], []
     u_prior = url_prior
@@ -447,3 +340,51 @@ def cluster_matrix(
     root = np.arange(n, dtype=np.int64)
     root[result.a] = result.b  # link's edges go from each non-root node to its root
     return root
+
+
+# --- the rule, stated plainly ---------------------------------------------------------------
+# The executable specification of what the array code above computes (tests hold it to this on
+# random and real signatures). Slow and obvious on purpose: dicts, loops, a union-find.
+
+
+def text_rule(
+    nodes: Sequence[int], keys: Sequence[int], first: dict[int, int], last: dict[int, int]
+) -> set[tuple[int, int]]:
+    """One band's candidate pairs: in processing order, each member meets its bucket's first
+    member and the member just before it (``first``/``last``: stored buckets)."""
+    first, last, out = dict(first), dict(last), set()
+    for node, key in zip(nodes, keys, strict=True):
+        if key in first:
+            out.add((node, first[key]))
+            if last[key] != first[key]:
+                out.add((node, last[key]))
+        else:
+            first[key] = node
+        last[key] = node
+    return out
+
+
+def cluster_rule(
+    sig: np.ndarray,
+    times_s: np.ndarray,
+    template_hashes: Sequence[Sequence[int]],
+    params: ClusterParams,
+) -> list[int]:
+    """``cluster_matrix`` stated plainly: text pairs of every band that agree on at least
+    ``threshold`` of the MinHash values, plus every URL-template pair, joined transitively."""
+    need = int(np.ceil(params.threshold * sig.shape[1] - 1e-9))
+    live = [i for i in range(sig.shape[0]) if not is_empty(sig[i : i + 1])[0]]
+    keys = band_keys_by_band(sig[live], params.bands, params.rows) if live else None
+    a: list[int] = []
+    b: list[int] = []
+    for band in range(params.bands if keys is not None else 0):
+        assert keys is not None
+        for x, y in text_rule(live, keys[band].tolist(), {}, {}):
+            if int(np.count_nonzero(sig[x] == sig[y])) >= need:
+                a.append(x)
+                b.append(y)
+    rows, ukeys = url_keys(template_hashes, times_s, params.url_period_days)
+    for x, y in url_rule(rows.tolist(), ukeys.tolist(), {}):
+        a.append(x)
+        b.append(y)
+    return union_find_roots(sig.shape[0], a, b)
