@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "botnet_min_shared_hosts": 3,  # hosts two campaigns must share to link (one relay is not enough)
     "botnet_min_overlap": 0.1,  # ... and that share of the smaller campaign's hosts
     "botnet_max_host_campaigns": 200,  # hosts used by more campaigns are relays/shared: ignored
+    # output: rows `trapline query` prints as a table unless --limit/--all (--json prints all)
+    "query_print_rows": 100,
     # routing
     "routing_choice": "nearest",  # or "latest-before"
     # network score (docs/networks.md explains each number)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import click
 from rich.console import Console
@@ -187,9 +188,15 @@ def campaign_cmd(app: AppContext, ident: str, as_json: bool) -> None:
     if as_json:
         echo_json(detail)
         return
-    for key in ("id", "size", "first_seen", "last_seen", "representative", "subjects",
-                "url_templates", "domains", "origin_ips", "asns", "merged_from"):  # fmt: skip
-        click.echo(f"{key:>15}: {_fmt(detail[key]) if key != 'subjects' else detail[key]}")
+    for key in ("id", "size", "first_seen", "last_seen", "representative", "domains",
+                "origin_ips", "asns", "merged_from"):  # fmt: skip
+        click.echo(f"{key:>15}: {_fmt(detail[key])}")
+    click.echo("       subjects:")
+    for subject in detail["subjects"] or ["(none)"]:
+        click.echo(f"                 {' '.join(str(subject).split())}")
+    click.echo("  url templates: (<d> digits, <h> hex id, <a> random letters, name# name+number)")
+    for template in detail["url_templates"] or ["(none)"]:
+        click.echo(f"                 {unquote(str(template))}")
     click.echo(
         "        per day: " + ", ".join(f"{d['day']}={d['messages']}" for d in detail["per_day"])
     )

@@ -41,8 +41,35 @@ if not _out.is_terminal:
     _out = Console(highlight=False, soft_wrap=True, width=200)
 
 
+class _Bar:
+    """The ingest bar's updates (``on_progress``) and its last frame (``finish``)."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task = bar.add_task("ingest", total=None, msgs="0", rate="-")
+
+    def __call__(self, done: int, nbytes: int, total: int | None) -> None:
+        elapsed = self.bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+        # Nothing finished yet (the first batch is still being parsed): keep pulsing, so the
+        # bar moves from the first second instead of sitting at 0%.
+        self.bar.update(
+            self.task, completed=nbytes, total=total if done else None, msgs=f"{done:,}", rate=rate
+        )
+
+    def finish(self, summary: IngestSummary) -> None:
+        """Last frame: the summary's own count and rate, so the two never disagree."""
+        self.bar.update(
+            self.task,
+            completed=summary.bytes_read,
+            total=summary.bytes_read or None,
+            msgs=f"{summary.read:,}",
+            rate=f"{summary.rate():,.0f}",
+        )
+
+
 @contextmanager
-def _progress(app: AppContext) -> Iterator[Callable[[int, int, int | None], None] | None]:
+def _progress(app: AppContext) -> Iterator[_Bar | None]:
     """A rich bar on stderr (messages, MB, msgs/s), or nothing for --quiet and non-terminals."""
     if app.quiet or not _err.is_terminal:
         yield None
@@ -54,15 +81,8 @@ def _progress(app: AppContext) -> Iterator[Callable[[int, int, int | None], None
         TextColumn("{task.fields[msgs]} msgs · {task.fields[rate]} msgs/s"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=_err, transient=True) as bar:
-        task = bar.add_task("ingest", total=None, msgs=0, rate="-")
-
-        def update(read: int, nbytes: int, total: int | None) -> None:
-            elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{read / elapsed:,.0f}" if elapsed > 0 else "-"
-            bar.update(task, completed=nbytes, total=total, msgs=f"{read:,}", rate=rate)
-
-        yield update
+    with Progress(*columns, console=_err, transient=False, refresh_per_second=10) as bar:
+        yield _Bar(bar)
 
 
 def _note(app: AppContext) -> Callable[[str], None]:
@@ -145,6 +165,8 @@ def ingest_cmd(
         except KeyboardInterrupt:
             _err.print("interrupted: committed batches are kept; run the same command to resume")
             sys.exit(130)
+        if on_progress is not None:
+            on_progress.finish(summary)
     _summary(summary)
 
 
@@ -300,26 +322,44 @@ def render_message(view: dict[str, Any]) -> None:
 @click.command("query")
 @click.argument("sql")
 @json_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows to print as a table [query_print_rows: 100]; --json prints every row.",
+)
+@click.option("--all", "all_rows", is_flag=True, help="Print every row.")
 @pass_app
-def query_cmd(app: AppContext, sql: str, as_json: bool) -> None:
+def query_cmd(app: AppContext, sql: str, as_json: bool, limit: int | None, all_rows: bool) -> None:
     """Run read-only SQL on the store (tables: see docs/schema.md).
 
     Example: trapline query "select origin_ip, count(*) from messages group by 1 order by 2 desc limit 10"
     """
+    from trapline.config import DEFAULTS
     from trapline.store.queries import query
 
+    cap = (
+        None
+        if as_json or all_rows
+        else int(limit or app.settings.get("query_print_rows", DEFAULTS["query_print_rows"]))
+    )
     with _open_read(app) as store:
-        result = query(store.con, sql)
+        result = query(store.con, sql, limit=cap)
     if as_json:
         echo_json([dict(zip(result["columns"], row, strict=True)) for row in result["rows"]])
         return
     table = Table(show_edge=False)
     for col in result["columns"]:
-        table.add_column(str(col))
+        table.add_column(str(col), overflow="fold")
     for row in result["rows"]:
         table.add_row(*("" if v is None else str(v) for v in row))
     _out.print(table)
-    _err.print(f"{len(result['rows'])} rows", markup=False)
+    # The count goes with the table (same stream), so a pager or a file shows both.
+    shown, total = len(result["rows"]), result["total"]
+    if shown < total:
+        _out.print(f"{shown:,} of {total:,} rows shown (--limit N or --all for more)", markup=False)
+    else:
+        _out.print(f"{total:,} row{'' if total == 1 else 's'}", markup=False)
 
 
 @click.command("demo")

@@ -138,8 +138,11 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
             return
         if not rows:
             click.echo(
-                "no harvesters yet: no trap address issued by the honeypot has received mail"
+                "hint: no harvesters yet: no trap address issued by the honeypot has received mail",
+                err=True,
             )
+            return
+        click.echo("ip, visits, trap addresses that got mail, messages, first spam after, AS")
         for h in rows:
             delay = "-" if h["first_spam_delay_s"] is None else f"{h['first_spam_delay_s']:.0f}s"
             asn = f" AS{h['asn']}" if h.get("asn") else ""
@@ -152,11 +155,14 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
     if as_json:
         echo_json(rows)
         return
+    if not rows:
+        click.echo("hint: no honeypot visits yet: `trapline serve` runs the web honeypot", err=True)
+        return
+    click.echo(f"{'visit':<10} {'visited at (UTC)':<19} {'ip':<16} {'path':<20} issued address")
     for v in rows:
         flag = " ignored-robots" if v["ignored_robots"] else ""
-        click.echo(
-            f"{v['id']:<10} {v['visited_at']} {v['ip']:<16} {v['path']:<20} {v['address']}{flag}"
-        )
+        when = str(v["visited_at"])[:19]
+        click.echo(f"{v['id']:<10} {when:<19} {v['ip']:<16} {v['path']:<20} {v['address']}{flag}")
 
 
 @click.group()

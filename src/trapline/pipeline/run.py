@@ -53,8 +53,12 @@ class IngestSummary:
     stage_notes: tuple[str, ...] = ()
     interrupted: bool = False
 
+    def rate(self) -> float:
+        """Messages read per second over the whole run (the summary line's and the bar's)."""
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
     def line(self) -> str:
-        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        rate = self.rate()
         parts = [
             f"{self.read} read",
             f"{self.new} new",

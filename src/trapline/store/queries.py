@@ -238,13 +238,23 @@ def _name_then(con: duckdb.DuckDBPyConnection, asn: int | None, when: str | None
     return names_on(con, [asn], [day]).get((asn, day))
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
-    """Run one SQL statement; ``{"columns": [...], "rows": [[...], ...]}`` with JSON-ready values."""
+def query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) -> dict[str, Any]:
+    """Run one SQL statement; ``{"columns": [...], "rows": [[...], ...], "total": n}`` with
+    JSON-ready values: at most ``limit`` rows converted (None: all), ``total`` counts them all."""
     try:
         cur = con.execute(sql)
         names = [d[0] for d in cur.description or []]
-        rows = [[_plain(v) for v in row] for row in cur.fetchall()] if names else []
+        if not names:
+            return {"columns": [], "rows": [], "total": 0}
+        if limit is None:
+            rows = [[_plain(v) for v in row] for row in cur.fetchall()]
+            return {"columns": names, "rows": rows, "total": len(rows)}
+        rows = [[_plain(v) for v in row] for row in cur.fetchmany(limit)]
+        total = len(rows)
+        # The rest is only counted, in chunks, so a huge result costs no memory.
+        while chunk := cur.fetchmany(10_000):
+            total += len(chunk)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QueryError(f"{first}; check the SQL against docs/schema.md") from exc
-    return {"columns": names, "rows": rows}
+    return {"columns": names, "rows": rows, "total": total}
