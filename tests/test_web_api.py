@@ -244,3 +244,25 @@ def test_ham_is_left_out_unless_asked_for(web: WebServer, client: httpx.Client) 
                                  "AND label = 'spam'", [ham_ip])  # fmt: skip
     found = client.get(f"/api/v1/ip/{ham_ip}").json()
     assert (found["origin"] or {"messages": 0})["messages"] == ham_from_ip
+
+
+def test_stix_and_misp_downloads_come_from_the_export_functions(
+    web: WebServer, client: httpx.Client
+) -> None:
+    from trapline.export import stix
+    from trapline.export.evidence import gather
+
+    bundle = client.get("/api/v1/exports/stix.json")
+    assert bundle.status_code == 200 and bundle.headers["etag"]
+    assert "attachment" in bundle.headers["content-disposition"]
+    doc = bundle.json()
+    assert doc["type"] == "bundle"
+    expected = stix.build_bundle(gather(web.store, min_campaign_size=2))
+    assert {o["id"] for o in doc["objects"]} == {o["id"] for o in expected["objects"]}
+    event = client.get("/api/v1/exports/misp.json", params={"asn": "AS7018"}).json()
+    assert "Event" in event or "info" in event
+    listed = [e["path"] for e in client.get("/api/v1/exports").json()]
+    assert "/api/v1/exports/stix.json" in listed and "/api/v1/exports/messages.csv" in listed
+    for path in listed:
+        if "{asn}" not in path:
+            assert client.get(path).status_code == 200, path

@@ -275,6 +275,8 @@ def live(request: Request, limit: Limit = 20) -> Response:
 
 
 EXPORTS = {
+    "stix.json": "A STIX 2.1 bundle: campaigns, sending hosts, networks, sightings (?since=&until=&asn=)",
+    "misp.json": "The same evidence as one MISP event (?since=&until=&asn=)",
     "messages.csv": "Message search results as CSV (same filters as /messages, up to 100,000 rows)",
     "messages.jsonl": "Message search results as JSON lines (same filters, up to 100,000 rows)",
     "networks/{asn}/dossier.html": "A network's evidence dossier, one self-contained HTML file",
@@ -284,8 +286,10 @@ EXPORTS = {
 
 @router.get("/exports", summary="What can be downloaded")
 def exports() -> Response:
-    return json_response([{"path": f"/api/v1/exports/{k}" if k.startswith("messages") else
-                           f"/api/v1/{k}", "description": v} for k, v in EXPORTS.items()])  # fmt: skip
+    def path(name: str) -> str:
+        return f"/api/v1/{name}" if name.startswith("networks/") else f"/api/v1/exports/{name}"
+
+    return json_response([{"path": path(k), "description": v} for k, v in EXPORTS.items()])
 
 
 def _export_rows(state: Any, f: MessageFilter, cap: int) -> Iterator[dict[str, Any]]:
@@ -298,6 +302,34 @@ def _export_rows(state: Any, f: MessageFilter, cap: int) -> Iterator[dict[str, A
         cursor = page["next_cursor"]
         if not cursor:
             return
+
+
+@router.get(
+    "/exports/{fmt}.json", summary="Download STIX 2.1 or MISP evidence", response_class=Response
+)
+def export_evidence(
+    request: Request,
+    fmt: Literal["stix", "misp"],
+    since: date | None = None,
+    until: date | None = None,
+    asn: Annotated[str | None, Query(description="Only mail sent from this AS.")] = None,
+) -> Response:
+    from trapline.export import misp, stix
+    from trapline.export.evidence import gather
+
+    st = _state(request)
+    number = parse_asn(asn)
+    key = params_key("evidence", fmt=fmt, since=since, until=until, asn=number)
+
+    def build() -> Any:
+        ev = gather(views.as_store(st.access), since=since, until=until, network=number,
+                    min_campaign_size=int(st.settings["export_min_campaign_size"]))  # fmt: skip
+        return stix.build_bundle(ev) if fmt == "stix" else misp.build_event(ev)
+
+    entry = st.cache.get(key, build)
+    response = cached_response(request, entry)
+    response.headers["Content-Disposition"] = f'attachment; filename="trapline-{fmt}.json"'
+    return response
 
 
 @router.get("/exports/messages.{fmt}", summary="Download a message search", response_class=Response)
