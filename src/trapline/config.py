@@ -60,6 +60,15 @@ DEFAULTS: dict[str, Any] = {
     "botnet_max_host_campaigns": 200,  # hosts used by more campaigns are relays/shared: ignored
     # output: rows `trapline query` prints as a table unless --limit/--all (--json prints all)
     "query_print_rows": 100,
+    # timeline and change points (docs/timeline.md explains each number)
+    "changes_penalty_beta": 2.0,  # penalty = beta * sigma^2 * log(n) per change point
+    "changes_min_relative_change": 0.15,  # smaller level changes are not reported
+    "changes_attribution_top": 5,  # groups named per change point; the rest is "other"
+    "changes_attribution_min_share": 0.02,  # smaller shares go to "other"
+    # takedown impact (docs/timeline.md): how much of a message's volume stops when the
+    # network it depends on this way goes dark
+    "takedown_weights": {"cc": 1.0, "sender": 1.0, "landing": 0.3, "harvester": 0.1},
+    "takedown_window_days": 14.0,  # volume measured over this many days before the date
     # routing
     "routing_choice": "nearest",  # or "latest-before"
     # network score (docs/networks.md explains each number)

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.dnsbl",
     "trapline.cli.web",
     "trapline.cli.config",
+    "trapline.cli.timeline",
 )
 
 

@@ -28,7 +28,7 @@ from trapline.errors import FeedError, UsageError
 from trapline.routing.formats import date_from_name, read_bytes
 
 SPAMHAUS_KINDS = ("drop", "edrop", "dropv6", "asn-drop")
-INDICATOR_KINDS = ("cc", "landing", "harvester")
+INDICATOR_KINDS = ("cc", "landing", "harvester", "bot")  # bot: infected hosts a tracker named
 KINDS = SPAMHAUS_KINDS + INDICATOR_KINDS
 SPAMHAUS_SOURCE = "spamhaus"
 

@@ -1,0 +1,186 @@
+"""Commands for volume over time: timeline, changes, takedown, report and the McColo replay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
+from trapline.store.duckdb import open_store
+
+BY_CHOICES = ["none", "botnet", "campaign", "asn", "harvester-asn"]
+
+
+def _by_option(default: str | None) -> Any:
+    return click.option(
+        "--by",
+        type=click.Choice(BY_CHOICES),
+        default=default,
+        show_default=default is not None,
+        help="Group the series by this (default for changes: botnet when botnets exist, "
+        "else campaign).",
+    )
+
+
+_freq_option = click.option(
+    "--freq", type=click.Choice(["hour", "day", "week"]), default="day", show_default=True,
+    help="Period length.",
+)  # fmt: skip
+_label_option = click.option(
+    "--label", default="spam", show_default=True,
+    help="Count messages with this label only; 'all' counts every message.",
+)  # fmt: skip
+
+
+def _default_by(con: Any) -> str:
+    (n,) = con.execute("SELECT count(*) FROM botnets").fetchone()
+    if n:
+        return "botnet"
+    (n,) = con.execute("SELECT count(*) FROM campaigns").fetchone()
+    return "campaign" if n else "none"
+
+
+@click.command("timeline")
+@_by_option("none")
+@_freq_option
+@_label_option
+@click.option("--top", type=int, default=10, show_default=True, help="Groups shown/charted.")
+@click.option(
+    "--chart", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write an SVG chart here (and its data as <name>.json beside it).",
+)  # fmt: skip
+@json_option
+@pass_app
+def timeline_cmd(
+    app: AppContext, by: str, freq: str, label: str, top: int, chart: Path | None, as_json: bool
+) -> None:
+    """Message volume per period from the received time (never the Date: header).
+
+    Periods in which no mail at all arrived are collection gaps, shown as gaps, not zeros.
+
+    Example: trapline timeline --by botnet --freq day --chart volume.svg
+    """
+    from trapline.analyze.timeline import series
+
+    with open_store(app.data_dir, read_only=True) as store:
+        s = series(store.con, by=by, freq=freq, label=label)
+    data = s.as_dict(top=top)
+    if chart is not None:
+        from trapline.report.charts import series_chart
+
+        svg, twin = series_chart(s, top=top)
+        chart.write_text(svg, encoding="utf-8")
+        chart.with_suffix(".json").write_text(to_json(twin) + "\n", encoding="utf-8")
+    if as_json:
+        echo_json(data)
+        return
+    table = Table("period", "total", *[g["name"][:20] for g in data["groups"][:top]])
+    for i, period in enumerate(s.periods):
+        total = data["total"][i]
+        cells = ["gap" if total is None else str(total)]
+        cells += ["" if total is None else str(g["values"][i]) for g in data["groups"][:top]]
+        table.add_row(
+            f"{period:%Y-%m-%d %H:%M}" if freq == "hour" else f"{period:%Y-%m-%d}", *cells
+        )
+    Console().print(table)
+    if s.no_received_time:
+        click.echo(f"{s.no_received_time} messages have no received time (Date: only): left out")
+
+
+@click.command("changes")
+@_by_option(None)
+@_freq_option
+@_label_option
+@click.option("--per-group", is_flag=True, help="Also list change points inside each group.")
+@json_option
+@pass_app
+def changes_cmd(
+    app: AppContext, by: str | None, freq: str, label: str, per_group: bool, as_json: bool
+) -> None:
+    """Change points in volume: when, level before and after, size, and who explains it.
+
+    Steps, one-day bursts and slow recoveries; the attribution shares of each change add up
+    to 100% (the rest is "other"). See docs/timeline.md for the cost and the penalty.
+
+    Example: trapline changes --by botnet --json
+    """
+    from trapline.analyze.changes import Params, detect, detect_groups
+    from trapline.analyze.timeline import series
+
+    params = Params.from_settings(app.settings)
+    with open_store(app.data_dir, read_only=True) as store:
+        s = series(store.con, by=by or _default_by(store.con), freq=freq, label=label)
+    found = detect(s, params) + (detect_groups(s, params) if per_group else [])
+    if as_json:
+        echo_json([c.as_dict() for c in found])
+        return
+    if not found:
+        click.echo("no change points: the volume stayed level (or the store is too short)")
+        return
+    table = Table("at", "series", "kind", "before", "after", "change", "explained by")
+    for c in found:
+        who = ", ".join(f"{a.name[:24]} {a.share:.0%}" for a in c.attribution[:4])
+        table.add_row(
+            f"{c.at:%Y-%m-%d %H:%M}", c.group.name[:20] if c.group else "all", c.kind,
+            f"{c.before:.1f}", f"{c.after:.1f}", "new" if c.relative_change is None else f"{c.relative_change:+.0%}", who,
+        )  # fmt: skip
+    Console().print(table)
+
+
+@click.group("replay")
+def replay() -> None:
+    """Build synthetic replay corpora of historic events (clearly labelled as replays).
+
+    Example: trapline replay mccolo --out ./mccolo-2008
+    """
+
+
+@replay.command("mccolo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write replay.mbox, feeds.csv, truth.json and README.md into.")  # fmt: skip
+@click.option("--seed", type=int, default=2008, show_default=True, help="Random seed.")
+@click.option("--messages", type=click.IntRange(min=500), default=20_000, show_default=True,
+              help="How many messages to write.")  # fmt: skip
+@click.option(
+    "--corpus", type=click.Path(exists=True, path_type=Path), default=None,
+    help="Spam to take bodies from [default: ../shared/data/mail when present, else the "
+    "bundled SpamAssassin sample].",
+)  # fmt: skip
+@json_option
+def replay_mccolo(out: Path, seed: int, messages: int, corpus: Path | None, as_json: bool) -> None:
+    """The McColo takedown of 11 Nov 2008 as a replay corpus (real spam, re-timed).
+
+    Real spam bodies under Received chains from 2008 sender addresses, botnets with their
+    shares from the public record, C&C servers in AS26780, the drop at 21:30 UTC, Srizbi's
+    brief comeback and the slow recovery. Ingest replay.mbox, import feeds.csv; truth.json
+    holds the answers. docs/replay.md has the sources.
+
+    Example: trapline replay mccolo --out ./mccolo-2008 --seed 7
+    """
+    from trapline.replay.mccolo import build_replay
+
+    started = datetime.now()
+    result = build_replay(out, seed=seed, messages=messages, corpus=corpus)
+    seconds = (datetime.now() - started).total_seconds()
+    info = {
+        "out": str(result.out), "messages": result.messages, "campaigns": result.campaigns,
+        "bots": result.bots, "templates": result.templates,
+        "drop_share": round(result.drop_share, 4), "seconds": round(seconds, 2),
+    }  # fmt: skip
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(
+        f"wrote {result.messages:,} messages ({result.campaigns} campaigns, {result.bots:,} bots, "
+        f"{result.templates:,} real templates) to {result.out}; drop {result.drop_share:.0%}. "
+        f"Next: trapline ingest {result.out}/replay.mbox && trapline feeds import "
+        f"{result.out}/feeds.csv"
+    )
+
+
+commands: list[click.Command] = [timeline_cmd, changes_cmd, replay]

@@ -1,0 +1,1 @@
+"""The McColo 2008 replay corpus (synthetic, labelled as such in every message)."""
