@@ -95,3 +95,57 @@ def test_the_takedown_step_is_found_sized_and_attributed(replay: dict[str, Any])
         a.share for a in step.attribution if set(a.name.split("+")) <= mccolo and a.kind == "botnet"
     )
     assert explained >= 0.8, step.attribution
+
+
+def _before(mbox: Path, cut: datetime, out: Path) -> Path:
+    """The replay's messages received before ``cut`` (the mbox is in time order)."""
+    data = mbox.read_bytes()
+    stamp = cut.strftime("From MAILER-DAEMON %a %b %d").encode()
+    end = data.find(b"\n" + stamp)
+    assert end > 0
+    out.write_bytes(data[: end + 1])
+    return out
+
+
+def test_takedown_on_data_up_to_10_nov_predicts_the_drop(
+    replay: dict[str, Any], tmp_path: Path
+) -> None:
+    data = tmp_path / "store"
+    d = ["--data-dir", str(data), "-q"]
+    early = _before(replay["out"] / "replay.mbox", datetime(2008, 11, 11), tmp_path / "e.mbox")
+    _run(*d, "routing", "import", str(ROUTING / "ipasn_20080501_v12.dat.gz"))
+    _run(*d, "ingest", str(early))
+    _run(*d, "feeds", "import", str(replay["out"] / "feeds.csv"))
+    _run(*d, "analyze", "campaigns")
+    _run(*d, "analyze", "botnets")
+    with open_store(data, read_only=True) as store:
+        (last,) = store.con.execute("SELECT max(received_at) FROM messages").fetchone()
+    assert last < datetime(2008, 11, 11)
+    out = json.loads(_run(*d, "takedown", "AS26780", "--at", "2008-11-11", "--json"))
+    assert set(out) >= {"network", "at", "predicted_share", "observed_share", "dependents"}
+    assert out["network"] == "AS26780" and out["observed_share"] is None
+    assert abs(out["predicted_share"] - replay["truth"]["drop_share"]) <= 0.10
+    assert {x["kind"] for x in out["dependents"]} == {"cc"}
+    # on the whole replay the prediction stands beside the observed drop
+    full = json.loads(
+        _run(
+            "--data-dir", str(replay["data"]), "takedown", "AS26780", "--at", "2008-11-11", "--json"
+        )
+    )
+    assert full["observed_share"] == pytest.approx(replay["truth"]["drop_share"], abs=0.05)
+    assert abs(full["predicted_share"] - replay["truth"]["drop_share"]) <= 0.10
+
+
+def test_botnet_linking_on_the_replay_has_pairwise_precision_and_recall(
+    replay: dict[str, Any],
+) -> None:
+    from trapline.analyze.evaluate import score
+
+    truth = replay["truth"]["botnet_of"]
+    with open_store(replay["data"], read_only=True) as store:
+        rows = store.con.execute(
+            "SELECT m.id, coalesce(bc.botnet_id, m.campaign_id, m.id) FROM messages m "
+            "LEFT JOIN botnet_campaigns bc ON bc.campaign_id = m.campaign_id"
+        ).fetchall()
+    result = score([truth[mid] for mid, _ in rows], [b for _, b in rows])
+    assert result.precision >= 0.9 and result.recall >= 0.9, result

@@ -60,6 +60,18 @@ DEFAULTS: dict[str, Any] = {
     "botnet_max_host_campaigns": 200,  # hosts used by more campaigns are relays/shared: ignored
     # output: rows `trapline query` prints as a table unless --limit/--all (--json prints all)
     "query_print_rows": 100,
+    # Sending-software and landing evidence (docs/campaigns.md): a campaign pair links when the
+    # weights of what it agrees on reach botnet_link_score; no single trait reaches it alone.
+    "botnet_trait_weights": {
+        "msgid_shape": 0.4,
+        "boundary_shape": 0.25,
+        "header_order": 0.4,
+        "mailer": 0.2,
+        "helo_shape": 0.2,
+        "landing": 0.5,
+    },
+    "botnet_link_score": 1.0,
+    "botnet_max_domain_campaigns": 5,  # landing domains in more campaigns are common, not evidence
     # timeline and change points (docs/timeline.md explains each number)
     "changes_penalty_beta": 2.0,  # penalty = beta * sigma^2 * log(n) per change point
     "changes_min_relative_change": 0.15,  # smaller level changes are not reported

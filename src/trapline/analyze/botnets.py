@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from trapline.analyze.graph import components
+from trapline.analyze.botnet_evidence import evidence_pairs
+from trapline.analyze.lsh import components
 from trapline.config import SettingsView
 
 
@@ -100,6 +102,9 @@ def analyze_botnets(store: Any, settings: dict[str, Any]) -> BotnetRun:
             overlap=float(p.min_overlap),
         )
     ).fetchall()
+    # Sending-software fingerprints and shared landing domains link campaigns whose bots the
+    # trap saw too rarely to share hosts (analyze/botnet_evidence.py).
+    pairs = sorted(set(pairs) | set(evidence_pairs(con, settings)))
     # Candidate campaigns: those with enough hosts to be a bot set on their own.
     camps = [
         r[0]

@@ -132,6 +132,52 @@ def changes_cmd(
     Console().print(table)
 
 
+@click.command("takedown")
+@click.argument("network")
+@click.option("--at", "at", type=click.DateTime(), default=None,
+              help="Date (UTC) the network goes dark [default: the end of the data].")  # fmt: skip
+@_label_option
+@json_option
+@pass_app
+def takedown_cmd(
+    app: AppContext, network: str, at: datetime | None, label: str, as_json: bool
+) -> None:
+    """Share of spam predicted to stop if NETWORK (an AS or a prefix) goes dark at --at.
+
+    Uses only data from before --at: campaigns and botnets whose C&C servers (feeds), senders,
+    landing pages or harvesters sit in the network. When the data after --at shows a drop,
+    prediction and observation are printed side by side. See docs/timeline.md.
+
+    Example: trapline takedown AS26780 --at 2008-11-11 --json
+    """
+    from trapline.analyze.takedown import predict
+
+    with open_store(app.data_dir, read_only=True) as store:
+        result = predict(store.con, network, at, settings=app.settings, label=label)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    observed = (
+        "no drop in the data"
+        if result.observed_share is None
+        else f"observed {result.observed_share:.0%}"
+    )
+    click.echo(
+        f"{result.network} dark at {result.at:%Y-%m-%d %H:%M}: predicted "
+        f"{result.predicted_share:.0%} of {result.messages:,} messages in the "
+        f"{result.window_days:g} days before | {observed}"
+    )
+    if not result.dependents:
+        click.echo("nothing in the window depends on this network")
+        return
+    table = Table("kind", "id", "name", "messages", "weight", "evidence")
+    for d in result.dependents[:20]:
+        table.add_row(
+            d.kind, d.id, d.name[:30], str(d.messages), f"{d.weight:g}", ", ".join(d.evidence[:3])
+        )
+    Console().print(table)
+
+
 @click.group("replay")
 def replay() -> None:
     """Build synthetic replay corpora of historic events (clearly labelled as replays).
@@ -183,4 +229,4 @@ def replay_mccolo(out: Path, seed: int, messages: int, corpus: Path | None, as_j
     )
 
 
-commands: list[click.Command] = [timeline_cmd, changes_cmd, replay]
+commands: list[click.Command] = [timeline_cmd, changes_cmd, takedown_cmd, replay]
