@@ -149,3 +149,23 @@ def test_botnet_linking_on_the_replay_has_pairwise_precision_and_recall(
         ).fetchall()
     result = score([truth[mid] for mid, _ in rows], [b for _, b in rows])
     assert result.precision >= 0.9 and result.recall >= 0.9, result
+
+
+def test_report_is_one_self_contained_page_with_json_twins(
+    replay: dict[str, Any], tmp_path: Path
+) -> None:
+    import re
+
+    out = tmp_path / "report.html"
+    _run("--data-dir", str(replay["data"]), "report", "--out", str(out), "--network", "AS26780",
+         "--at", "2008-11-11")  # fmt: skip
+    page = out.read_text()
+    assert page.count("<svg") >= 2
+    # nothing to fetch: no scripts with src, no links, no URLs but the SVG namespace
+    assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)=", page)
+    assert set(re.findall(r"https?://[^\"'< ]+", page)) <= {"http://www.w3.org/2000/svg"}
+    twins = re.findall(r'<script type="application/json" id="([a-z]+)-data">', page)
+    assert twins == ["timeline", "changes", "networks", "takedowns"]
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["changes"] and data["takedowns"][0]["network"] == "AS26780"
+    assert data["takedowns"][0]["observed_share"] is not None

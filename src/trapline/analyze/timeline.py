@@ -170,54 +170,65 @@ def series(
         window += " AND m.received_at < ?"
         params.append(until)
     received = RECEIVED.replace("received_at", "m.received_at")
-    # Coverage: every message of any label counts as evidence the collection was running.
-    cover = con.execute(
-        f"SELECT date_trunc('{freq}', m.received_at) AS t, count(*) FROM messages m "
-        f"WHERE {received}{window} GROUP BY 1 ORDER BY 1",
+    step = STEP[freq]
+    secs = int(step.total_seconds())
+    # Integer buckets (weeks start on Monday: the epoch was a Thursday).
+    shift = 4 * 86400 if freq == "week" else 0
+    bucket = f"((epoch_us(m.received_at) - {shift * 10**6}) // {secs * 10**6})"
+    cond = label_filter(con, label, "m.")
+    # One scan: per period and group, the counted messages and all messages (any label), the
+    # latter being the evidence that collection was running.
+    got = con.execute(
+        f"SELECT {bucket} AS t, coalesce({gexpr}, '{NO_GROUP}') AS g, "
+        f"count(*) FILTER (WHERE {cond}) AS n, count(*) AS seen "
+        f"FROM messages m {join} WHERE {received}{window} GROUP BY 1, 2",
         params,
-    ).fetchall()
-    if not cover:
+    ).fetchnumpy()
+    if not len(got["t"]):
         raise NotFound(
             "no mail with a received time in the store"
             + (" in that window" if window else "")
             + ": run `trapline ingest PATH` first"
         )
-    cond = f"{received} AND {label_filter(con, label, 'm.')}{window}"
-    rows = con.execute(
-        f"SELECT date_trunc('{freq}', m.received_at) AS t, coalesce({gexpr}, '{NO_GROUP}') AS g, "
-        f"count(*) FROM messages m {join} WHERE {cond} GROUP BY 1, 2",
-        params,
-    ).fetchall()
-    (no_time,) = con.execute(
-        f"SELECT count(*) FROM messages m WHERE NOT ({received}) AND "
-        f"{label_filter(con, label, 'm.')}"
-    ).fetchone()
-    first, last = cover[0][0], cover[-1][0]
-    step = STEP[freq]
-    n = int((last - first) / step) + 1
+    coverage, no_time = _coverage(con, received, window, params, cond)
+    tcol = np.asarray(got["t"], np.int64)
+    cover = np.unique(tcol)
+    t0 = int(cover[0])
+    n = int(cover[-1] - t0) + 1
+    first = datetime(1970, 1, 1) + timedelta(seconds=t0 * secs + shift)
     periods = tuple(first + i * step for i in range(n))
     covered = np.zeros(n, bool)
-    covered[[int((t - first) / step) for t, _ in cover]] = True
-    ids = sorted({g for _, g, _ in rows}, key=lambda g: (g == NO_GROUP, g))
-    index = {g: i for i, g in enumerate(ids)}
+    covered[cover - t0] = True
+    gvals = np.asarray(got["g"], dtype=object)
+    uniq, inverse = np.unique(gvals.astype(str), return_inverse=True)
+    names_found = [str(g) for g in uniq.tolist()]
+    ids = sorted(names_found, key=lambda g: (g == NO_GROUP, g))
+    where = {g: i for i, g in enumerate(ids)}
+    remap = np.array([where[g] for g in names_found], np.int64)
     counts = np.zeros((len(ids), n), np.int64)
-    for t, g, c in rows:
-        counts[index[g], int((t - first) / step)] += c
+    if len(gvals):
+        np.add.at(counts, (remap[inverse.ravel()], tcol - t0), np.asarray(got["n"], np.int64))
     names = dict(con.execute(names_sql).fetchall()) if names_sql else {}
     kind = "all" if by == "none" else by
     groups = tuple(
         Group(kind, g, "(none)" if g == NO_GROUP else str(names.get(g) or g)) for g in ids
     )
     return Series(
-        by, freq, label, periods, covered, counts.sum(axis=0), groups, counts, int(no_time),
-        _coverage(con, received + window, params),
+        by, freq, label, periods, covered, counts.sum(axis=0), groups, counts, no_time, coverage
     )  # fmt: skip
 
 
-def _coverage(con: Any, cond: str, params: list[Any]) -> tuple[SourceCoverage, ...]:
+def _coverage(
+    con: Any, received: str, window: str, params: list[Any], cond: str
+) -> tuple[tuple[SourceCoverage, ...], int]:
+    """Per source (file or trap): first and last received time; and the counted messages that
+    have no received time at all. One scan."""
     rows = con.execute(
-        f"SELECT split_part(coalesce(m.source, '?'), '#', 1) AS s, min(m.received_at), "
-        f"max(m.received_at), count(*) FROM messages m WHERE {cond} GROUP BY 1 ORDER BY 2, 1",
+        f"SELECT split_part(coalesce(m.source, '?'), '#', 1) AS s, "
+        f"min(m.received_at) FILTER (WHERE {received}), max(m.received_at) FILTER (WHERE {received}), "
+        f"count(*) FILTER (WHERE {received}), count(*) FILTER (WHERE NOT ({received}) AND {cond}) "
+        f"FROM messages m WHERE TRUE{window} OR NOT ({received}) GROUP BY 1 ORDER BY 2 NULLS LAST, 1",
         params,
     ).fetchall()
-    return tuple(SourceCoverage(s, a, b, int(n)) for s, a, b, n in rows)
+    cover = tuple(SourceCoverage(s, a, b, int(n)) for s, a, b, n, _ in rows if n)
+    return cover, int(sum(r[4] for r in rows))

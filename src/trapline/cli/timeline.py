@@ -178,6 +178,32 @@ def takedown_cmd(
     Console().print(table)
 
 
+@click.command("report")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True, help="The HTML page; its data goes to <name>.json beside it.")  # fmt: skip
+@click.option("--network", "networks", multiple=True,
+              help="Network to predict a takedown for (repeatable) [default: top 3 senders].")  # fmt: skip
+@click.option("--at", "at", type=click.DateTime(), default=None, help="Takedown date (UTC).")
+@_freq_option
+@pass_app
+def report_cmd(
+    app: AppContext, out: Path, networks: tuple[str, ...], at: datetime | None, freq: str
+) -> None:
+    """One self-contained HTML page: timeline, change points, networks, takedowns.
+
+    Inline SVG charts, each with its data as a JSON twin; nothing is fetched when opened.
+
+    Example: trapline report --out report.html --network AS26780 --at 2008-11-11
+    """
+    from trapline.report.page import build
+
+    with open_store(app.data_dir, read_only=True) as store:
+        page = build(store.con, settings=app.settings, networks=networks, takedown_at=at, freq=freq)
+    out.write_text(page.html, encoding="utf-8")
+    out.with_suffix(".json").write_text(to_json(page.data) + "\n", encoding="utf-8")
+    click.echo(f"wrote {out} and {out.with_suffix('.json')}")
+
+
 @click.group("replay")
 def replay() -> None:
     """Build synthetic replay corpora of historic events (clearly labelled as replays).
@@ -229,4 +255,4 @@ def replay_mccolo(out: Path, seed: int, messages: int, corpus: Path | None, as_j
     )
 
 
-commands: list[click.Command] = [timeline_cmd, changes_cmd, takedown_cmd, replay]
+commands: list[click.Command] = [timeline_cmd, changes_cmd, takedown_cmd, report_cmd, replay]
