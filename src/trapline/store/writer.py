@@ -316,7 +316,9 @@ def merge(batches: Sequence[Batch]) -> Batch:
         return batches[0]
     names = dict.fromkeys(name for b in batches for name in b.tables)
     tables = {
-        name: pa.concat_tables([b.tables[name] for b in batches if name in b.tables])
+        name: pa.concat_tables(
+            [b.tables[name] for b in batches if name in b.tables], promote_options="default"
+        )
         for name in names
     }
     return Batch(
