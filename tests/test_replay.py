@@ -139,7 +139,7 @@ def test_takedown_on_data_up_to_10_nov_predicts_the_drop(
 def test_botnet_linking_on_the_replay_has_pairwise_precision_and_recall(
     replay: dict[str, Any],
 ) -> None:
-    from trapline.analyze.evaluate import score
+    from trapline.testing.evaluate import score
 
     truth = replay["truth"]["botnet_of"]
     with open_store(replay["data"], read_only=True) as store:
