@@ -17,9 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from trapline.analyze.graph import components
 from trapline.analyze.botnet_evidence import evidence_pairs
-from trapline.analyze.lsh import components
+from trapline.analyze.graph import components
 from trapline.config import SettingsView
 
 
