@@ -100,3 +100,10 @@ def test_progress_bar_final_rate_is_the_summarys(
     frames = re.findall(r"([\d,]+) msgs · ([\d,-]+) msgs/s", out)
     assert frames and frames[-1] == (summary.group(1), summary.group(2))
     assert frames[0][0] == "0"  # the bar is up (pulsing) before the first batch is stored
+
+
+def test_campaign_list_one_line_each_at_80_columns(demo: Path) -> None:
+    text = _run(demo, "campaigns", "--top", "5").stdout
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 2 + 5  # header, rule, one line per campaign
+    assert max(len(line) for line in lines) <= 80

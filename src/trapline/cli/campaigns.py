@@ -36,6 +36,10 @@ def _count(store: Store, sql: str) -> int:
     return int(store.con.execute(sql).fetchall()[0][0])
 
 
+def _day(value: Any) -> str:
+    return value.strftime("%Y-%m-%d") if isinstance(value, datetime) else str(value or "")[:10]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
@@ -161,12 +165,19 @@ def campaigns_cmd(
         return
     if not rows:
         return
-    table = Table("id", "size", "first seen", "last seen", "subjects", "IPs", "domains")
+    # One line per campaign at 80 columns: first day, size, senders and the top subject (cut
+    # with an ellipsis); `trapline campaign ID` and --json show everything.
+    table = Table(show_edge=False)
+    table.add_column("id", no_wrap=True, min_width=17)
+    table.add_column("size", justify="right", no_wrap=True, min_width=4)
+    table.add_column("first seen", no_wrap=True, min_width=10)
+    table.add_column("IPs", justify="right", no_wrap=True, min_width=3)
+    table.add_column("top subject", no_wrap=True, overflow="ellipsis")
     for r in rows:
+        subject = " ".join(str((r["subjects"] or [""])[0]).split())
         table.add_row(
-            r["id"], str(r["size"]), _fmt(r["first_seen"]), _fmt(r["last_seen"]),
-            _fmt(r["subjects"][:1]), str(r["n_origin_ips"]), _fmt(r["domains"]),
-        )  # fmt: skip
+            r["id"], str(r["size"]), _day(r["first_seen"]), str(r["n_origin_ips"]), subject
+        )
     Console().print(table)
 
 
