@@ -146,6 +146,9 @@ def test_overview_counts_the_spam_the_store_holds(web: WebServer, client: httpx.
         web, "SELECT count(*) FROM messages WHERE received_at IS NULL AND label = 'spam'")[0][0]  # fmt: skip
     assert body["totals"]["first_received"] == first.isoformat() + "Z"
     assert body["top_campaigns"] and body["top_networks"]
+    named = [n for n in body["top_networks"] if n["asn"] is not None]
+    assert all(n["name"] != "None" for n in named)  # a missing name is null, not the text
+    assert sum(1 for n in named if n["name"]) > len(named) // 2  # from the imported asnames.json
 
 
 def test_networks_show_the_score_breakdown(client: httpx.Client) -> None:

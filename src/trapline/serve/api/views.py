@@ -102,15 +102,11 @@ def top_networks(access: StoreAccess, top: int = 10) -> list[dict[str, Any]]:
 
 
 def as_names(access: StoreAccess, asns: list[int]) -> dict[int, str]:
-    if not asns:
-        return {}
-    found = _safe_rows(
-        access,
-        "SELECT asn, arg_max(name, as_of) AS name FROM as_names WHERE list_contains(?, asn) "
-        "GROUP BY asn",
-        [asns],
-    )
-    return {int(r["asn"]): str(r["name"]) for r in found}
+    """AS names from the routing area (imported and bundled names, the latest for each AS)."""
+    from trapline.store.routing import names_on
+
+    found = names_on(access.cursor(), asns, [None] * len(asns))
+    return {asn: name for (asn, _), name in found.items() if name}
 
 
 def campaigns(

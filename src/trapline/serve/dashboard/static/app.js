@@ -92,6 +92,7 @@
       width: Math.max(300, box.clientWidth),
       height: 260,
       series: series,
+      tzDate: utc,
       scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(1, hi * 1.08)]; } } },
       axes: [{ stroke: "#677184", grid: { stroke: "#eef0f5" } },
              { stroke: "#677184", grid: { stroke: "#eef0f5" }, size: 56 }],
@@ -125,7 +126,7 @@
     var xs = [];
     for (var i = 0; i < 60; i++) xs.push(start + i * 60);
     new uPlot({
-      width: Math.max(300, box.clientWidth), height: 200,
+      width: Math.max(300, box.clientWidth), height: 200, tzDate: utc,
       series: [{}, { label: "trap mail", stroke: COLOURS[0], width: 2, points: { show: false } },
                { label: "visits", stroke: COLOURS[1], width: 2, points: { show: false } }],
       scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(1, hi * 1.1)]; } } },
@@ -146,7 +147,10 @@
     });
   }
 
-  function short(t) { return t ? String(t).replace("T", " ").slice(0, 16) : "–"; }
+  function clock(t) { return t ? String(t).replace("T", " ").slice(5, 19) : "–"; }
+
+  // Axis labels in UTC, as every time on these pages.
+  function utc(ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); }
 
   function link(href, text) {
     var a = el("a", text);
@@ -154,10 +158,17 @@
     return a;
   }
 
-  function fill(id, rows, cells) {
+  function fill(id, rows, cells, empty) {
     var body = document.getElementById(id);
     if (!body) return;
     body.textContent = "";
+    if (!rows.length) {
+      var tr = document.createElement("tr");
+      var td = el("td", empty, "muted");
+      td.colSpan = 5;
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
     rows.forEach(function (r) {
       var tr = document.createElement("tr");
       cells(r).forEach(function (c) {
@@ -179,14 +190,14 @@
           state.setAttribute("data-state", "ok");
           document.getElementById("live-updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
           fill("live-messages", d.messages, function (m) {
-            return [short(m.ingested_at), m.origin_ip || "–", link("/messages/" + encodeURIComponent(m.id), m.subject || "(no subject)")];
-          });
+            return [clock(m.ingested_at), m.origin_ip || "–", link("/messages/" + encodeURIComponent(m.id), m.subject || "(no subject)")];
+          }, "No trap mail yet.");
           fill("live-visits", d.visits, function (v) {
-            return [short(v.visited_at), link("/ip/" + encodeURIComponent(v.ip || ""), v.ip || "–"), v.path, v.user_agent || ""];
-          });
+            return [clock(v.visited_at), link("/ip/" + encodeURIComponent(v.ip || ""), v.ip || "–"), v.path, v.user_agent || ""];
+          }, "No visits yet.");
           fill("live-sessions", d.sessions, function (s) {
-            return [short(s.started_at), s.peer_ip, s.helo || "", s.messages, s.end_reason || ""];
-          });
+            return [clock(s.started_at), s.peer_ip, s.helo || "", s.messages, s.end_reason || ""];
+          }, "No SMTP sessions yet.");
         })
         .catch(function () { state.setAttribute("data-state", "error"); });
     }
