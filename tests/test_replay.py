@@ -169,3 +169,27 @@ def test_report_is_one_self_contained_page_with_json_twins(
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["changes"] and data["takedowns"][0]["network"] == "AS26780"
     assert data["takedowns"][0]["observed_share"] is not None
+
+
+def test_per_group_series_show_the_comeback_and_the_slow_recoveries(
+    replay: dict[str, Any],
+) -> None:
+    from trapline.analyze.changes import detect_groups
+
+    with open_store(replay["data"], read_only=True) as store:
+        found = detect_groups(series(store.con, by="botnet", freq="day"), min_messages=100)
+    by_name: dict[str, list[tuple[datetime, str]]] = {}
+    for c in found:
+        assert c.group is not None
+        by_name.setdefault(c.group.name, []).append((c.at, c.kind))
+    srizbi = by_name["Srizbi"]
+    assert (datetime(2008, 11, 12), "drop") in srizbi
+    # revived from other hosting on 25 Nov, gone again two days later
+    assert any(datetime(2008, 11, 24) <= at <= datetime(2008, 11, 26) and kind == "recovery"
+               for at, kind in srizbi)  # fmt: skip
+    assert any(datetime(2008, 11, 26) <= at <= datetime(2008, 11, 28) and kind == "drop"
+               for at, kind in srizbi)  # fmt: skip
+    for name in ("Rustock", "Mega-D"):
+        assert any(
+            at >= datetime(2008, 11, 20) and kind == "recovery" for at, kind in by_name[name]
+        )

@@ -186,3 +186,20 @@ def test_searches_equal_ruptures(seed: int) -> None:
 def test_params_come_from_settings() -> None:
     p = Params.from_settings({"changes_penalty_beta": 5})
     assert p.beta == 5.0 and p.top == DEFAULTS["changes_attribution_top"]
+
+
+def test_spam_only_by_default_and_ham_still_proves_coverage(tmp_path: Path) -> None:
+    rows = _daily([(1, 3, "c1"), (1, 2, "c2"), (1, 3, "c1")])
+    _fill(tmp_path, rows)
+    with open_store(tmp_path) as store:
+        # the middle day's mail was ham: no spam that day, but collection was running
+        store.con.execute(
+            "UPDATE messages SET label = 'ham' WHERE received_at::DATE = DATE '2008-10-02'"
+        )
+    with open_store(tmp_path, read_only=True) as store:
+        spam = series(store.con, freq="day")
+        everything = series(store.con, freq="day", label="all")
+        ham = series(store.con, freq="day", label="ham")
+    assert spam.values() == [3, 0, 3]
+    assert everything.values() == [3, 2, 3]
+    assert ham.values() == [0, 2, 0]
