@@ -88,7 +88,7 @@ def _error(request: Request, status: int, message: str, headers: Any = None) -> 
 
 
 def create_app(state: WebState) -> FastAPI:
-    from trapline.serve.api import routes_admin, routes_read
+    from trapline.serve.api import routes_admin, routes_read, timeline
     from trapline.serve.dashboard import pages
 
     app = FastAPI(
@@ -119,6 +119,7 @@ def create_app(state: WebState) -> FastAPI:
 
     app.include_router(routes_read.router, prefix=API_PREFIX)
     app.include_router(routes_admin.router, prefix=API_PREFIX)
+    app.include_router(timeline.router, prefix=API_PREFIX)
     app.include_router(pages.router)
     pages.mount_static(app)
     return app

@@ -181,12 +181,13 @@ def overview_page(request: Request, who: Reader) -> Response:
 
 def _change_points(request: Request) -> list[dict[str, Any]]:
     """Change points in daily volume, from the timeline analysis when this build has it."""
+    from trapline.serve.api.timeline import change_points
+
     st = request.app.state.web
     try:
-        from trapline.serve.api.timeline import change_points
-    except ImportError:
+        return _cached(request, ("change-points",), lambda: change_points(st.access, st.settings))  # type: ignore[no-any-return]
+    except ImportError:  # a build without the timeline analysis: no marks
         return []
-    return _cached(request, ("change-points",), lambda: change_points(st.access, st.settings))
 
 
 @router.get("/messages")
