@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,37 @@ def test_stix_and_misp_downloads_come_from_the_export_functions(
     for path in listed:
         if "{asn}" not in path:
             assert client.get(path).status_code == 200, path
+
+
+def test_timeline_changes_and_takedown_come_from_the_timeline_analysis(
+    web: WebServer, client: httpx.Client
+) -> None:
+    from trapline.analyze.changes import Params, detect
+    from trapline.analyze.takedown import predict
+    from trapline.analyze.timeline import series
+
+    got = client.get("/api/v1/timeline", params={"by": "asn", "freq": "week", "top": 5})
+    assert got.status_code == 200 and got.headers["etag"]
+    body = got.json()
+    want = series(web.store.con.cursor(), by="asn", freq="week")
+    assert body["total"] == want.values() and len(body["groups"]) == 5
+    assert body["periods"][0].endswith("Z")
+    changes = client.get("/api/v1/changes", params={"by": "asn", "freq": "week"}).json()
+    expected = detect(want, Params.from_settings(web.state.settings))
+    assert [c["kind"] for c in changes] == [c.kind for c in expected]
+    assert [c["at"][:10] for c in changes] == [c.at.date().isoformat() for c in expected]
+    ((asn,),) = sql(web, "SELECT origin_asn FROM messages WHERE label = 'spam' AND origin_asn "
+                         "IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")  # fmt: skip
+    at = "2002-08-10T00:00:00Z"
+    take = client.get(f"/api/v1/takedown/AS{asn}", params={"at": at}).json()
+    ref = predict(web.store.con.cursor(), f"AS{asn}", datetime(2002, 8, 10),
+                  settings=web.state.settings)  # fmt: skip
+    assert (
+        take["predicted_share"] == round(ref.predicted_share, 4)
+        and take["messages"] == ref.messages
+    )
+    # The overview marks the same change points on its chart.
+    overview = client.get("/index.json").json()
+    assert len(overview["change_points"]) == len(detect(series(
+        web.store.con.cursor(), by="asn", freq="week"), Params.from_settings(web.state.settings)))  # fmt: skip
+    assert client.get("/api/v1/timeline", params={"by": "nope"}).status_code == 422

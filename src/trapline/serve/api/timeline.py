@@ -46,7 +46,10 @@ def change_points(access: StoreAccess, settings: dict[str, Any]) -> list[dict[st
     for cp in detect(s, Params.from_settings(settings)):
         d = _plain(cp.as_dict())
         rel = d["relative_change"]
-        who = ", ".join(f"{a['name'] or a['id']} {a['share']:.0%}" for a in d["attribution"][:2])
+        who = ", ".join(
+            f"{'AS' if a['kind'] == 'asn' else ''}{a['id']} {a['share']:.0%}"
+            for a in d["attribution"][:2]
+        )
         d["label"] = f"{d['kind']}" + (f" {rel:+.0%}" if rel is not None else "") + (
             f" ({who})" if who else "")  # fmt: skip
         found.append(d)
@@ -55,9 +58,13 @@ def change_points(access: StoreAccess, settings: dict[str, Any]) -> list[dict[st
 
 def _freq_for(access: StoreAccess) -> str:
     """Days for up to ~3 years of mail, weeks beyond (PELT on decades of days is noise)."""
-    row = access.cursor().execute(
-        f"SELECT max(received_at) - min(received_at) FROM messages WHERE {access.spam_only()}"
-    ).fetchone()
+    row = (
+        access.cursor()
+        .execute(
+            f"SELECT max(received_at) - min(received_at) FROM messages WHERE {access.spam_only()}"
+        )
+        .fetchone()
+    )
     span = row[0] if row else None
     return "week" if span is not None and span.days > 3 * 366 else "day"
 

@@ -185,7 +185,7 @@ def _change_points(request: Request) -> list[dict[str, Any]]:
 
     st = request.app.state.web
     try:
-        return _cached(request, ("change-points",), lambda: change_points(st.access, st.settings))  # type: ignore[no-any-return]
+        return _cached(request, ("change-points",), lambda: change_points(st.access, st.settings))
     except ImportError:  # a build without the timeline analysis: no marks
         return []
 
