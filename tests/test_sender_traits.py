@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from conftest import shared
 from trapline.analyze.sender_traits import (
     header_pairs,
@@ -45,3 +48,19 @@ def test_real_spamassassin_message_reads_without_error() -> None:
     assert pairs and all(isinstance(n, str) for n, _ in pairs)
     t = traits_of(pairs)
     assert t.header_order is not None
+
+
+def test_webmail_relayed_scams_do_not_link_as_one_botnet(tmp_path: Path) -> None:
+    """The personal corpus is modern scam mail sent through one webmail provider: identical
+    software on a handful of provider hosts, which is a relay, not bots (0 links wanted)."""
+    from click.testing import CliRunner
+
+    from trapline.cli.main import cli
+
+    corpus = shared("mail", "personal-spam-2023-2025")
+    d = ["--data-dir", str(tmp_path), "-q"]
+    for args in (["ingest", str(corpus)], ["analyze", "campaigns"]):
+        assert CliRunner().invoke(cli, d + args).exit_code == 0
+    out = CliRunner().invoke(cli, [*d, "analyze", "botnets", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["links"] == 0

@@ -72,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "botnet_link_score": 1.0,
     "botnet_max_domain_campaigns": 5,  # landing domains in more campaigns are common, not evidence
+    # software seen in 5+ campaigns from fewer hosts than this per campaign is a relay, not bots
+    "botnet_relay_hosts_per_campaign": 0.5,
     # timeline and change points (docs/timeline.md explains each number)
     "changes_penalty_beta": 2.0,  # penalty = beta * sigma^2 * log(n) per change point
     "changes_min_relative_change": 0.15,  # smaller level changes are not reported

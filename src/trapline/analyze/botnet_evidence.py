@@ -5,7 +5,9 @@ Each campaign gets, per trait (analyze/sender_traits.py), the value most of its 
 trait). Two campaigns active within ``botnet_window_days`` of each other score the weight of
 every trait they agree on, plus the landing weight when they share a registered domain in their
 URLs (domains seen in more than ``botnet_max_domain_campaigns`` campaigns are common
-infrastructure, not evidence). A pair links when its score reaches ``botnet_link_score``. The
+infrastructure, not evidence). A trait value carried by 5+ campaigns that all came from fewer
+than ``botnet_relay_hosts_per_campaign`` sending hosts per campaign is a provider's outbound
+relay (webmail, an email service provider), not bot software, and is ignored. A pair links when its score reaches ``botnet_link_score``. The
 weights (``botnet_trait_weights``) are set so that no single trait links on its own and a
 full software fingerprint does: docs/campaigns.md gives the reasons for each number.
 """
@@ -21,7 +23,7 @@ from trapline.errors import ConfigError
 TRAITS = ("msgid_shape", "boundary_shape", "header_order", "mailer", "helo_shape")
 
 
-def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, float]:
+def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, float, float]:
     s = {**DEFAULTS, **settings}
     try:
         weights = {k: float(v) for k, v in dict(s["botnet_trait_weights"]).items()}
@@ -30,6 +32,7 @@ def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, f
             float(s["botnet_link_score"]),
             int(s["botnet_max_domain_campaigns"]),
             float(s["botnet_window_days"]),
+            float(s["botnet_relay_hosts_per_campaign"]),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"botnet evidence settings: {exc}; use numbers") from exc
@@ -37,7 +40,7 @@ def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, f
 
 def evidence_pairs(con: Any, settings: dict[str, Any]) -> list[tuple[str, str]]:
     """Campaign pairs whose software traits and landing domains add up to a link."""
-    weights, threshold, max_domain, window_days = _settings(settings)
+    weights, threshold, max_domain, window_days, relay_ratio = _settings(settings)
     if threshold <= 0 or not any(weights.values()):
         return []
     fill_traits(con)
@@ -57,9 +60,18 @@ def evidence_pairs(con: Any, settings: dict[str, Any]) -> list[tuple[str, str]]:
         cnt AS (SELECT c, trait, v, count(*) AS k FROM ({per_trait}) GROUP BY ALL),
         top AS (SELECT c, trait, arg_max(v, k) AS v, max(k) AS k FROM cnt GROUP BY c, trait),
         dom AS (SELECT c.id AS c, 'landing' AS trait, unnest(c.domains) AS v FROM campaigns c),
-        common AS (SELECT v FROM dom GROUP BY v HAVING count(DISTINCT c) > {max_domain})
-        SELECT top.c, top.trait, top.v, n.t0, n.t1 FROM top JOIN n USING (c)
-        WHERE top.k >= 0.5 * n.n
+        common AS (SELECT v FROM dom GROUP BY v HAVING count(DISTINCT c) > {max_domain}),
+        held AS (SELECT top.* FROM top JOIN n USING (c) WHERE top.k >= 0.5 * n.n),
+        hosts AS (SELECT campaign_id AS c, origin_ip FROM messages
+                  WHERE campaign_id IS NOT NULL AND origin_ip IS NOT NULL),
+        -- a program seen in many campaigns from a handful of machines is a provider's
+        -- outbound relay (webmail, an ESP), not bots: its traits say nothing about botnets
+        relay AS (SELECT h.trait, h.v FROM held h LEFT JOIN hosts USING (c)
+                  GROUP BY h.trait, h.v
+                  HAVING count(DISTINCT h.c) >= 5
+                     AND count(DISTINCT hosts.origin_ip) < {relay_ratio} * count(DISTINCT h.c))
+        SELECT held.c, held.trait, held.v, n.t0, n.t1 FROM held JOIN n USING (c)
+        WHERE (held.trait, held.v) NOT IN (SELECT (trait, v) FROM relay)
         UNION ALL
         SELECT dom.c, dom.trait, dom.v, n.t0, n.t1 FROM dom JOIN n USING (c)
         WHERE dom.v IS NOT NULL AND dom.v NOT IN (SELECT v FROM common)
