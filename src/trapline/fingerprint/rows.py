@@ -26,7 +26,7 @@ def signature_rows(fps: Fingerprints, received_at: pa.Array, seqs: list[int] | N
         {
             "minhash": [row.tobytes() for row in fps.matrix.astype("<u4", copy=False)],
             "n_words": pa.array(fps.n_words, pa.int32()),
-            "url_templates": [list(t) for t in fps.url_templates],
+            "url_templates": pa.array([list(t) for t in fps.url_templates], pa.list_(pa.string())),
             "subject_template": list(fps.subject_templates),
             "received_at": received_at,
             "campaign_seq": pa.nulls(len(fps), pa.int64()),

@@ -316,6 +316,7 @@ def merge(batches: Sequence[Batch]) -> Batch:
         return batches[0]
     names = dict.fromkeys(name for b in batches for name in b.tables)
     tables = {
+        # Promotion: a batch whose list columns are all empty may carry list<null>.
         name: pa.concat_tables(
             [b.tables[name] for b in batches if name in b.tables], promote_options="default"
         )
