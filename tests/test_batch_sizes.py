@@ -53,7 +53,9 @@ def _dump(data_dir: Path) -> dict[str, Any]:
     with open_store(data_dir, read_only=True) as store:
         q = store.con.execute
         return {
-            "messages": q("SELECT id, subject, n_urls, n_hops FROM messages ORDER BY id").fetchall(),
+            "messages": q(
+                "SELECT id, subject, n_urls, n_hops FROM messages ORDER BY id"
+            ).fetchall(),
             "quarantine": q("SELECT id, reason FROM quarantine ORDER BY id, reason").fetchall(),
             "signatures": q(
                 "SELECT message_id, minhash, url_templates, subject_template FROM signatures "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -240,3 +241,21 @@ def test_trust_option_moves_the_origin_down_the_chain(store_dir: Path, tmp_path:
     assert view["origin_hop"] is None or view["origin_hop"] > row["origin_hop"]
     trusted = [h for h in view["hops"] if h["from_ip"] == row["origin_ip"]]
     assert trusted and all(h["trusted"] for h in trusted)
+
+
+def test_ingest_exits_non_zero_when_nothing_could_be_read(tmp_path: Path) -> None:
+    """Every input failed (empty file, truncated archive, empty folder): exit 1, one clear line;
+    one good input among bad ones is a normal run."""
+    empty = tmp_path / "empty.eml"
+    empty.write_bytes(b"")
+    good = next(p for p in sorted((SAMPLE / "mail" / "spam").iterdir()) if p.is_file())
+    truncated = tmp_path / "cut.eml.gz"
+    truncated.write_bytes(gzip.compress(good.read_bytes())[:200])
+    (tmp_path / "nothing").mkdir()
+    for paths in ([empty, truncated], [tmp_path / "nothing"]):
+        result = _run(tmp_path / "store", "ingest", *map(str, paths))
+        assert result.exit_code == 1, result.output
+        assert "no message could be read" in result.stderr
+    ok = _run(tmp_path / "store", "ingest", str(empty), str(truncated), str(good))
+    assert ok.exit_code == 0, ok.output
+    assert "1 new" in ok.stderr and "2 source problems" in ok.stderr

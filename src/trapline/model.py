@@ -59,6 +59,7 @@ class RawMessage:
     data: bytes
     source: str
     envelope: Envelope | None = None
+    defects: tuple[str, ...] = ()  # found by the reader (say, doubtful mbox bounds)
 
     @property
     def id(self) -> str:

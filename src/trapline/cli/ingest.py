@@ -168,6 +168,15 @@ def ingest_cmd(
         if on_progress is not None:
             on_progress.finish(summary)
     _summary(summary)
+    if summary.read == 0 and summary.resumed == 0:
+        # A script must see that nothing arrived, not a green run over unreadable input.
+        _err.print(
+            "error: no message could be read from the given paths"
+            + (f" ({summary.problems} source problems above)" if summary.problems else "")
+            + "; check the paths and formats (`trapline stats` lists the problems)",
+            markup=False,
+        )
+        sys.exit(1)
 
 
 def _open_read(app: AppContext) -> Any:

@@ -2,14 +2,19 @@
 
 An mbox (RFC 4155) is messages laid end to end, each introduced by a postmark line
 ``From <envelope-sender> <asctime date>`` that sits at the start of the file or after a blank
-line. We accept a separator only when it is preceded by a blank line (or is the first line) AND
-matches a strict postmark pattern, so a body line such as ``From the desk of ...`` never splits a
-message, whatever the writer did about quoting.
+line. We accept a separator only when it matches a strict postmark pattern, so a body line such as
+``From the desk of ...`` never splits a message, whatever the writer did about quoting.
 
 Which bytes a message gets (the usual convention, as Python's :mod:`mailbox` and mutt do):
 the text after the postmark line up to, not including, the blank line that precedes the next
 postmark (CRLF or LF, whichever the file uses). The postmark line itself is not part of the
 message: it was written by the local delivery agent, not sent by the spammer.
+
+Where mutt and Python's :mod:`mailbox` agree, we agree: a strict postmark line splits even when
+the writer left no blank line before it (the message before it then ends at the postmark). Where
+they disagree (Python splits at any ``From `` line, mutt only at a valid postmark) we keep the
+line inside the message and mark the message ``mbox-suspected-merge``, as we do both messages
+around a separator without its blank line: the reader can see which bounds are in doubt.
 
 Quoting: we undo mboxrd quoting (``>From `` -> ``From ``, ``>>From `` -> ``>From ``; one ``>``
 removed from any line matching ``^>+From ``). For an mboxrd file this restores the exact bytes
@@ -52,6 +57,9 @@ _POSTMARK = re.compile(
     re.DOTALL,
 )
 _QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+# Defect on a message whose bounds the file leaves in doubt: it holds an unquoted "From " line
+# that is not a postmark, or a neighbouring postmark had no blank line before it.
+SUSPECTED_MERGE = "mbox-suspected-merge"
 
 Mode = Literal["auto", "mbox"]
 
@@ -97,6 +105,7 @@ class _Splitter:
         self.index = 0  # next mbox item number
         self.seps = 0  # separators found after the first line
         self.dropped = 0  # bytes of the current message discarded because it is too large
+        self.suspect = False  # the current message's bounds may be wrong (see SUSPECTED_MERGE)
 
     def run(self, chunks: Iterator[bytes]) -> Iterator[RawMessage | SourceProblem]:
         buf = self.buf
@@ -142,9 +151,6 @@ class _Splitter:
                 continue
             j = i + 1  # start of the candidate postmark line
             blank = _blank_line_before(buf, i, msg_start)
-            if blank == 0:
-                scan = j
-                continue
             end = buf.find(b"\n", j)
             if end < 0:
                 if len(buf) - j <= _MAX_POSTMARK and not eof:
@@ -157,14 +163,21 @@ class _Splitter:
                 scan = j
                 continue
             if end - j > _MAX_POSTMARK or not is_postmark(bytes(buf[j:end])):
+                # Python's mailbox would split here and mutt would not; keep the line, but an
+                # unquoted "From " line is what two run-together messages look like.
+                self.suspect = True
                 scan = j
                 continue
-            # A real separator: the message ends before the blank line.
+            # A real separator: the message ends before the blank line, or, when the writer left
+            # none (mutt and Python's mailbox both split there too), at the postmark itself.
+            if not blank:
+                self.suspect = True
             content_end = i + 1 - blank
             self.seps += 1  # in auto mode, a second postmark is what makes the input an mbox
             content = _copy(buf, msg_start, content_end)
             if self.seps > 1 or starts_with_from or content.strip():
                 yield from self._emit(content)  # (a blank preamble before the first one is not)
+            self.suspect = not blank  # the next message's start is as uncertain as this end
             del buf[: end + 1]
             msg_start = scan = 0
         yield from self._finish(msg_start, starts_with_from)
@@ -178,10 +191,12 @@ class _Splitter:
         if size > self.limit:
             yield SourceProblem(name, "too-large", f"{size} bytes > limit {self.limit}; skipped")
             return
+        suspect, self.suspect = self.suspect, False
         if not content:
             yield SourceProblem(name, "empty-message", "nothing between two From lines")
             return
-        yield RawMessage(unquote_mboxrd(content) if self.unquote else content, name)
+        data = unquote_mboxrd(content) if self.unquote else content
+        yield RawMessage(data, name, defects=(SUSPECTED_MERGE,) if suspect else ())
 
     def _finish(
         self, msg_start: int, starts_with_from: bool

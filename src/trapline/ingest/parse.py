@@ -131,7 +131,7 @@ def _prepare(raw: RawMessage, mid: str | None = None) -> _Prepared | Quarantined
     ``mid`` is the message's id when the caller has hashed it already.
     """
     data = raw.data
-    defects: list[str] = []
+    defects: list[str] = list(raw.defects)
     if data.startswith(b"From "):
         # mbox "From sender date" postmark (RFC 4155): not a header; the id still hashes it.
         cut = data.find(b"\n")

@@ -30,7 +30,7 @@ _worker_fingerprint = False
 
 
 def _reduce_raw(raw: RawMessage) -> tuple[Any, ...]:
-    return (RawMessage, (raw.data, raw.source, raw.envelope))
+    return (RawMessage, (raw.data, raw.source, raw.envelope, raw.defects))
 
 
 # Chunks of raw messages cross the pipe pickled. A frozen slots dataclass pickles through the
