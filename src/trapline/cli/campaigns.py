@@ -11,18 +11,19 @@ from typing import Any
 from urllib.parse import unquote
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from trapline.cli.common import (
     AppContext,
     check_window,
+    console,
     echo_json,
     hint,
     json_option,
     label_option,
     open_existing,
     pass_app,
+    safe,
 )
 from trapline.errors import UsageError
 from trapline.store.duckdb import Store
@@ -44,8 +45,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value[:3]) + (" ..." if len(value) > 3 else "")
-    return "" if value is None else str(value)
+        return safe(", ".join(str(v) for v in value[:3]) + (" ..." if len(value) > 3 else ""))
+    return safe(value)
 
 
 @click.group("analyze")
@@ -176,9 +177,10 @@ def campaigns_cmd(
     for r in rows:
         subject = " ".join(str((r["subjects"] or [""])[0]).split())
         table.add_row(
-            r["id"], str(r["size"]), _day(r["first_seen"]), str(r["n_origin_ips"]), subject
-        )
-    Console().print(table)
+            safe(r["id"]), str(r["size"]), _day(r["first_seen"]), str(r["n_origin_ips"]),
+            safe(subject),
+        )  # fmt: skip
+    console().print(table)
 
 
 @click.command("campaign")
@@ -204,12 +206,13 @@ def campaign_cmd(app: AppContext, ident: str, as_json: bool) -> None:
         click.echo(f"{key:>15}: {_fmt(detail[key])}")
     click.echo("       subjects:")
     for subject in detail["subjects"] or ["(none)"]:
-        click.echo(f"                 {' '.join(str(subject).split())}")
+        click.echo(f"                 {safe(' '.join(str(subject).split()))}")
     click.echo("  url templates: (<d> digits, <h> hex id, <a> random letters, name# name+number)")
     for template in detail["url_templates"] or ["(none)"]:
-        click.echo(f"                 {unquote(str(template))}")
+        click.echo(f"                 {safe(unquote(str(template)))}")
     click.echo(
-        "        per day: " + ", ".join(f"{d['day']}={d['messages']}" for d in detail["per_day"])
+        "        per day: "
+        + safe(", ".join(f"{d['day']}={d['messages']}" for d in detail["per_day"]))
     )
 
 
@@ -242,10 +245,10 @@ def botnets_cmd(app: AppContext, top: int, as_json: bool) -> None:
     table = Table("id", "campaigns", "hosts", "messages", "first seen", "last seen", "families")
     for r in rows:
         table.add_row(
-            r["id"], str(r["n_campaigns"]), str(r["n_hosts"]), str(r["messages"]),
+            safe(r["id"]), str(r["n_campaigns"]), str(r["n_hosts"]), str(r["messages"]),
             _fmt(r["first_seen"]), _fmt(r["last_seen"]), _fmt(r["families"]),
         )  # fmt: skip
-    Console().print(table)
+    console().print(table)
 
 
 commands: list[click.Command] = [analyze, campaigns_cmd, campaign_cmd, botnets_cmd]

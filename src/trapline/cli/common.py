@@ -6,6 +6,7 @@ Commands stay thin: parse options, call one library function, render with these 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from trapline.config import Config
 
@@ -55,9 +57,50 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# Characters that steer a terminal rather than show: C0 and C1 controls (ESC, CSI as U+009B),
+# DEL, bidi overrides and isolates (text that reads differently than it sorts), line separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# The same minus what json.dumps already escapes (C0, as \uXXXX).
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: Any) -> str:
+    """``value`` as one line of inert text for a terminal: every control character (ESC, CSI,
+    newline, bidi override, ...) written as a visible escape such as ``\\x1b``.
+
+    Everything printed from the store is attacker-controlled (subjects, HELO names, user
+    agents, paths): renderers pass each value through this and print with ``console()``, whose
+    markup is off, so ``[link=...]`` stays text as well.
+    """
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNSAFE.sub(_visible, text)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A Rich console for store data: no markup, no emoji codes, no highlighting; when piped,
+    wide enough not to fold table rows."""
+    con = Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    if not con.is_terminal:
+        con = Console(
+            stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True, width=200
+        )
+    return con
+
+
 def to_json(value: Any) -> str:
-    """JSON text with datetimes as ISO-8601 UTC (naive datetimes are UTC by convention)."""
-    return json.dumps(value, default=_default, ensure_ascii=False, indent=2)
+    """JSON text with datetimes as ISO-8601 UTC (naive datetimes are UTC by convention).
+
+    Terminal control characters json.dumps leaves raw (C1, bidi) are written as ``\\uXXXX``.
+    """
+    text = json.dumps(value, default=_default, ensure_ascii=False, indent=2)
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def echo_json(value: Any) -> None:

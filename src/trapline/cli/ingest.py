@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,23 +21,23 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from trapline.cli.common import (
     AppContext,
+    console,
     echo_json,
     ingest_label_option,
     json_option,
     label_option,
     pass_app,
+    safe,
     to_json,
 )
 from trapline.pipeline.run import IngestSummary, ingest
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-_out = Console(highlight=False, soft_wrap=True)
-# Piped output has no width; rich would assume 80 columns and fold every hop table row.
-if not _out.is_terminal:
-    _out = Console(highlight=False, soft_wrap=True, width=200)
+_err = console(stderr=True)
+_out = console()
 
 
 class _Bar:
@@ -90,15 +89,15 @@ def _note(app: AppContext) -> Callable[[str], None]:
         # --quiet silences notes too; problems still count in the summary line and the store
         # (quarantine), so nothing is lost, only not narrated.
         if not app.quiet:
-            _err.print(f"[yellow]note:[/] {text}", markup=True, highlight=False)
+            _err.print(Text.assemble(("note:", "yellow"), " ", safe(text)))
 
     return note
 
 
 def _summary(summary: IngestSummary) -> None:
-    _err.print(summary.line(), markup=False)
+    _err.print(summary.line())
     for line in summary.stage_notes:
-        _err.print(line, markup=False)
+        _err.print(safe(line))
 
 
 @click.command("ingest")
@@ -174,7 +173,6 @@ def ingest_cmd(
             "error: no message could be read from the given paths"
             + (f" ({summary.problems} source problems above)" if summary.problems else "")
             + "; check the paths and formats (`trapline stats` lists the problems)",
-            markup=False,
         )
         sys.exit(1)
 
@@ -206,20 +204,19 @@ def stats_cmd(app: AppContext, as_json: bool, label: str) -> None:
         render_stats(report)
 
 
-def render_stats(report: dict[str, Any], *, console: Console | None = None) -> None:
+def render_stats(report: dict[str, Any]) -> None:
     """The text form of ``stats`` (also used by ``demo``)."""
-    out = console or _out
+    out = _out
     out.print(
         f"seen {report['seen']:,}  messages {report['messages']:,}  quarantined "
-        f"{report['quarantined']:,} ({report['source_problems']:,} source problems)",
-        markup=False,
+        f"{report['quarantined']:,} ({report['source_problems']:,} source problems)"
     )
     labels = report.get("labels") or {}
     if labels:
-        shown = ", ".join(f"{n:,} {name}" for name, n in labels.items())
-        which = "every label" if report["label"] == "all" else f"label {report['label']}"
-        out.print(f"labels {shown}; below: {which} ({report['counted']:,})", markup=False)
-    out.print(f"received {report['first_received']} .. {report['last_received']}", markup=False)
+        shown = ", ".join(f"{n:,} {safe(name)}" for name, n in labels.items())
+        which = "every label" if report["label"] == "all" else f"label {safe(report['label'])}"
+        out.print(f"labels {shown}; below: {which} ({report['counted']:,})")
+    out.print(f"received {safe(report['first_received'])} .. {safe(report['last_received'])}")
     for title, key, cols in (
         ("top origin networks", "top_origin_networks", ("network", "name", "messages", "ips")),
         ("top subjects", "top_subjects", ("subject", "messages")),
@@ -241,10 +238,10 @@ def render_stats(report: dict[str, Any], *, console: Console | None = None) -> N
                 no_wrap=wide,
             )
         for row in rows[:10]:
-            table.add_row(*("" if row.get(c) is None else str(row[c]) for c in cols))
+            table.add_row(*(safe(row.get(c)) for c in cols))
         out.print(table)
         if len(rows) > 10:
-            out.print(f"… {len(rows) - 10} more (--json has all)", markup=False)
+            out.print(f"… {len(rows) - 10} more (--json has all)")
 
 
 @click.command("show")
@@ -283,24 +280,21 @@ def render_message(view: dict[str, Any]) -> None:
         "id", "status", "label", "source", "size", "received_at", "received_at_source", "subject",
     ):  # fmt: skip
         if key in view:
-            out.print(f"{key:<{w}}{view[key]}", markup=False)
+            out.print(f"{key:<{w}}{safe(view[key])}")
     if view["status"] != "parsed":
-        out.print(f"{'quarantine':<{w}}{to_json(view.get('quarantine'))}", markup=False)
+        out.print(f"{'quarantine':<{w}}{safe(to_json(view.get('quarantine')))}")
         return
     sender = view["from"]
-    out.print(f"{'from':<{w}}{sender['name'] or ''} <{sender['addr'] or ''}>", markup=False)
+    out.print(f"{'from':<{w}}{safe(sender['name'])} <{safe(sender['addr'])}>")
     hop = f"  (hop {view['origin_hop']})" if view["origin_ip"] else ""
-    out.print(f"{'origin_ip':<{w}}{view['origin_ip'] or '-'}{hop}", markup=False)
+    out.print(f"{'origin_ip':<{w}}{safe(view['origin_ip'] or '-')}{hop}")
     if view.get("origin_asn") is not None:
-        name = view.get("origin_as_name") or "name unknown"
-        out.print(f"{'origin_network':<{w}}AS{view['origin_asn']} {name}", markup=False)
-        out.print(f"{'origin_prefix':<{w}}{view.get('origin_prefix') or '-'}", markup=False)
-        out.print(f"{'routing_snapshot':<{w}}{view.get('routing_snapshot') or '-'}", markup=False)
+        name = safe(view.get("origin_as_name") or "name unknown")
+        out.print(f"{'origin_network':<{w}}AS{view['origin_asn']} {name}")
+        out.print(f"{'origin_prefix':<{w}}{safe(view.get('origin_prefix') or '-')}")
+        out.print(f"{'routing_snapshot':<{w}}{safe(view.get('routing_snapshot') or '-')}")
     elif view["origin_ip"]:
-        out.print(
-            f"{'origin_network':<{w}}not mapped (`trapline routing import FILE` maps it)",
-            markup=False,
-        )
+        out.print(f"{'origin_network':<{w}}not mapped (`trapline routing import FILE` maps it)")
     table = Table(title="Received hops (0 = top)", title_justify="left", show_edge=False)
     for col in ("", "#", "from_ip", "from_rdns", "from_helo", "by_host", "timestamp", "trusted"):
         # Fold rather than truncate: an IPv6 address or a forged HELO cut to "…" is useless.
@@ -309,23 +303,20 @@ def render_message(view: dict[str, Any]) -> None:
         table.add_row(
             "origin →" if hop["origin"] else "",
             str(hop["index"]),
-            *(
-                str(hop[k] or "")
-                for k in ("from_ip", "from_rdns", "from_helo", "by_host", "timestamp")
-            ),
+            *(safe(hop[k]) for k in ("from_ip", "from_rdns", "from_helo", "by_host", "timestamp")),
             "yes" if hop["trusted"] else "",
         )
     out.print(table)
     for url in view["urls"][:50]:
         flag = "  (obfuscated)" if url["obfuscated"] else ""
-        out.print(f"{'url':<{w}}{url['url']}{flag}", markup=False)
+        out.print(f"{'url':<{w}}{safe(url['url'])}{flag}")
     if len(view["urls"]) > 50:
-        out.print(f"{'':<{w}}… {len(view['urls']) - 50} more (--json has all)", markup=False)
+        out.print(f"{'':<{w}}… {len(view['urls']) - 50} more (--json has all)")
     for att in view["attachments"]:
         text = f"{att['filename']} {att['content_type']} {att['size']} B {att['sha256']}"
-        out.print(f"{'attachment':<{w}}{text}", markup=False)
+        out.print(f"{'attachment':<{w}}{safe(text)}")
     if view["defects"]:
-        out.print(f"{'defects':<{w}}{', '.join(view['defects'])}", markup=False)
+        out.print(f"{'defects':<{w}}{safe(', '.join(view['defects']))}")
 
 
 @click.command("query")
@@ -359,16 +350,16 @@ def query_cmd(app: AppContext, sql: str, as_json: bool, limit: int | None, all_r
         return
     table = Table(show_edge=False)
     for col in result["columns"]:
-        table.add_column(str(col), overflow="fold")
+        table.add_column(safe(col), overflow="fold")
     for row in result["rows"]:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(safe(v) for v in row))
     _out.print(table)
     # The count goes with the table (same stream), so a pager or a file shows both.
     shown, total = len(result["rows"]), result["total"]
     if shown < total:
-        _out.print(f"{shown:,} of {total:,} rows shown (--limit N or --all for more)", markup=False)
+        _out.print(f"{shown:,} of {total:,} rows shown (--limit N or --all for more)")
     else:
-        _out.print(f"{total:,} row{'' if total == 1 else 's'}", markup=False)
+        _out.print(f"{total:,} row{'' if total == 1 else 's'}")
 
 
 @click.command("demo")
@@ -383,11 +374,11 @@ def demo_cmd(app: AppContext) -> None:
     with _progress(app) as on_progress:
         result = run_demo(app.settings, on_progress=on_progress, on_note=_note(app))
     for label, summary in result["summaries"]:
-        _err.print(f"{label}: ", end="", markup=False)
+        _err.print(f"{safe(label)}: ", end="")
         _summary(summary)
     for line in result["notes"]:
-        _err.print(line, markup=False)
-    _out.print(f"store: {Path(app.data_dir) / 'trapline.duckdb'}", markup=False)
+        _err.print(safe(line))
+    _out.print(f"store: {safe(Path(app.data_dir) / 'trapline.duckdb')}")
     render_stats(result["stats"])
     render_demo_findings(result, app.data_dir)
 
@@ -495,9 +486,9 @@ def reparse_cmd(
         except KeyboardInterrupt:
             _err.print("interrupted: run `trapline ingest` with no new files, or reparse again")
             sys.exit(130)
-    _err.print(result.line(), markup=False)
+    _err.print(safe(result.line()))
     for line in result.ingest.stage_notes:
-        _err.print(line, markup=False)
+        _err.print(safe(line))
 
 
 commands: list[click.Command] = [ingest_cmd, reparse_cmd, stats_cmd, show_cmd, query_cmd, demo_cmd]

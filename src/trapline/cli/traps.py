@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from trapline.cli.common import AppContext, echo_json, json_option, pass_app
+from trapline.cli.common import AppContext, echo_json, json_option, pass_app, safe
 
 
 @click.command()
@@ -147,7 +147,7 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
             delay = "-" if h["first_spam_delay_s"] is None else f"{h['first_spam_delay_s']:.0f}s"
             asn = f" AS{h['asn']}" if h.get("asn") else ""
             click.echo(
-                f"{h['ip']:<40} visits={h['visits']:<5} addresses={h['addresses']:<4} "
+                f"{safe(h['ip']):<40} visits={h['visits']:<5} addresses={h['addresses']:<4} "
                 f"messages={h['messages']:<6} first-spam={delay}{asn}"
             )
         return
@@ -162,7 +162,10 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
     for v in rows:
         flag = " ignored-robots" if v["ignored_robots"] else ""
         when = str(v["visited_at"])[:19]
-        click.echo(f"{v['id']:<10} {when:<19} {v['ip']:<16} {v['path']:<20} {v['address']}{flag}")
+        click.echo(
+            f"{v['id']:<10} {when:<19} {safe(v['ip']):<16} {safe(v['path']):<20} "
+            f"{safe(v['address'])}{flag}"
+        )
 
 
 @click.group()
@@ -191,19 +194,22 @@ def address_decode(app: AppContext, addr: str, as_json: bool) -> None:
     if as_json:
         echo_json(report)
     elif not report["valid"]:
-        click.echo(f"{report['address']}: not a trap address we issued ({report['reason']})")
+        click.echo(f"{safe(report['address'])}: not a trap address we issued ({report['reason']})")
     else:
-        click.echo(f"{report['address']}: visit {report['visit_id']} ({report['style']} style)")
+        click.echo(
+            f"{safe(report['address'])}: visit {report['visit_id']} ({report['style']} style)"
+        )
         if report["store"] == "ok":
             click.echo(
-                f"  visited {report['visited_at']} from {report['ip']} path {report['path']}"
+                f"  visited {report['visited_at']} from {safe(report['ip'])} "
+                f"path {safe(report['path'])}"
             )
-            click.echo(f"  user agent: {report['user_agent']}")
+            click.echo(f"  user agent: {safe(report['user_agent'])}")
             click.echo(f"  messages received: {report['messages']}")
         elif report["store"] == "locked":
             click.echo("  (visit details unavailable: `trapline serve` holds the store)")
         else:
-            click.echo(f"  (visit details unavailable: {report['store']})")
+            click.echo(f"  (visit details unavailable: {safe(report['store'])})")
     if not report["valid"]:
         sys.exit(1)
 

@@ -16,6 +16,7 @@ from trapline.errors import QueryError
 from trapline.store.labels import ALL, SPAM, label_filter
 from trapline.store.raw import resolve_id
 from trapline.store.routing import names_on
+from trapline.store.sandbox import read_statement, sandbox
 
 
 def iso(value: datetime | None) -> str | None:
@@ -239,10 +240,12 @@ def _name_then(con: duckdb.DuckDBPyConnection, asn: int | None, when: str | None
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) -> dict[str, Any]:
-    """Run one SQL statement; ``{"columns": [...], "rows": [[...], ...], "total": n}`` with
-    JSON-ready values: at most ``limit`` rows converted (None: all), ``total`` counts them all."""
+    """Run one read statement in the sandbox (``store/sandbox.py``); ``{"columns": [...],
+    "rows": [[...], ...], "total": n}`` with JSON-ready values: at most ``limit`` rows converted
+    (None: all), ``total`` counts them all. ``con`` must be opened for this alone."""
+    statement = read_statement(sandbox(con), sql)
     try:
-        cur = con.execute(sql)
+        cur = con.execute(statement)
         names = [d[0] for d in cur.description or []]
         if not names:
             return {"columns": [], "rows": [], "total": 0}
