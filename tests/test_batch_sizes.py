@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import shared
 from trapline.config import DEFAULTS
-from trapline.pipeline import ingest
+from trapline.pipeline.run import ingest
 from trapline.store.duckdb import open_store
 
 N_PLAIN, N_SPAM = 60, 30

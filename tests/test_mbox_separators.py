@@ -17,7 +17,7 @@ from trapline.config import DEFAULTS
 from trapline.ingest.mbox import SUSPECTED_MERGE, split_mbox
 from trapline.ingest.sources import SourceReader
 from trapline.model import RawMessage
-from trapline.pipeline import ingest
+from trapline.pipeline.run import ingest
 from trapline.store.duckdb import open_store
 
 POSTMARK = b"From phisher@example.net Mon Jan  3 10:00:00 2005\n"
