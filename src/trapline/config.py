@@ -119,6 +119,10 @@ DEFAULTS: dict[str, Any] = {
     "smtp_tls_cert": "",  # PEM certificate: offer STARTTLS (bots that use it are fingerprinted)
     "smtp_tls_key": "",  # PEM private key for smtp_tls_cert (if not inside the cert file)
     "serve_modules": [],  # extra modules that register_service() for `trapline serve`
+    # hardening: input sources
+    # Read symlinks whose target lies outside the directory given (off: a Maildir entry linked
+    # to /etc/shadow is a source problem, not a message).
+    "follow_symlinks": False,
     # exports (docs/exports.md)
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address

@@ -122,6 +122,12 @@ def _summary(summary: IngestSummary) -> None:
     default=None,
     help="Messages per write transaction [2000].",
 )
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    default=None,
+    help="Read symlinks that point out of the folders given (default: a source problem).",
+)
 @pass_app
 def ingest_cmd(
     app: AppContext,
@@ -130,6 +136,7 @@ def ingest_cmd(
     label: str | None,
     workers: int | None,
     batch_size: int | None,
+    follow_symlinks: bool | None,
 ) -> None:
     """Store mail (mbox, Maildir, .eml, folders, .gz/.bz2/.xz/.zst, - for stdin) and parse it.
 
@@ -150,9 +157,12 @@ def ingest_cmd(
     stdin = sys.stdin.buffer if "-" in paths else None
     with _progress(app) as on_progress:
         try:
+            settings = app.settings
+            if follow_symlinks:
+                settings = {**settings, "follow_symlinks": True}
             summary = ingest(
                 paths,
-                settings=app.settings,
+                settings=settings,
                 trust=trust,
                 workers=workers,
                 batch_size=batch_size,

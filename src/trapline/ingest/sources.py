@@ -30,14 +30,21 @@ A message bigger than ``max_message_bytes`` (default 64 MiB: real mail is far sm
 bigger is junk or an attack on memory) becomes ``SourceProblem("too-large")`` and reading goes on
 with the next message. ``unquote=False`` keeps mbox items exactly as stored (no mboxrd unquoting).
 
+Symbolic links met while walking a directory are read only when their target stays inside the
+directory given (``follow_symlinks`` reads the others too); a link out of the tree, a dangling
+link, a link loop, and a fifo, socket or device inside a directory are problems. A path named
+on the command line is read as named (a fifo such as ``<(zcat x)`` included), except a device.
+
 Problem reasons: ``unreadable``, ``vanished``, ``read-error``, ``empty-file``, ``empty-message``,
-``too-large``, ``truncated-archive``, ``corrupt-archive``, ``unsupported-archive``.
+``too-large``, ``truncated-archive``, ``corrupt-archive``, ``unsupported-archive``,
+``symlink-outside``, ``dangling-symlink``, ``symlink-loop``, ``not-a-file``.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -87,8 +94,10 @@ class SourceReader:
         stdin: IO[bytes] | None = None,
         unquote: bool = True,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        follow_symlinks: bool = False,
     ) -> None:
         self._stdin = stdin
+        self._follow = follow_symlinks
         self._unquote = unquote
         self._limit = max_message_bytes
         self._paths: list[str | None] = []  # None stands for stdin
@@ -135,7 +144,10 @@ class SourceReader:
             if path is None:
                 yield None
             elif os.path.isdir(path):
-                yield from walk(path, skipped)
+                yield from walk(path, skipped, follow_symlinks=self._follow)
+            elif _is_device(path):
+                # Named, but /dev/zero would never end; a fifo (<(zcat x)) is fine.
+                yield SourceProblem(path, "not-a-file", "a device, not a file of mail")
             else:
                 yield file_entry(path)
 
@@ -247,6 +259,14 @@ def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessag
         yield SourceProblem(name, "too-large", f"{size} bytes > limit {limit}; skipped")
     else:
         yield RawMessage(parts[0] if len(parts) == 1 else b"".join(parts), name)
+
+
+def _is_device(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _is_terminal(stream: IO[bytes] | IO[str] | None) -> bool:

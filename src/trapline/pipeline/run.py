@@ -236,7 +236,9 @@ def ingest(
         raise UsageError("--batch-size must be at least 1")
     # Several chunks per batch keep both workers busy while the main process archives the next.
     chunk = max(25, min(500, size // (2 * n_workers)))
-    reader = SourceReader([str(p) for p in paths], stdin=stdin)
+    reader = SourceReader(
+        [str(p) for p in paths], stdin=stdin, follow_symlinks=bool(settings.get("follow_symlinks"))
+    )
     core = IngestCore(settings, note, trust=trust, label=label)
     stages = core.stages
     pool = start_pool(n_workers, core.trust, fingerprint=core.fingerprint)
