@@ -11,6 +11,7 @@ McColo were.
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -361,27 +362,52 @@ def _intro(d: Dossier) -> list[str]:
     ]
 
 
+# Characters that start inline Markdown (emphasis, code, links, autolinks, raw HTML, entities,
+# table cells, strikethrough); a backslash makes each literal (CommonMark §2.4).
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>&|~!#])")
+# What starts a block at the beginning of a line: a list, a quote, a setext underline.
+_MD_LINE_START = re.compile(r"^([-+=]|\d+(?=[.)]))")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as inert Markdown text on one line: no markup, no raw HTML, no link."""
+    text = " ".join(str(value).split())  # newlines would start new blocks
+    text = _MD_INLINE.sub(r"\\\1", text)
+    # "-" -> "\-", "1." -> "1\." (a backslash before a digit would show).
+    return _MD_LINE_START.sub(
+        lambda m: m.group(1) + "\\" if m.group(1).isdigit() else "\\" + m.group(1), text
+    )
+
+
+def md_code_block(text: str) -> list[str]:
+    """``text`` as a fenced code block that nothing inside it can close (CommonMark §4.5: the
+    fence is longer than any backtick run in the text)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
 def render_markdown(d: Dossier) -> str:
-    out = [f"# Evidence dossier: {d.title}", "", *(f"{line}  " for line in _intro(d)), ""]
+    """The dossier as Markdown; every value from the store goes through ``md_text`` or
+    ``md_code_block``, so a renderer shows it as text whatever it holds."""
+    out = [f"# Evidence dossier: {md_text(d.title)}", "", *(f"{md_text(ln)}  " for ln in _intro(d))]
+    out.append("")
     for title, cols, rows, note in _sections(d):
         out += [f"## {title}", ""]
         if note:
-            out += [note, ""]
+            out += [md_text(note), ""]
         if rows:
-            cell = lambda v: v.replace("|", "\\|").replace("\n", " ")  # noqa: E731
             out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+            out += ["| " + " | ".join(md_text(v) for v in r) + " |" for r in rows]
             out.append("")
     out += ["## Sample message headers", ""]
     for mid, received, why, prefix, snap, headers in d.samples:
         out += [
-            f"### {mid}",
+            f"### {md_text(mid)}",
             "",
-            f"received {_fmt(received)}; {why} ({prefix}, {snap})",
+            md_text(f"received {_fmt(received)}; {why} ({prefix}, {snap})"),
             "",
-            "```",
-            headers,
-            "```",
+            *md_code_block(headers),
             "",
         ]
     if not d.samples:
