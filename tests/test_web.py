@@ -95,13 +95,16 @@ def test_pages_embed_the_visit_address_in_five_hiding_styles(
     assert len(plain) == 1
     address = plain.pop()
     assert addresses.decode(address, SECRET, [TRAP]).valid
+    look = web.site.look
     assert f'<a href="mailto:{address}">' in page  # 1 plain mailto
-    assert f"<!-- webmaster: {address} -->" in page  # 2 HTML comment
-    assert re.search(rf'style="display:none">{re.escape(address)}</a>', page)  # 3 CSS-hidden
+    assert f"<!-- {look.comment_for(address)} -->" in page  # 2 HTML comment
+    hidden = f'<a class="{look.hidden_class}" href="mailto:{address}">{address}</a>'
+    assert hidden in page and f".{look.hidden_class} {{ {look.hide_css} }}" in page  # 3 CSS
     entity = "".join(f"&#{ord(c)};" for c in address)
     assert entity in page and html.unescape(entity) == address  # 4 entity-encoded
     local, _, domain = address.partition("@")
-    assert f'var u = "{local}", d = "{domain}"; document.write(' in page  # 5 JS-written
+    u, d = look.js_names
+    assert f'var {u} = "{local}", {d} = "{domain}"; document.write(' in page  # 5 JS-written
     assert '<meta name="robots" content="noindex, nofollow, noarchive">' in page
 
 
@@ -162,12 +165,14 @@ def test_client_ip_pure() -> None:
 def test_guestbook_posts_are_logged_as_comment_spam(web_server: Callable[..., Web]) -> None:
     web = web_server()
     form_page = httpx.get(f"{web.base}/guestbook/").text
-    visit_id = re.search(r'name="v" value="(v\d+)"', form_page)[1]  # type: ignore[index]
+    field = web.site.look.token_field
+    token = re.search(rf'name="{field}" value="([^"]+)"', form_page)[1]  # type: ignore[index]
+    visit_id = token.partition(".")[0]
     body = "Great site! Buy cheap meds at http://pills.example.biz/buy?id=7 and https://casino.example/x"
     got = httpx.post(
         f"{web.base}/guestbook/",
         data={
-            "v": visit_id,
+            field: token,
             "name": "Best Pharmacy",
             "email": "x@spam.example",
             "url": "http://spam.example",
@@ -214,12 +219,12 @@ def test_sensors_get_addresses_and_see_only_their_own_visits(
         sensor_lookup=sensors.lookup, sensor_visits=sensors.visits, issuer=VisitIssuer(100)
     )
     api = f"{web.base}/api/sensor/v1"
-    assert httpx.post(f"{api}/address", json={"ip": "1.2.3.4"}).status_code == 401
+    assert httpx.post(f"{api}/address", json={"ip": "1.2.3.4"}).status_code == 404
     assert (
         httpx.post(
             f"{api}/address", json={"ip": "1.2.3.4"}, headers={"authorization": "Bearer nope"}
         ).status_code
-        == 401
+        == 404
     )
     given = {}
     for key, ip in ((key1, "198.51.100.7"), (key2, "203.0.113.8"), (key1, "198.51.100.9")):
@@ -253,7 +258,7 @@ def test_sensors_get_addresses_and_see_only_their_own_visits(
         (s2, "203.0.113.8"),
         (s1, "198.51.100.9"),
     ]
-    assert httpx.get(f"{api}/visits").status_code == 401
+    assert httpx.get(f"{api}/visits").status_code == 404
     sensors.close()
 
 
@@ -266,3 +271,92 @@ def test_visit_numbers_are_never_reissued_after_a_crash(tmp_path: Path) -> None:
     again = VisitIssuer(4, reserve_path=path, block=10)
     assert again.next() == 20  # resumes after the durable reservation, not at the store's max
     assert VisitIssuer(50, reserve_path=path, block=10).next() == 50  # the store can be ahead too
+
+
+# --- nothing a visitor reaches gives the trap away ------------------------------------------
+
+
+def _everything_a_visitor_sees(web: Web) -> list[httpx.Response]:
+    """Every page, robots.txt, the sensor API without a key (each method), unknown paths."""
+    got = [httpx.get(web.base + path) for path in ("/", "/contact/", "/staff/", "/guestbook/")]
+    got += [httpx.get(f"{web.base}/members/archive/"), httpx.get(f"{web.base}/robots.txt")]
+    got += [httpx.post(f"{web.base}/guestbook/", data={"body": "hello"})]
+    for path in ("/api/sensor/v1/visits", "/api/sensor/v1/address", "/api/", "/nope"):
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            got.append(httpx.request(method, web.base + path))
+    return got
+
+
+def test_nothing_reachable_names_the_tool_or_its_api(web_server: Callable[..., Web]) -> None:
+    web = web_server()
+    responses = _everything_a_visitor_sees(web)
+    not_found = httpx.get(f"{web.base}/nope")
+    for r in responses:
+        text = (r.text + " ".join(f"{k}: {v}" for k, v in r.headers.items())).lower()
+        assert "trapline" not in text and "sensor" not in text and "uvicorn" not in text
+        assert 'class="hp"' not in text and "anti-spam" not in text
+        if r.url.path.startswith("/api/"):  # the API without a key is any unknown path
+            assert (r.status_code, r.text) == (not_found.status_code, not_found.text)
+
+
+def _skeleton(page: str, address: str) -> str:
+    """A page with this visit's address (and its parts, entity forms) blanked out."""
+    local, _, domain = address.partition("@")
+    for text in (address, local, domain, "mailto:" + address):
+        page = page.replace("".join(f"&#{ord(c)};" for c in text), "")
+        page = page.replace(text, "")
+    return page
+
+
+def test_two_sites_share_no_markup_fingerprint(web_server: Callable[..., Web]) -> None:
+    """Sites with other secrets: other theme, classes, hiding CSS, comment, script names and
+    order of the styles; one site is stable from view to view."""
+    pages: list[str] = []
+    for secret in (bytes(range(32)), bytes(range(1, 33)), b"\x07" * 32):
+        site = TrapSite(secret=secret, trap_domains=[TRAP], spool=None)  # type: ignore[arg-type]
+        visit = {"address": addresses.encode(5, secret, TRAP), "id": "v5"}
+        pages.append(_skeleton(site.render("staff.html", visit), visit["address"]))
+    assert len(set(pages)) == 3
+    looks = [
+        TrapSite(secret=s, trap_domains=[TRAP], spool=None).look for s in (b"a" * 32, b"b" * 32)
+    ]  # type: ignore[arg-type]
+    a, b = looks
+    assert {a.hidden_class, a.plain_class, a.entity_class}.isdisjoint(
+        {b.hidden_class, b.plain_class, b.entity_class}
+    )
+    web = web_server()
+    first, second = (httpx.get(f"{web.base}/staff/").text for _ in range(2))
+    addr1, addr2 = (_addresses_in(p).pop() for p in (first, second))
+    assert addr1 != addr2 and _skeleton(first, addr1) == _skeleton(second, addr2)
+
+
+def test_themes_differ_across_many_secrets() -> None:
+    from trapline.traps.look import THEMES, site_look
+
+    looks = [site_look(bytes([i]) * 32) for i in range(60)]
+    assert {lk.site_name for lk in looks} == {t[0] for t in THEMES}
+    assert len({(lk.hidden_class, lk.order, lk.comment, lk.hide_css) for lk in looks}) == 60
+    assert site_look(b"x" * 32, "St Mary's Parish").site_name == "St Mary's Parish"
+
+
+def test_guestbook_takes_the_visit_from_the_server_not_the_client(
+    web_server: Callable[..., Web],
+) -> None:
+    web = web_server()
+    field = web.site.look.token_field
+    form = httpx.get(f"{web.base}/guestbook/").text
+    token = re.search(rf'name="{field}" value="([^"]+)"', form)[1]  # type: ignore[index]
+    shown = token.partition(".")[0]
+    forged = [
+        {"v": "v999"},  # the old client field
+        {field: "v999"},  # no MAC
+        {field: "v999." + token.partition(".")[2]},  # another visit with this visit's MAC
+        {field: token + "0"},
+    ]
+    for extra in [*forged, {field: token}]:
+        httpx.post(f"{web.base}/guestbook/", data={"body": "spam http://x.example/", **extra})
+    comments = [c.fields for c in web.records("comment", len(forged) + 1)]
+    visits = {v.fields["id"] for v in web.records("visit", 2 + len(forged))}
+    assert all(c["visit_id"] in visits for c in comments)
+    assert all(c["visit_id"] != "v999" for c in comments)
+    assert [c["visit_id"] == shown for c in comments] == [False] * len(forged) + [True]

@@ -115,7 +115,7 @@ DEFAULTS: dict[str, Any] = {
     "smtp_hostname": "mx.traps.example.org",  # name in the banner and our Received: line
     "spool_dir": "",  # default <data_dir>/spool
     "trap_templates_dir": "",  # folder of page templates overriding the packaged set
-    "http_site_name": "Riverside Community Garden",  # shown by the default honeypot pages
+    "http_site_name": "",  # the honeypot's name; "" = one of several themes, chosen per site
     "smtp_tls_cert": "",  # PEM certificate: offer STARTTLS (bots that use it are fingerprinted)
     "smtp_tls_key": "",  # PEM private key for smtp_tls_cert (if not inside the cert file)
     "serve_modules": [],  # extra modules that register_service() for `trapline serve`

@@ -200,7 +200,7 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
             reserve_path=Path(str(s["data_dir"])) / "visit-numbers.reserved",
         ),
         trusted_proxies=list(s.get("trusted_proxies") or []),
-        site_name=str(s.get("http_site_name") or "Riverside Community Garden"),
+        site_name=str(s.get("http_site_name") or ""),
         templates_dir=str(s.get("trap_templates_dir") or "") or None,
         sensor_lookup=sensors.lookup,
         sensor_visits=sensors.visits,

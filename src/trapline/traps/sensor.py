@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from trapline.errors import StoreError
@@ -61,6 +61,7 @@ class SensorSite(Protocol):
 
 
 API_PREFIX = "/api/sensor/v1"
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 MAX_BODY = 16 * 1024
 
 EMBED_PHP = """<?php
@@ -141,11 +142,9 @@ async def _sensor_of(site: SensorSite, request: Request) -> str | None:
 
 
 def _unauthorised() -> Response:
-    return JSONResponse(
-        {"error": "missing or unknown sensor key; create one with `trapline sensor add NAME`"},
-        status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    # Exactly the honeypot's own 404: a visitor without a key must not learn that an API, let
+    # alone which tool, is behind the site. (Sensor operators: a wrong key looks like this.)
+    return PlainTextResponse("Not Found", status_code=404)
 
 
 def routes(site: SensorSite) -> list[BaseRoute]:
@@ -183,9 +182,16 @@ def routes(site: SensorSite) -> list[BaseRoute]:
         rows = await run_in_threadpool(site.sensor_visits, sensor_id, limit)
         return JSONResponse(json.loads(json.dumps(rows, default=str)))
 
+    async def address_any(request: Request) -> Response:
+        return await address(request) if request.method == "POST" else _unauthorised()
+
+    async def visits_any(request: Request) -> Response:
+        return await visits(request) if request.method == "GET" else _unauthorised()
+
+    # Every method routed: a 405 for the wrong one would confirm the path exists.
     return [
-        Route(f"{API_PREFIX}/address", address, methods=["POST"]),
-        Route(f"{API_PREFIX}/visits", visits, methods=["GET"]),
+        Route(f"{API_PREFIX}/address", address_any, methods=_ANY_METHOD),
+        Route(f"{API_PREFIX}/visits", visits_any, methods=_ANY_METHOD),
     ]
 
 

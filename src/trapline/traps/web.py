@@ -35,6 +35,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from trapline.traps import addresses
+from trapline.traps.look import site_look, token_visit, visit_token
 from trapline.traps.smtp.spool import Spool, SpoolRecord
 
 # Paths only a robots-ignoring crawler reaches (linked with rel=nofollow or hidden by CSS).
@@ -154,7 +155,7 @@ class TrapSite:
     spool: Spool
     issuer: VisitIssuer = field(default_factory=VisitIssuer)
     trusted_proxies: list[str] = field(default_factory=list)
-    site_name: str = "Riverside Community Garden"
+    site_name: str = ""  # "" = the name of this site's theme (``trapline.traps.look``)
     templates_dir: str | None = None
     # Sensor key → sensor id, and one sensor's own visits (provided by the runner's store reader).
     sensor_lookup: Callable[[str], str | None] = lambda _key: None
@@ -164,6 +165,7 @@ class TrapSite:
     def __post_init__(self) -> None:
         self.env = template_env(self.templates_dir)
         self.trusted = parse_networks(self.trusted_proxies)
+        self.look = site_look(self.secret, self.site_name)
 
     # --- visits -------------------------------------------------------------------------------
 
@@ -224,12 +226,13 @@ class TrapSite:
     def render(self, template: str, visit: dict[str, Any], **extra: Any) -> str:
         local, _, domain = visit["address"].partition("@")
         return self.env.get_template(template).render(
-            site_name=self.site_name,
+            look=self.look,
+            site_name=self.look.site_name,
             year=datetime.now(UTC).year,
             address=visit["address"],
             local=local,
             domain=domain,
-            visit_id=visit["id"],
+            token=visit_token(self.secret, visit["id"]),
             **extra,
         )
 
@@ -269,12 +272,15 @@ def _comment(site: TrapSite) -> Callable[[Request], Any]:
         }
         visit = site.visit_from(request)
         text = form.get("body", "")
+        # The page view that showed the form, when the form carries our token for it; a client
+        # cannot name another visit (the token is MAC'd), so otherwise this POST's own visit.
+        shown = token_visit(site.secret, form.get(site.look.token_field, ""))
         site.spool.submit(
             SpoolRecord(
                 "comment",
                 {
                     "id": uuid.uuid4().hex,
-                    "visit_id": form.get("v") or visit["id"],
+                    "visit_id": shown or visit["id"],
                     "posted_at": visit["visited_at"],
                     "ip": visit["ip"],
                     "user_agent": visit["user_agent"],
