@@ -17,8 +17,8 @@ from markdown_it import MarkdownIt
 
 from trapline.analyze.campaigns import analyze_campaigns
 from trapline.config import load_settings
-from trapline.enrich.asn_enrich import enrich_all
 from trapline.export.dossier import md_code_block, md_text, write_dossier
+from trapline.pipeline.adapters.asn import enrich_all
 from trapline.pipeline.run import ingest
 from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
