@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,22 @@ from trapline.traps.smtp.spool import decode_segment
 TRAP = "traps.example.org"
 HARVESTER_UA = "Mozilla/4.0 (compatible; EmailSiphon 1.0)"
 ADDRESS_RE = re.compile(r"[A-Za-z0-9._%+-]+@traps\.example\.org")  # what a harvester greps for
+# 50 clients from one address (127.0.0.1): lift the per-IP limits a real trap keeps.
+LOAD_SETTINGS = {
+    "smtp_per_ip_per_minute": 1_000_000,
+    "smtp_max_sessions_per_ip": 1000,
+    "smtp_inflight_data_bytes": 50 * 10 * 1024 * 1024,  # all 50 clients in DATA at once
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    """Whatever a test does (fails, skips), every ``trapline serve`` it started is stopped."""
+    before = len(TrapProcess.started)
+    yield
+    leaked = [p for p in TrapProcess.started[before:] if p.kill_if_running()]
+    del TrapProcess.started[before:]
+    assert not leaked, f"{len(leaked)} serve processes were still running after the test"
 
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +68,7 @@ def _assert_no_outbound(proc: TrapProcess) -> None:
 
 def test_harvester_is_linked_to_the_spam_its_address_drew(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    bodies = spam_bodies(3)  # every skip condition before any process starts
     proc = TrapProcess(data, {}).start()
     try:
         base = f"http://127.0.0.1:{proc.http_port}"
@@ -61,7 +79,6 @@ def test_harvester_is_linked_to_the_spam_its_address_drew(tmp_path: Path) -> Non
         harvested = sorted(set(ADDRESS_RE.findall(page.text)))
         assert len(harvested) == 1, harvested  # one visit, one address, several hiding styles
         address = harvested[0]
-        bodies = spam_bodies(3)
         code, _ = send_one(proc.smtp_port, [address], bodies[0], helo="bulk.example.net")
         assert code == 250
         with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
@@ -193,12 +210,13 @@ def _spooled_message_ids(data: Path) -> list[str]:
 
 def test_load_50_clients_2000_messages_every_250_is_stored(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    proc = TrapProcess(data, {"smtp_per_ip_per_minute": 1_000_000}).start()
+    bodies = spam_bodies(100)
+    proc = TrapProcess(data, LOAD_SETTINGS).start()
     acked: list[str] = []
     try:
         _blast(
             proc.smtp_port,
-            spam_bodies(100),
+            bodies,
             clients=50,
             per_client=40,
             acked=acked,
@@ -216,13 +234,12 @@ def test_load_50_clients_2000_messages_every_250_is_stored(tmp_path: Path) -> No
 
 def test_sigkill_mid_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    settings = {"smtp_per_ip_per_minute": 1_000_000}
+    settings = LOAD_SETTINGS
+    bodies = spam_bodies(100)
     proc = TrapProcess(data, settings).start()
     acked: list[str] = []
     stop = threading.Event()
-    blaster = threading.Thread(
-        target=_blast, args=(proc.smtp_port, spam_bodies(100), 50, 40, acked, stop)
-    )
+    blaster = threading.Thread(target=_blast, args=(proc.smtp_port, bodies, 50, 40, acked, stop))
     blaster.start()
     deadline = time.monotonic() + 120
     while len(acked) < 600 and blaster.is_alive() and time.monotonic() < deadline:
@@ -252,8 +269,9 @@ def test_sigkill_mid_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_serve_shuts_down_cleanly_on_signals(tmp_path: Path, signame: str) -> None:
+    body = spam_bodies(1)[0]
     proc = TrapProcess(tmp_path / "data", {}).start()
-    assert send_one(proc.smtp_port, [f"x@{TRAP}"], spam_bodies(1)[0])[0] == 250
+    assert send_one(proc.smtp_port, [f"x@{TRAP}"], body)[0] == 250
     log = proc.stop(getattr(signal, signame))
     assert proc.proc is not None and proc.proc.returncode == 0, log
     assert "1 messages drained" in log

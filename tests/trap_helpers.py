@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from conftest import SHARED_DATA, shared
 
@@ -65,6 +66,16 @@ class TrapProcess:
     http_port: int = 0
     log: str = ""
 
+    started: ClassVar[list[TrapProcess]] = []  # every one started, for the leak check
+
+    def kill_if_running(self) -> bool:
+        """SIGKILL the server if it still runs (a test that failed midway); True if it did."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+        return True
+
     def start(self, timeout: float = 30.0) -> TrapProcess:
         cmd = [
             sys.executable, "-c", "from trapline.cli.main import cli; cli()",
@@ -77,6 +88,7 @@ class TrapProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        TrapProcess.started.append(self)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while not (self.smtp_port and self.http_port):

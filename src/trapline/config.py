@@ -123,6 +123,14 @@ DEFAULTS: dict[str, Any] = {
     # Read symlinks whose target lies outside the directory given (off: a Maildir entry linked
     # to /etc/shadow is a source problem, not a message).
     "follow_symlinks": False,
+    # hardening: SMTP trap limits under abuse (docs/security.md)
+    "smtp_max_sessions_per_ip": 10,  # concurrent sessions from one IP (421 beyond)
+    "smtp_max_idle_commands": 20,  # NOOP/RSET/HELP/VRFY/EXPN in a row before 421
+    "smtp_max_refused_rcpts": 20,  # relay-refused RCPTs per session before 421
+    "smtp_listen_backlog": 1024,  # pending connections the kernel queues
+    # Bytes all DATA commands in progress may reserve (each reserves smtp_max_message_bytes);
+    # beyond it DATA gets 451. Worst-case body memory is about 3x this (docs/security.md).
+    "smtp_inflight_data_bytes": 512 * 1024 * 1024,
     # exports (docs/exports.md)
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address
@@ -329,3 +337,8 @@ class SmtpLimits(SettingsView):
     per_ip_per_minute: int
     command_timeout_s: float
     data_timeout_s: float
+    max_sessions_per_ip: int
+    max_idle_commands: int
+    max_refused_rcpts: int
+    listen_backlog: int
+    inflight_data_bytes: int

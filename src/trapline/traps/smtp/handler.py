@@ -39,6 +39,7 @@ class TrapServer(Protocol):
     loop: asyncio.AbstractEventLoop
     state: RateState
     max_recipients: int
+    max_refused_rcpts: int
     per_ip_per_minute: int
 
     def event_id(self) -> str: ...
@@ -55,6 +56,7 @@ REPLY_TOO_MANY_RCPT = (
 )
 REPLY_RATE = "450 4.7.1 Too many messages from {ip}, slow down (limit {n} per minute)"
 REPLY_SPOOL_FAILED = "451 4.3.0 Local error in processing; try again later"
+REPLY_REFUSED_CAP = "421 4.7.1 Too many refused recipients, closing"
 
 
 @dataclass
@@ -74,6 +76,7 @@ class SessionTrace:
     esmtp: bool = False
     tls: bool = False
     messages: int = 0
+    refused_rcpts: int = 0
     end_reason: str = "disconnect"
     mail_from: list[str] = field(default_factory=list)  # every MAIL FROM, accepted or not
     rcpt_to: list[str] = field(default_factory=list)  # every RCPT TO, accepted or not
@@ -215,7 +218,14 @@ class TrapHandler:
     ) -> str:
         if len(server.trace.rcpt_to) < 1000:
             server.trace.rcpt_to.append(address)
-        if not is_trap_domain(address, self.trap_domains):
+        # RFC 5321 §4.5.1: "postmaster" without a domain must be accepted.
+        if address.lower() != "postmaster" and not is_trap_domain(address, self.trap_domains):
+            server.trace.refused_rcpts += 1
+            if server.trace.refused_rcpts > server.max_refused_rcpts:
+                # One session once stored 20,011 relay attempts: past the cap, hang up.
+                server.note_limit("refused-recipients", REPLY_REFUSED_CAP, f"RCPT TO:<{address}>")
+                server.trace.end_reason = "limit"
+                return REPLY_REFUSED_CAP
             self.spool.submit(
                 SpoolRecord(
                     "relay",

@@ -14,7 +14,25 @@ per-IP rate            ``421 4.7.0`` at connect, ``450 4.7.1`` at MAIL          
 command idle time      ``421 4.4.2 <host> Error: timeout exceeded``                ``command_timeout``
 DATA duration          ``421 4.4.2 <host> Error: timeout exceeded`` (slowloris)    ``data_timeout``
 line length            ``500 5.5.6 Line too long (limit N bytes)``                  ``line_length_limit``
+sessions per IP        ``421 4.7.0 Too many sessions from <ip>``                   ``max_sessions_per_ip``
+idle commands          ``421 4.7.0 Too many commands without mail, closing``        ``max_idle_commands``
+refused recipients     ``421 4.7.1 Too many refused recipients, closing``           ``max_refused_rcpts``
+in-flight DATA memory  ``451 4.3.2 Server busy, try again later`` at DATA           ``inflight_budget``
 =====================  ==========================================================  ==========
+
+Memory: a message being received is held in memory (aiosmtpd collects DATA lines and joins
+them), so every DATA reserves ``max_message_bytes`` of ``inflight_budget`` before its 354 and
+gives it back when it ends; a DATA that would overdraw the budget gets 451 (try later). The
+bytes held for message bodies are therefore at most ``inflight_budget``, about 3x that at the
+moment a message is joined, timestamped and spooled (docs/security.md has the numbers).
+
+aiosmtpd contract: besides the documented hooks this subclass relies on a few private members of
+``aiosmtpd.smtp.SMTP`` (``PRIVATE_CONTRACT`` below); pyproject pins the tested version range and
+``tests/test_smtp_hardening.py`` fails by name when one of them changes.
+
+Compatibility (a trap keeps everything a real sender can send): SMTPUTF8 (RFC 6531) is offered
+and UTF-8 addresses accepted; ``<postmaster>`` without a domain is accepted as RFC 5321 §4.5.1
+requires; a domain written with its root dot (``<v@traps.example.org.>``) is the same domain.
 """
 
 from __future__ import annotations
@@ -45,14 +63,35 @@ from trapline.traps.smtp.spool import Spool, SpoolRecord
 
 log = logging.getLogger("trapline.smtp")
 
+# Members of aiosmtpd.smtp.SMTP this module uses that aiosmtpd does not document (tested by name).
+PRIVATE_CONTRACT = (
+    "_smtp_methods", "_handle_client", "_timeout_cb", "_reset_timeout", "_getaddr", "_reader",
+    "command_size_limits", "transport", "data_size_limit", "loop",
+)  # fmt: skip
+_IDLE_VERBS = frozenset({"NOOP", "RSET", "HELP", "VRFY", "EXPN"})
+REPLY_IDLE = "421 4.7.0 Too many commands without mail, closing"
+REPLY_BUSY = "451 4.3.2 Server busy, try again later"
+
 
 class TrapState:
     """Counters shared by every connection of one listening server."""
 
     def __init__(self) -> None:
         self.connections = 0
+        self.sessions: dict[str, int] = {}  # open sessions per peer IP
+        self.inflight = 0  # bytes of max_message_bytes reserved by DATA commands in progress
         self._windows: dict[str, deque[float]] = {}
         self._last_sweep = 0.0
+
+    def open(self, ip: str) -> None:
+        self.sessions[ip] = self.sessions.get(ip, 0) + 1
+
+    def close(self, ip: str) -> None:
+        left = self.sessions.get(ip, 0) - 1
+        if left > 0:
+            self.sessions[ip] = left
+        else:
+            self.sessions.pop(ip, None)
 
     def allow(self, ip: str, now: float, per_minute: int) -> bool:
         """Count one event for ``ip``; False when it had ``per_minute`` already in 60 s."""
@@ -86,6 +125,10 @@ class TrapSMTP(SMTP):
     per_ip_per_minute = _DEFAULT_LIMITS.per_ip_per_minute
     command_timeout = _DEFAULT_LIMITS.command_timeout_s
     data_timeout = _DEFAULT_LIMITS.data_timeout_s
+    max_sessions_per_ip = _DEFAULT_LIMITS.max_sessions_per_ip
+    max_idle_commands = _DEFAULT_LIMITS.max_idle_commands
+    max_refused_rcpts = _DEFAULT_LIMITS.max_refused_rcpts
+    inflight_budget = _DEFAULT_LIMITS.inflight_data_bytes
     state: TrapState = TrapState()
     spool: Spool | None = None
 
@@ -93,6 +136,7 @@ class TrapSMTP(SMTP):
         kwargs.setdefault("data_size_limit", self.max_message_bytes)
         kwargs.setdefault("timeout", self.command_timeout)
         kwargs.setdefault("ident", "ESMTP")
+        kwargs.setdefault("enable_SMTPUTF8", True)  # spam with UTF-8 addresses is still spam
         super().__init__(handler, **kwargs)
         # aiosmtpd keeps per-verb command limits in a class-level dict whose default is SMTP's
         # 512 and which EHLO increments; give each session its own, defaulting to ours.
@@ -100,8 +144,11 @@ class TrapSMTP(SMTP):
         self.trace = SessionTrace("", "", 0, 0.0, utcnow())
         self._in_data = False
         self._admitted = False
+        self._counted = False  # holds a slot in the connection and per-IP counters
+        self._refusal: tuple[str, str] | None = None
         self._closed_session = False
         self._events = 0
+        self._idle = 0  # commands in a row that move no mail (NOOP, RSET, HELP, VRFY, EXPN)
         # Trace every command by wrapping aiosmtpd's verb table (built from smtp_* methods).
         for verb, method in list(self._smtp_methods.items()):
             self._smtp_methods[verb] = self._traced(verb, method)
@@ -112,25 +159,56 @@ class TrapSMTP(SMTP):
         self, verb: str, method: Callable[[Any], Awaitable[None]]
     ) -> Callable[[Any], Awaitable[None]]:
         async def run(arg: Any) -> None:
-            self.trace.commands.append((verb, self.loop.time()))
+            if len(self.trace.commands) < 10_000:  # bounded: a session may loop for a while
+                self.trace.commands.append((verb, self.loop.time()))
             # Bytes already buffered before we answered = the client did not wait for our reply
             # (RFC 2920 pipelining, or a bot that ignores the protocol's turn-taking).
             if getattr(self._reader, "_buffer", b"") and verb not in {"QUIT"}:
                 self.trace.pipelined = True
+            if verb in _IDLE_VERBS:
+                self._idle += 1
+                if self._idle > self.max_idle_commands:
+                    await self._refuse_and_close("idle", REPLY_IDLE)
+                    return
+            elif verb in {"MAIL", "RCPT", "DATA"}:
+                self._idle = 0
             if verb == "DATA":
-                self._in_data = True
-                self._reset_timeout(self.data_timeout)
-                try:
-                    await method(arg)
-                finally:
-                    self._in_data = False
-                    self._reset_timeout()
+                await self._data(method, arg)
                 return
             if verb == "QUIT":
                 self.trace.end_reason = "quit"
             await method(arg)
+            if self.trace.end_reason == "limit" and self.transport is not None:
+                self.transport.close()  # the handler refused for good (refused recipients)
 
         return run
+
+    async def _data(self, method: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        """DATA under the data timeout and the in-flight memory budget."""
+        need = self.data_size_limit or self.max_message_bytes
+        if self.state.inflight + need > self.inflight_budget:
+            self.note_limit("memory", REPLY_BUSY, f"{self.state.inflight} bytes in flight")
+            await self.push(REPLY_BUSY)
+            return
+        self.state.inflight += need
+        self._in_data = True
+        self._reset_timeout(self.data_timeout)
+        try:
+            await method(arg)
+        finally:
+            self.state.inflight -= need
+            self._in_data = False
+            # After a timeout or a hang-up the session is over: a timer re-armed now would
+            # fire on a closed session (a bogus command-timeout and aiosmtpd's assertion).
+            if self.transport is not None:
+                self._reset_timeout()
+
+    async def _refuse_and_close(self, kind: str, reply: str) -> None:
+        self.note_limit(kind, reply)
+        self.trace.end_reason = "limit"
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
 
     def event_id(self) -> str:
         self._events += 1
@@ -168,24 +246,39 @@ class TrapSMTP(SMTP):
         self.trace = SessionTrace(
             uuid.uuid4().hex[:16], str(peer[0]), int(peer[1]), self.loop.time(), utcnow()
         )
-        self.state.connections += 1
+        # Admission is decided here, at accept time and in accept order: deciding in the
+        # session task would let a burst count itself full before anyone got a banner.
+        self._refusal = self._admission()
+        if self._refusal is None:
+            self.state.connections += 1
+            self.state.open(self.trace.peer_ip)
+            self._counted = True
         self._admitted = True
+
+    def _admission(self) -> tuple[str, str] | None:
+        """(reply, limit kind) when this new session must be turned away, else None."""
+        ip = self.trace.peer_ip
+        if self.state.connections >= self.max_connections:
+            return "421 4.7.0 Too many connections, try again later", "connections"
+        if self.state.sessions.get(ip, 0) >= self.max_sessions_per_ip:
+            return f"421 4.7.0 Too many sessions from {ip}, try again later", "sessions-per-ip"
+        if not self.state.allow(ip, self.loop.time(), self.per_ip_per_minute):
+            return f"421 4.7.0 Too many connections from {ip}, slow down", "rate"
+        return None
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted and not self._closed_session:
             self._closed_session = True
-            self.state.connections -= 1
+            if self._counted:
+                self.state.connections -= 1
+                self.state.close(self.trace.peer_ip)
             self._record_session()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
         trace = self.trace
-        reply = None
-        if self.state.connections > self.max_connections:
-            reply, kind = "421 4.7.0 Too many connections, try again later", "connections"
-        elif not self.state.allow(trace.peer_ip, self.loop.time(), self.per_ip_per_minute):
-            reply, kind = f"421 4.7.0 Too many connections from {trace.peer_ip}, slow down", "rate"
-        if reply is not None:
+        if self._refusal is not None:
+            reply, kind = self._refusal
             self.note_limit(kind, reply)
             trace.end_reason = "limit"
             await self.push(reply)
@@ -196,6 +289,8 @@ class TrapSMTP(SMTP):
         await super()._handle_client()
 
     def _timeout_cb(self) -> None:
+        if self.transport is None:  # the session ended before its timer: nothing timed out
+            return
         kind = "data-timeout" if self._in_data else "command-timeout"
         reply = f"421 4.4.2 {self.hostname} Error: timeout exceeded"
         self.note_limit(kind, reply)
@@ -203,6 +298,17 @@ class TrapSMTP(SMTP):
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.write(reply.encode() + b"\r\n")  # close() flushes it first
         super()._timeout_cb()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        address, rest = super()._getaddr(arg)
+        if address is None and arg:
+            # "<v@traps.example.org.>": the root dot is legal in DNS and used by real senders;
+            # the email header parser refuses it, so parse without it.
+            text = arg.strip()
+            close = text.find(">")
+            if text.startswith("<") and close > 0 and text[:close].endswith("."):
+                return super()._getaddr(text[:close].rstrip(".") + text[close:])
+        return address, rest
 
     async def push(self, status: Any) -> None:
         # aiosmtpd's own limit replies are terse; make them say which limit, and log the hit.
@@ -261,16 +367,27 @@ class TrapSMTP(SMTP):
 def server_class(settings: dict[str, Any], spool: Spool) -> type[TrapSMTP]:
     """A ``TrapSMTP`` subclass with limits from settings and its own shared counters."""
     limits = SmtpLimits.from_settings(settings)
-    attrs = {
+    attrs: dict[str, Any] = {
         "max_message_bytes": limits.max_message_bytes,
         "max_recipients": limits.max_recipients,
         "max_connections": limits.max_connections,
         "per_ip_per_minute": limits.per_ip_per_minute,
         "command_timeout": limits.command_timeout_s,
         "data_timeout": limits.data_timeout_s,
+        "max_sessions_per_ip": limits.max_sessions_per_ip,
+        "max_idle_commands": limits.max_idle_commands,
+        "max_refused_rcpts": limits.max_refused_rcpts,
+        "inflight_budget": limits.inflight_data_bytes,
         "state": TrapState(),
         "spool": spool,
     }
+    budget, biggest = attrs["inflight_budget"], attrs["max_message_bytes"]
+    if budget < biggest:
+        raise ConfigError(
+            f"smtp_inflight_data_bytes ({budget}) is smaller than "
+            f"smtp_max_message_bytes ({biggest}): no message could be "
+            "received; raise the budget or lower the message limit"
+        )
     return type("ConfiguredTrapSMTP", (TrapSMTP,), attrs)
 
 
@@ -308,6 +425,8 @@ async def start_smtp(
         host,
         port,
         reuse_address=True,
+        # A burst of bots connects faster than we accept: queue them rather than drop them.
+        backlog=SmtpLimits.from_settings(settings).listen_backlog,
     )
     log.debug("smtp server up in %.3fs", time.monotonic() - started)
     return server
