@@ -163,3 +163,52 @@ def test_site_secret_from_settings(tmp_path: Path) -> None:
     made = addresses.site_secret(settings)
     assert (tmp_path / "data" / "site.secret").exists()
     assert addresses.site_secret(settings, create=False) == made
+
+
+# Addresses issued by the format-v1-only code (computed with the tree before the wide format,
+# secret bytes(range(32))): they must decode to the same visits forever.
+V1_GOLDEN = [
+    (0, "words", "fujor.komuf.muvul.timih@traps.example.org"),
+    (0, "name", "daniel.carroll.fujorkomufmuvul@traps.example.org"),
+    (0, "handle", "danielbahonpojotbigom4438@traps.example.org"),
+    (1, "words", "zufis.guvuj.pogis.muvup@traps.example.org"),
+    (1, "name", "russell.woods.zufisguvujpogis@traps.example.org"),
+    (1, "handle", "russellbinulmalijzigaf0623@traps.example.org"),
+    (4242, "words", "fimih.gatum.dofop.matug@traps.example.org"),
+    (4242, "name", "kelly.tran.fimihgatumdofop@traps.example.org"),
+    (4242, "handle", "kellybagunmulazlisad4979@traps.example.org"),
+    (65535, "words", "laham.zavar.sovip.hamit@traps.example.org"),
+    (65535, "name", "sandra.gutierrez.lahamzavarsovip@traps.example.org"),
+    (65535, "handle", "sandrabarohsohuhjamul5586@traps.example.org"),
+    (1048576, "words", "gimiz.ligat.bobum.kisam@traps.example.org"),
+    (1048576, "name", "william.russell.gimizligatbobum@traps.example.org"),
+    (1048576, "handle", "williambajofrasivgubag0823@traps.example.org"),
+    (16777214, "words", "popis.fujot.mafor.galuh@traps.example.org"),
+    (16777214, "name", "dagmar.roberts.popisfujotmafor@traps.example.org"),
+    (16777214, "handle", "dagmarbidivdubufjahiv1873@traps.example.org"),
+    (16777215, "words", "vurit.mujij.silur.puhod@traps.example.org"),
+    (16777215, "name", "kimberly.black.vuritmujijsilur@traps.example.org"),
+    (16777215, "handle", "kimberlybimitkukuhjusov1741@traps.example.org"),
+]
+
+
+@pytest.mark.parametrize(("visit", "style", "address"), V1_GOLDEN)
+def test_addresses_issued_before_the_wide_format_still_decode(
+    visit: int, style: addresses.Style, address: str
+) -> None:
+    got = addresses.decode(address, bytes(range(32)), ["traps.example.org"])
+    assert got.valid and got.visit == visit and got.style == style
+    assert addresses.encode(visit, bytes(range(32)), "traps.example.org", style) == address
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(addresses.MAX_V1_VISIT + 1, addresses.MAX_VISIT), st.sampled_from(addresses.STYLES)
+)
+def test_visits_past_2_24_round_trip_in_the_wide_format(visit: int, style: addresses.Style) -> None:
+    address = addresses.encode(visit, SECRET, DOMAIN, style)
+    local = address.partition("@")[0]
+    assert len(local) > len(addresses.encode(0, SECRET, DOMAIN, style).partition("@")[0])
+    got = addresses.decode(address, SECRET, [DOMAIN])
+    assert got.valid and got.visit == visit and got.visit_id == f"v{visit}"
+    assert not addresses.decode(address, b"\x01" * 32, [DOMAIN]).valid  # still keyed

@@ -131,6 +131,15 @@ DEFAULTS: dict[str, Any] = {
     # Bytes all DATA commands in progress may reserve (each reserves smtp_max_message_bytes);
     # beyond it DATA gets 451. Worst-case body memory is about 3x this (docs/security.md).
     "smtp_inflight_data_bytes": 512 * 1024 * 1024,
+    # hardening: the web honeypot's HTTP server under abuse (docs/security.md)
+    "http_visits_per_ip_per_minute": 60,  # new trap addresses per client IP; then it sees its last
+    "http_header_timeout_s": 10.0,  # a request's headers must arrive within this
+    "http_read_timeout_s": 30.0,  # a posted form's body must arrive within this
+    "http_max_connections": 512,  # concurrent HTTP connections (503 beyond)
+    "http_listen_backlog": 1024,
+    "reserved_descriptors": 256,  # kept free of HTTP for SMTP, spool, store and drain
+    "log_repeat_burst": 5,  # identical log lines let through per window ...
+    "log_repeat_window_s": 60.0,  # ... the rest counted and summarised once
     # exports (docs/exports.md)
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address

@@ -163,7 +163,8 @@ class _QuietServer:
     """uvicorn's Server without its own signal handling: ``serve`` owns SIGINT/SIGTERM."""
 
     @staticmethod
-    def make(app: Any) -> Any:
+    def make(app: Any, **limits: Any) -> Any:
+        """``limits``: extra uvicorn.Config arguments (connection cap, protocol class, ...)."""
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -180,11 +181,13 @@ class _QuietServer:
             lifespan="off",
             proxy_headers=False,
             server_header=False,  # "server: uvicorn" would tell harvesters what this is
+            **limits,
         )
         return Server(config)
 
 
 async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
+    from trapline.traps.http_limits import honeypot_http_limits
     from trapline.traps.sensor import StoreSensors
     from trapline.traps.web import TrapSite, VisitIssuer, create_app
 
@@ -204,6 +207,8 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
         templates_dir=str(s.get("trap_templates_dir") or "") or None,
         sensor_lookup=sensors.lookup,
         sensor_visits=sensors.visits,
+        visits_per_ip_per_minute=int(s["http_visits_per_ip_per_minute"]),
+        read_timeout=float(s["http_read_timeout_s"]),
     )
     ctx.extras["site"] = site
     app = create_app(site, [*ctx.http_routes, *HTTP_ROUTES])
@@ -216,8 +221,8 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
         raise ServiceError(
             f"http: cannot listen on {host}:{port} ({exc.strerror}); is it free?"
         ) from exc
-    sock.listen(128)
-    server = _QuietServer.make(app)
+    sock.listen(int(s["http_listen_backlog"]))
+    server = _QuietServer.make(app, **honeypot_http_limits(s))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
@@ -260,6 +265,9 @@ async def serve(
     ``services`` None = every registered service (see ``serve_modules``) whose listen setting is
     not ``off``."""
     note = on_note or (lambda text: log.info("%s", text))
+    from trapline.traps.http_limits import install_log_limits  # (imports uvicorn)
+
+    install_log_limits(int(settings["log_repeat_burst"]), float(settings["log_repeat_window_s"]))
     for module in [*BUILTIN_SERVICE_MODULES, *(settings.get("serve_modules") or [])]:
         try:
             importlib.import_module(str(module))

@@ -14,10 +14,17 @@ style       shape                                        example
 ``handle``  ``firstWWWnnnn``                             ``annalusabgutihbabad1987``
 ==========  ===========================================  ===============================
 
+Format v2, for visits from 2^24 on (a busy or attacked honeypot passes 16.7M page views): the
+same construction with a 40-bit visit number (``b"trapline/addr/v2\0"``, 5-byte visit, 40-bit
+mask), so ``V`` has 80 bits and each style one pseudo-word more (``W.W.W.W.W``,
+``first.last.WWWW``, ``firstWWWWnnnn``). Visits below 2^24 are still written in v1, so every
+address issued before v2 keeps decoding to its visit, and the visit ids (``v`` + decimal) go on.
+
 Decoding needs only the secret, never the database. A forged, mistyped or re-keyed address
 decodes only if its 40-bit MAC happens to match: probability 2^-40 (about 9.1e-13) per try, so a
 dictionary attacker sending a billion guesses expects 0.0009 false visits. A typo that leaves the
-string parseable changes ``V`` and therefore fails the MAC with the same probability.
+string parseable changes ``V`` and therefore fails the MAC with the same probability (twice
+that for the few strings that read both as a v1 and as a v2 handle: both MACs are checked).
 
 Everything is lowercase ASCII, so lower-casing is harmless; decoding also accepts upper case and
 strips trailing dots, surrounding ``<>``, whitespace and ``mailto:`` (common harvester mangling).
@@ -41,12 +48,15 @@ from trapline.traps.names import FIRST_NAMES, LAST_NAMES
 Style = Literal["words", "name", "handle"]
 STYLES: tuple[Style, ...] = ("words", "name", "handle")
 
-VISIT_BITS = 24
+VISIT_BITS = 24  # format v1: visits 0 .. 2^24 - 1 (every address issued before v2 existed)
+WIDE_VISIT_BITS = 40  # format v2: visits from 2^24 on, one 16-bit word longer
 MAC_BITS = 40
-MAX_VISIT = (1 << VISIT_BITS) - 1
+MAX_V1_VISIT = (1 << VISIT_BITS) - 1
+MAX_VISIT = (1 << WIDE_VISIT_BITS) - 1
 FORGERY_PROBABILITY = 2.0**-MAC_BITS  # per guessed address
 SECRET_BYTES = 32
 _DOMAIN_TAG = b"trapline/addr/v1\x00"
+_WIDE_TAG = b"trapline/addr/v2\x00"
 
 # Proquint alphabet (Wilkerson 2009): 16 consonants (4 bits) and 4 vowels (2 bits), CVCVC = 16 bits.
 _CONS = "bdfghjklmnprstvz"
@@ -56,9 +66,10 @@ _PQ = f"[{_CONS}][{_VOWELS}][{_CONS}][{_VOWELS}][{_CONS}]"
 _FIRST_INDEX = {w: i for i, w in enumerate(FIRST_NAMES)}
 _LAST_INDEX = {w: i for i, w in enumerate(LAST_NAMES)}
 
-_RE_WORDS = re.compile(rf"({_PQ})\.({_PQ})\.({_PQ})\.({_PQ})")
-_RE_NAME = re.compile(rf"([a-z]+)\.([a-z]+)\.({_PQ})({_PQ})({_PQ})")
-_RE_HANDLE = re.compile(rf"([a-z]+?)({_PQ})({_PQ})({_PQ})([0-9]{{4}})")
+# Per format: n pseudo-words after the name parts (v1 words 4, name/handle 3; v2 one more each).
+_WORDS_RE = {n: re.compile(r"\.".join([f"({_PQ})"] * n)) for n in (4, 5)}
+_NAME_RE = {n: re.compile(r"([a-z]+)\.([a-z]+)\." + f"({_PQ})" * n) for n in (3, 4)}
+_HANDLE_RE = {n: re.compile(r"([a-z]+?)" + f"({_PQ})" * n + r"([0-9]{4})") for n in (3, 4)}
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,14 +103,19 @@ def visit_number_of(visit_id: str) -> int:
 # --- the MAC ----------------------------------------------------------------------------------
 
 
-def _mac(secret: bytes, visit: int) -> int:
-    digest = hmac.new(secret, _DOMAIN_TAG + visit.to_bytes(3, "big"), hashlib.sha256).digest()
+def _mac(secret: bytes, visit: int, wide: bool = False) -> int:
+    message = (
+        _WIDE_TAG + visit.to_bytes(5, "big") if wide else _DOMAIN_TAG + visit.to_bytes(3, "big")
+    )
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
     return int.from_bytes(digest[: MAC_BITS // 8], "big")
 
 
-def _mask(mac: int) -> int:
+def _mask(mac: int, wide: bool = False) -> int:
     # Keyless hash of the MAC: mixes every MAC bit into every visit bit, still bijective in visit.
-    return int.from_bytes(hashlib.sha256(mac.to_bytes(5, "big")).digest()[:3], "big")
+    return int.from_bytes(
+        hashlib.sha256(mac.to_bytes(5, "big")).digest()[: 5 if wide else 3], "big"
+    )
 
 
 # --- mixed-radix pieces -----------------------------------------------------------------------
@@ -128,44 +144,53 @@ def _pq_decode(word: str) -> int:
     )
 
 
-def _render(value: int, style: Style) -> str:
-    """Write the 64-bit ``value`` in ``style``; least significant digits are the names."""
+def _words(value: int, n: int) -> str:
+    """The low ``16 * n`` bits of ``value`` as ``n`` concatenated pseudo-words."""
+    return "".join(_pq_encode((value >> (16 * i)) & 0xFFFF) for i in range(n - 1, -1, -1))
+
+
+def _unwords(groups: tuple[str, ...]) -> int:
+    value = 0
+    for word in groups:
+        value = value << 16 | _pq_decode(word)
+    return value
+
+
+def _render(value: int, style: Style, wide: bool = False) -> str:
+    """Write ``value`` (64 bits, v1; 80 bits, v2) in ``style``; least significant digits are
+    the names. v2 is v1 with one more pseudo-word, so old addresses keep their exact form."""
+    extra = 1 if wide else 0
     if style == "words":
-        words = [_pq_encode((value >> shift) & 0xFFFF) for shift in (48, 32, 16, 0)]
-        return ".".join(words)
+        return ".".join(_pq_encode((value >> (16 * i)) & 0xFFFF) for i in range(3 + extra, -1, -1))
     if style == "name":
-        first, last, rest = value & 0xFF, (value >> 8) & 0xFF, value >> 16  # rest: 48 bits
-        tail = "".join(_pq_encode((rest >> s) & 0xFFFF) for s in (32, 16, 0))
-        return f"{FIRST_NAMES[first]}.{LAST_NAMES[last]}.{tail}"
-    # handle: 8 bits of name, 4 decimal digits (radix 10000), then 48 bits of pseudo-words;
-    # capacity 2^8 * 10^4 * 2^48 > 2^64, so some strings are non-canonical and rejected.
+        first, last, rest = value & 0xFF, (value >> 8) & 0xFF, value >> 16
+        return f"{FIRST_NAMES[first]}.{LAST_NAMES[last]}.{_words(rest, 3 + extra)}"
+    # handle: 8 bits of name, 4 decimal digits (radix 10000), then the pseudo-words; capacity
+    # 2^8 * 10^4 * 2^(16 * words) exceeds the value's range, so some strings are non-canonical.
     first, value = value & 0xFF, value >> 8
     digits, rest = value % 10000, value // 10000
-    tail = "".join(_pq_encode((rest >> s) & 0xFFFF) for s in (32, 16, 0))
-    return f"{FIRST_NAMES[first]}{tail}{digits:04d}"
+    return f"{FIRST_NAMES[first]}{_words(rest, 3 + extra)}{digits:04d}"
 
 
-def _parse(local: str) -> tuple[int, Style] | None:
-    """Inverse of ``_render``; None when the local part is not in any style's shape."""
-    if m := _RE_WORDS.fullmatch(local):
-        value = 0
-        for word in m.groups():
-            value = value << 16 | _pq_decode(word)
-        return value, "words"
-    if m := _RE_NAME.fullmatch(local):
-        first, last = _FIRST_INDEX.get(m[1]), _LAST_INDEX.get(m[2])
-        if first is None or last is None:
-            return None
-        rest = _pq_decode(m[3]) << 32 | _pq_decode(m[4]) << 16 | _pq_decode(m[5])
-        return rest << 16 | last << 8 | first, "name"
-    if m := _RE_HANDLE.fullmatch(local):
-        first = _FIRST_INDEX.get(m[1])
-        if first is None:
-            return None
-        rest = _pq_decode(m[2]) << 32 | _pq_decode(m[3]) << 16 | _pq_decode(m[4])
-        value = (rest * 10000 + int(m[5])) << 8 | first
-        return (value, "handle") if value < 1 << 64 else None
-    return None
+def _parse(local: str) -> list[tuple[int, Style, bool]]:
+    """Inverse of ``_render``: every (value, style, wide) the local part can be read as (a
+    handle's name can swallow a pseudo-word, so both widths are tried); the MAC decides."""
+    out: list[tuple[int, Style, bool]] = []
+    for n, wide in ((4, False), (5, True)):
+        if m := _WORDS_RE[n].fullmatch(local):
+            out.append((_unwords(m.groups()), "words", wide))
+    for n, wide in ((3, False), (4, True)):
+        if m := _NAME_RE[n].fullmatch(local):
+            first, last = _FIRST_INDEX.get(m[1]), _LAST_INDEX.get(m[2])
+            if first is not None and last is not None:
+                out.append((_unwords(m.groups()[2:]) << 16 | last << 8 | first, "name", wide))
+        if m := _HANDLE_RE[n].fullmatch(local):
+            first = _FIRST_INDEX.get(m[1])
+            if first is not None:
+                value = (_unwords(m.groups()[1:-1]) * 10000 + int(m[n + 2])) << 8 | first
+                if value < 1 << (VISIT_BITS + MAC_BITS + (16 if wide else 0)):
+                    out.append((value, "handle", wide))
+    return out
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -193,12 +218,15 @@ def encode(visit: int, secret: bytes, domain: str, style: Style | None = None) -
             f"visit number {visit} is outside 0..{MAX_VISIT}; rotate the site secret to start a "
             "new address space (see docs/traps.md)"
         )
-    mac = _mac(secret, visit)
+    # Visits past v1's 2^24 take the v2 form; the ones below keep v1, so every address issued
+    # before v2 existed is still the address of its visit.
+    wide = visit > MAX_V1_VISIT
+    mac = _mac(secret, visit, wide)
     chosen: Style = style or STYLES[mac % len(STYLES)]
     # Whiten the visit bits with MAC bits (a bijection), so consecutive visits do not share a
     # recognisable prefix like "babab.bab...".
-    value = (visit ^ _mask(mac)) << MAC_BITS | mac
-    return f"{_render(value, chosen)}@{domain.lower().rstrip('.')}"
+    value = (visit ^ _mask(mac, wide)) << MAC_BITS | mac
+    return f"{_render(value, chosen, wide)}@{domain.lower().rstrip('.')}"
 
 
 def decode(address: str, secret: bytes, trap_domains: tuple[str, ...] | list[str] = ()) -> Decoded:
@@ -210,16 +238,19 @@ def decode(address: str, secret: bytes, trap_domains: tuple[str, ...] | list[str
         local, domain = text, ""
     if trap_domains and domain not in {d.lower().rstrip(".") for d in trap_domains}:
         return Decoded(text, False, domain=domain or None, reason="not-a-trap-domain")
-    parsed = _parse(local)
-    if parsed is None:
+    readings = _parse(local)
+    if not readings:
         return Decoded(text, False, domain=domain or None, reason="unparseable")
-    value, style = parsed
-    mac = value & ((1 << MAC_BITS) - 1)
-    visit = (value >> MAC_BITS) ^ _mask(mac)
-    # Constant-time compare: a timing oracle would let an attacker forge MACs byte by byte.
-    if not hmac.compare_digest(mac.to_bytes(5, "big"), _mac(secret, visit).to_bytes(5, "big")):
-        return Decoded(text, False, style=style, domain=domain or None, reason="bad-mac")
-    return Decoded(text, True, visit=visit, style=style, domain=domain or None)
+    for value, style, wide in readings:
+        mac = value & ((1 << MAC_BITS) - 1)
+        visit = (value >> MAC_BITS) ^ _mask(mac, wide)
+        if wide and visit <= MAX_V1_VISIT:
+            continue  # v2 never encodes a v1 visit: not an address we issued
+        # Constant-time compare: a timing oracle would let an attacker forge MACs byte by byte.
+        expected = _mac(secret, visit, wide).to_bytes(5, "big")
+        if hmac.compare_digest(mac.to_bytes(5, "big"), expected):
+            return Decoded(text, True, visit=visit, style=style, domain=domain or None)
+    return Decoded(text, False, style=readings[0][1], domain=domain or None, reason="bad-mac")
 
 
 def is_trap_domain(address: str, trap_domains: tuple[str, ...] | list[str]) -> bool:

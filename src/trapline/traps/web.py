@@ -12,14 +12,17 @@ Templates come from ``trap_templates_dir`` when set (same file names), else the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,10 +33,11 @@ from urllib.parse import parse_qs
 import jinja2
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from trapline.config import DEFAULTS
 from trapline.traps import addresses
 from trapline.traps.look import site_look, token_visit, visit_token
 from trapline.traps.smtp.spool import Spool, SpoolRecord
@@ -49,6 +53,7 @@ PAGES = {
     "/members/archive/": "index.html",
 }
 MAX_FORM_BYTES = 64 * 1024
+log = logging.getLogger("trapline.web")
 _URL = re.compile(r"https?://[^\s\"'<>]+", re.I)
 _KEEP_HEADERS = 40  # a request with hundreds of headers is logged with the first 40
 
@@ -160,7 +165,15 @@ class TrapSite:
     # Sensor key → sensor id, and one sensor's own visits (provided by the runner's store reader).
     sensor_lookup: Callable[[str], str | None] = lambda _key: None
     sensor_visits: Callable[[str, int], list[dict[str, Any]]] = lambda _sid, _n: []
+    # New visits (visit numbers) one client IP may cause per minute; past it, its pages show
+    # the address of its latest visit again (nothing new is issued or recorded).
+    visits_per_ip_per_minute: int = DEFAULTS["http_visits_per_ip_per_minute"]
+    read_timeout: float = DEFAULTS["http_read_timeout_s"]  # for a posted form's body
     _robots_readers: OrderedDict[str, float] = field(default_factory=OrderedDict, init=False)
+    _recent: OrderedDict[str, tuple[deque[float], dict[str, Any]]] = field(
+        default_factory=OrderedDict, init=False
+    )
+    _last_visit: dict[str, Any] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.env = template_env(self.templates_dir)
@@ -207,13 +220,39 @@ class TrapSite:
             "ignored_robots": path.startswith(DISALLOWED),
             "read_robots": ip in self._robots_readers,
         }
-        self.spool.submit(SpoolRecord("visit", visit), durable=False)
+        try:
+            self.spool.submit(SpoolRecord("visit", visit), durable=False)
+        except Exception as exc:  # the page is still served; the visit is not recorded
+            log.warning("honeypot: visit %s not spooled: %s", visit["id"], exc)
         return visit
+
+    def _repeat_visit(self, ip: str) -> dict[str, Any] | None:
+        """The client's latest visit when it is over its per-minute budget, else None."""
+        now = time.monotonic()
+        entry = self._recent.get(ip)
+        if entry is None:
+            return None
+        window, last = entry
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        return last if len(window) >= self.visits_per_ip_per_minute else None
+
+    def _remember(self, ip: str, visit: dict[str, Any]) -> None:
+        window = self._recent[ip][0] if ip in self._recent else deque()
+        window.append(time.monotonic())
+        self._recent[ip] = (window, visit)
+        self._recent.move_to_end(ip)
+        while len(self._recent) > 10_000:  # bounded memory under a crawl from many IPs
+            self._recent.popitem(last=False)
+        self._last_visit = visit
 
     def visit_from(self, request: Request) -> dict[str, Any]:
         peer = request.client.host if request.client else ""
         ip = client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted)
-        return self.issue(
+        again = self._repeat_visit(ip)
+        if again is not None:
+            return again
+        visit = self.issue(
             ip=ip,
             user_agent=request.headers.get("user-agent"),
             method=request.method,
@@ -222,6 +261,12 @@ class TrapSite:
             referer=request.headers.get("referer"),
             headers=dict(request.headers),
         )
+        self._remember(ip, visit)
+        return visit
+
+    def fallback_visit(self) -> dict[str, Any] | None:
+        """A visit to show when issuing a new one failed (the page must still look normal)."""
+        return self._last_visit
 
     def render(self, template: str, visit: dict[str, Any], **extra: Any) -> str:
         local, _, domain = visit["address"].partition("@")
@@ -245,7 +290,14 @@ def _page(site: TrapSite) -> Callable[[Request], Any]:
         template = PAGES.get(request.url.path)
         if template is None:
             return PlainTextResponse("Not Found", status_code=404)
-        visit = site.visit_from(request)
+        try:
+            visit = site.visit_from(request)
+        except Exception:  # a visitor never sees a traceback or a 500
+            log.exception("honeypot: could not issue a visit for %s", request.url.path)
+            fallback = site.fallback_visit()
+            if fallback is None:
+                return PlainTextResponse("Service Unavailable", status_code=503)
+            visit = fallback
         return HTMLResponse(site.render(template, visit))
 
     return page
@@ -263,10 +315,17 @@ def _robots(site: TrapSite) -> Callable[[Request], Any]:
 def _comment(site: TrapSite) -> Callable[[Request], Any]:
     async def comment(request: Request) -> Response:
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:  # a form post this big is an attack, keep the head
-                break
+
+        async def read() -> None:
+            nonlocal body
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:  # a form post this big is an attack: keep the head
+                    break
+
+        # A body trickled in byte by byte must not hold the connection: log what arrived.
+        with contextlib.suppress(TimeoutError, ClientDisconnect):
+            await asyncio.wait_for(read(), site.read_timeout)
         form = {
             k: v[0] for k, v in parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).items()
         }
