@@ -287,6 +287,45 @@ def _files(path: Path, kind: str | None) -> Iterator[tuple[Path, str | None]]:
             yield file, kind  # indicator files: kinds per row (CSV) or per object (STIX)
 
 
+# Broader than any real allocation (IANA hands RIRs /8s and /12s): a DROP entry this wide would
+# list networks nobody accused, so it is refused, as is one of the wrong address family.
+MIN_PREFIX = {4: 8, 6: 12}
+_FAMILY_OF_KIND = {"drop": 4, "edrop": 4, "dropv6": 6}
+
+
+def reject_reason(s: Sighting) -> str | None:
+    """Why sighting ``s`` must not be stored, or None when it may."""
+    if s.indicator_type == "asn":
+        number = int(s.indicator[2:])
+        return None if 0 < number < 1 << 32 else "AS number outside 1..4294967295"
+    if s.indicator_type not in ("cidr", "ip"):
+        return None
+    net = ipaddress.ip_network(s.indicator, strict=False)
+    wanted = _FAMILY_OF_KIND.get(s.kind)
+    if wanted is not None and net.version != wanted:
+        return f"IPv{net.version} entry on a {s.kind} (IPv{wanted}) list"
+    if net.prefixlen == 0:
+        return "covers the whole address space"
+    if net.prefixlen < MIN_PREFIX[net.version]:
+        return f"/{net.prefixlen} is broader than any allocation (IPv{net.version} minimum /{MIN_PREFIX[net.version]})"
+    return None
+
+
+def _screen(sightings: list[Sighting], name: str, notes: list[str]) -> list[Sighting]:
+    """``sightings`` without the ones ``reject_reason`` refuses; one note per reason."""
+    kept: list[Sighting] = []
+    refused: dict[str, list[str]] = {}
+    for s in sightings:
+        why = reject_reason(s)
+        if why is None:
+            kept.append(s)
+        else:
+            refused.setdefault(why, []).append(s.indicator)
+    for why, values in refused.items():
+        notes.append(f"{name}: {len(values)} entries refused ({why}), e.g. {values[0]}")
+    return kept
+
+
 def read_feed(
     path: Path, kind: str | None = None, as_of: date | None = None
 ) -> tuple[list[Sighting], int, list[str]]:
@@ -301,16 +340,17 @@ def read_feed(
         data, _ = read_bytes(file)
         files += 1
         if ".csv" in file.name.lower():
-            sightings += read_indicator_csv(data, file_kind, f"csv:{file.name}", as_of)
+            got = read_indicator_csv(data, file_kind, f"csv:{file.name}", as_of)
+            sightings += _screen(got, file.name, notes)
         elif file_kind in SPAMHAUS_KINDS:
             # One file: --as-of wins; a folder: each file's own folder date wins.
             dated = date_from_path(file, path if path.is_dir() else None)
             day = (as_of or dated) if path.is_file() else (dated or as_of)
             got, _ = read_spamhaus(data, file_kind, day)
-            sightings += got
+            sightings += _screen(got, file.name, notes)
         elif data.lstrip()[:1] in (b"{", b"["):
             got, skipped = read_stix(data, file_kind, f"stix:{file.name}")
-            sightings += got
+            sightings += _screen(got, file.name, notes)
             if skipped:
                 notes.append(
                     f"{file.name}: {skipped} STIX objects skipped (no kind, pattern or valid_from)"
