@@ -112,10 +112,12 @@ def test_no_raw_sequence_reaches_the_terminal(store: Path, args: tuple[str, ...]
     for seq in RAW_SEQUENCES:
         assert seq not in out, (seq, out)
     assert "\u202e".encode() not in out
-    # The data is still shown, as visible text: the escapes and the markup verbatim.
+    # The data is still shown, as visible text: the escapes and the markup verbatim (stats
+    # shortens long subjects to its column, so only their start is there).
     assert b"\\x1b[2J" in out
-    assert b"[link=http://evil.example/]free[/link]" in out
-    assert b":skull:" in out
+    if args[0] != "stats":
+        assert b"[link=http://evil.example/]free[/link]" in out
+        assert b":skull:" in out
 
 
 def test_safe_and_json_escape_every_control_character() -> None:

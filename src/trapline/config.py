@@ -140,6 +140,9 @@ DEFAULTS: dict[str, Any] = {
     "reserved_descriptors": 256,  # kept free of HTTP for SMTP, spool, store and drain
     "log_repeat_burst": 5,  # identical log lines let through per window ...
     "log_repeat_window_s": 60.0,  # ... the rest counted and summarised once
+    # hardening: routing imports. A table cut short (truncated download, fewer prefixes than its
+    # header declares) is stored marked partial and not used to map mail unless this is true.
+    "routing_allow_partial": False,
     # exports (docs/exports.md)
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address

@@ -54,6 +54,10 @@ class StoreLocked(StoreError):
     """Another trapline process holds the store open for writing; wait for it or stop it."""
 
 
+class StoreDamaged(StoreError):
+    """The store file is truncated or corrupted; the message says how to recover."""
+
+
 class QueryError(StoreError):
     """The SQL could not run; check it against docs/schema.md (`trapline query "show tables"`)."""
 

@@ -36,6 +36,19 @@ class TraplineGroup(click.Group):
         except TraplineError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # A damaged store fails inside whichever query touches the damage, as a DuckDB
+            # error: report the file and the way back instead of a traceback.
+            from trapline.store.damage import as_damage
+            from trapline.store.duckdb import DB_FILENAME
+
+            obj = ctx.find_object(AppContext)
+            path = (obj.data_dir if obj else Path(".")) / DB_FILENAME
+            damaged = as_damage(exc, path)
+            if damaged is None:
+                raise
+            click.secho(f"error: {damaged}", fg="red", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=TraplineGroup, context_settings={"help_option_names": ["-h", "--help"]})

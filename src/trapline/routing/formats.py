@@ -31,6 +31,7 @@ from typing import Any
 from trapline.errors import RoutingDataError
 
 FORMATS = ("pyasn", "mrt", "ip-range-csv")
+_DECLARED = re.compile(r";\s*CIDRs\s*:\s*(\d+)")
 AS_TRANS = 23456  # RFC 6793 §9: placeholder for a 4-byte ASN in a 2-byte AS_PATH
 
 
@@ -50,6 +51,30 @@ class ParsedTable:
     routes: tuple[Route, ...]
     names: dict[int, str] = field(default_factory=dict)  # org names carried by the file itself
     notes: tuple[str, ...] = ()  # truncation, skipped records, ambiguous origins
+
+    @property
+    def partial(self) -> bool:
+        """Whether the file held less than the whole table (see ``PARTIAL``)."""
+        return any(note.startswith(PARTIAL) for note in self.notes)
+
+
+# Note prefix of a table known to be incomplete (a cut download, fewer prefixes than its header
+# declares): such a snapshot is not used to map mail unless the operator allows it.
+PARTIAL = "partial: "
+MAX_ASN = (1 << 32) - 1
+
+
+def parse_asn(text: str) -> int:
+    """An AS number from text; ValueError unless it is 0..2^32-1 (4-byte ASNs, RFC 6793)."""
+    value = int(text.strip().upper().removeprefix("AS"))
+    if not 0 <= value <= MAX_ASN:
+        raise ValueError(f"AS number {value} outside 0..{MAX_ASN}")
+    return value
+
+
+def _partial_notes(notes: list[str]) -> list[str]:
+    """The reader's notes, a truncated stream marked ``PARTIAL``."""
+    return [PARTIAL + n if "truncated" in n and not n.startswith(PARTIAL) else n for n in notes]
 
 
 # --- bytes in --------------------------------------------------------------------------------
@@ -158,20 +183,34 @@ def _dedupe(routes: list[Route]) -> tuple[Route, ...]:
 def read_pyasn_dat(path: Path) -> ParsedTable:
     """pyasn's text format: ``;`` comment lines, then ``<prefix>/<len>\\t<asn>`` per line."""
     data, notes = read_bytes(path)
+    notes = _partial_notes(notes)
     routes: list[Route] = []
-    bad = 0
+    bad = bad_asn = lines = 0
+    declared: int | None = None
     for line in data.decode("ascii", "replace").splitlines():
         if not line or line.startswith(";"):
+            if m := _DECLARED.match(line):  # "; CIDRs         : 270849"
+                declared = int(m[1])
             continue
+        lines += 1
         prefix, _, asn_text = line.partition("\t")
         try:
-            routes.append(cidr_route(prefix, int(asn_text)))
+            asn = parse_asn(asn_text)
+        except ValueError:
+            bad_asn += 1  # -1, 2^32 and beyond: skipped and counted, never an OverflowError
+            continue
+        try:
+            routes.append(cidr_route(prefix, asn))
         except ValueError:
             bad += 1
     if not routes:
         raise RoutingDataError(f"{path}: no '<prefix>/<len><TAB><asn>' lines; is it a pyasn .dat?")
     if bad:
         notes.append(f"{bad} unparseable lines skipped")
+    if bad_asn:
+        notes.append(f"{bad_asn} lines with an AS number outside 0..{MAX_ASN} skipped")
+    if declared is not None and lines < declared:
+        notes.append(f"{PARTIAL}{lines:,} prefix lines of the {declared:,} the header declares")
     return ParsedTable(_dedupe(routes), notes=tuple(notes))
 
 
@@ -181,6 +220,7 @@ def read_pyasn_dat(path: Path) -> ParsedTable:
 def read_ip_range_csv(path: Path) -> ParsedTable:
     """``first_ip,last_ip,asn[,org]`` rows; ranges need not be CIDR-aligned."""
     data, notes = read_bytes(path)
+    notes = _partial_notes(notes)
     routes: list[Route] = []
     names: dict[int, str] = {}
     bad = 0
@@ -190,7 +230,7 @@ def read_ip_range_csv(path: Path) -> ParsedTable:
         try:
             fam, first = _ip_to_int(row[0].strip())
             fam2, last = _ip_to_int(row[1].strip())
-            asn = int(row[2])
+            asn = parse_asn(row[2])
         except ValueError:
             bad += 1  # header lines land here too
             continue
@@ -207,7 +247,7 @@ def read_ip_range_csv(path: Path) -> ParsedTable:
     if not routes:
         raise RoutingDataError(f"{path}: no 'first_ip,last_ip,asn,org' rows; check --format")
     if bad:
-        notes.append(f"{bad} rows skipped (header or unparseable)")
+        notes.append(f"{bad} rows skipped (header, unparseable, or AS number out of range)")
     return ParsedTable(_dedupe(routes), names=names, notes=tuple(notes))
 
 
@@ -226,7 +266,7 @@ def read_asnames_json(path: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     for key, value in obj.items():
         text = str(key).upper().removeprefix("AS")
-        if text.isdigit() and isinstance(value, str):
+        if text.isdigit() and isinstance(value, str) and int(text) <= MAX_ASN:
             out[int(text)] = value
     return out
 

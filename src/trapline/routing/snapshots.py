@@ -31,6 +31,11 @@ class Snapshot:
     n_asns: int
     notes: tuple[str, ...] = ()
 
+    @property
+    def partial(self) -> bool:
+        """An incomplete table (see ``formats.PARTIAL``): not used unless allowed."""
+        return any(note.startswith("partial: ") for note in self.notes)
+
 
 def _stem(path: Path) -> str:
     name = Path(path).name

@@ -13,6 +13,7 @@ from types import TracebackType
 import duckdb
 
 from trapline.errors import StoreError, StoreLocked
+from trapline.store.damage import as_damage
 
 DB_FILENAME = "trapline.duckdb"
 
@@ -53,6 +54,9 @@ class Store:
                     f"{self.path} is open in another trapline process (for example `trapline "
                     "serve`); stop it or wait for it to finish, then retry"
                 ) from exc
+            damaged = as_damage(exc, self.path)
+            if damaged is not None:
+                raise damaged from exc
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         except OSError as exc:
             raise StoreError(

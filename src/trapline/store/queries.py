@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from trapline.errors import QueryError
+from trapline.store.damage import is_damage
 from trapline.store.labels import ALL, SPAM, label_filter
 from trapline.store.raw import resolve_id
 from trapline.store.routing import names_on
@@ -258,6 +259,8 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) ->
         while chunk := cur.fetchmany(10_000):
             total += len(chunk)
     except duckdb.Error as exc:
+        if is_damage(exc):
+            raise  # not the SQL's fault: the CLI reports the damaged file and the way back
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QueryError(f"{first}; check the SQL against docs/schema.md") from exc
     return {"columns": names, "rows": rows, "total": total}

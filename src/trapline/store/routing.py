@@ -194,10 +194,15 @@ def list_snapshots(store: Store) -> list[Snapshot]:
     return [Snapshot(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ())) for r in rows]
 
 
-def load_routing(store: Store) -> Routing:
-    """Load (memory-map) every snapshot's index; rebuild any index missing from the data dir."""
+def load_routing(store: Store, *, include_partial: bool = False) -> Routing:
+    """Load (memory-map) every snapshot's index; rebuild any index missing from the data dir.
+
+    Partial snapshots (a truncated file: mapping with it would call covered space unrouted) are
+    left out unless ``include_partial`` (setting ``routing_allow_partial``)."""
     loaded = []
     for info in list_snapshots(store):
+        if info.partial and not include_partial:
+            continue
         folder = index_dir(store, info.snapshot_id)
         if not routing_index.is_saved(folder):
             routing_index.save(_rebuild(store, info.snapshot_id), folder)

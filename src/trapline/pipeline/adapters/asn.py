@@ -98,9 +98,13 @@ def enrich(
     ``CHUNK`` addresses, so a store of millions never holds all its answers in memory at once.
     ``on_progress(done, total)`` is called with the addresses mapped so far.
     """
-    routing = routing or load_routing(store)
+    allow_partial = bool(settings.get("routing_allow_partial"))
+    routing = routing or load_routing(store, include_partial=allow_partial)
     if not routing.snapshots:
-        raise NotConfigured("no routing snapshot imported; run `trapline routing import FILE`")
+        raise NotConfigured(
+            "no routing snapshot imported (or only partial ones: set routing_allow_partial to "
+            "use them); run `trapline routing import FILE`"
+        )
     con = store.con
     scope = "feeds" if feeds_only else "messages" if message_ids is not None else "all"
     scoped = scope == "messages"
