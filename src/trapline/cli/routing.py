@@ -28,6 +28,7 @@ from trapline.cli.common import (
     open_existing,
     pass_app,
     progress_bar,
+    safe,
 )
 from trapline.enrich.feeds import KINDS
 from trapline.errors import UsageError
@@ -40,7 +41,8 @@ from trapline.routing.snapshots import Snapshot
 from trapline.store import routing as store_routing
 from trapline.store.duckdb import open_store
 
-_out = Console(highlight=False, soft_wrap=True)
+# Markup off: AS names and notes come from imported files (cli.common.safe escapes the rest).
+_out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 if not _out.is_terminal:
     _out.width = 160  # pipes and logs: keep ranking rows on one line
 
@@ -230,7 +232,11 @@ def routing_lookup(
             table.add_row(a.ip, "-", "-", f"({reason})", a.snapshot or "-")
             continue
         table.add_row(
-            a.ip, a.prefix or "-", f"AS{a.asn}", a.as_name or "(name unknown)", a.snapshot or "-"
+            a.ip,
+            a.prefix or "-",
+            f"AS{a.asn}",
+            safe(a.as_name or "(name unknown)"),
+            a.snapshot or "-",
         )
     _out.print(table)
 
@@ -378,7 +384,7 @@ def networks(
         table.add_row(
             str(rank),
             f"AS{s.asn}",
-            (s.name or "-")[:32],
+            safe((s.name or "-")[:32]),
             *([s.prefix or "-"] if by == "prefix" else []),
             f"{s.score:.3f}",
             f"{s.baseline_score:.3f}",
