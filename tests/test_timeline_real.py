@@ -60,3 +60,18 @@ def test_one_day_burst_of_one_real_campaign_is_found_and_attributed(tmp_path: Pa
     # the CLI prints the same and says nothing about the Date: header
     out = _run(*d, "changes", "--by", "campaign", "--json")
     assert "2002-09-10T00:00:00Z" in out
+
+
+def test_natural_one_day_burst_in_the_nazario_phishing_corpus(tmp_path: Path) -> None:
+    """Unaltered real mail: on 23 Jun 2005 one phishing campaign ("System maintenance: update
+    your ... account") tripled the day's volume of the Nazario 2005 corpus."""
+    corpus = shared("mail", "nazario-phishing-2005")
+    d = ["--data-dir", str(tmp_path / "data"), "-q"]
+    _run(*d, "ingest", str(corpus / "phishing0.mbox"), str(corpus / "phishing1.mbox"))
+    _run(*d, "analyze", "campaigns")
+    with open_store(tmp_path / "data", read_only=True) as store:
+        found = detect(series(store.con, by="campaign", freq="day"))
+    burst = [c for c in found if c.at == datetime(2005, 6, 23)]
+    assert burst and burst[0].kind == "burst", found
+    top = burst[0].attribution[0]
+    assert top.name.startswith("System maintenance") and top.share > 0.5, burst[0].attribution
