@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from trapline.cli.common import AppContext, echo_json, json_option, pass_app, to_json
+from trapline.cli.common import AppContext, console, echo_json, json_option, pass_app, safe, to_json
 from trapline.store.duckdb import open_store
 
 BY_CHOICES = ["none", "botnet", "campaign", "asn", "harvester-asn"]
@@ -79,7 +78,7 @@ def timeline_cmd(
     if as_json:
         echo_json(data)
         return
-    table = Table("period", "total", *[g["name"][:20] for g in data["groups"][:top]])
+    table = Table("period", "total", *[safe(g["name"][:20]) for g in data["groups"][:top]])
     for i, period in enumerate(s.periods):
         total = data["total"][i]
         cells = ["gap" if total is None else str(total)]
@@ -87,7 +86,7 @@ def timeline_cmd(
         table.add_row(
             f"{period:%Y-%m-%d %H:%M}" if freq == "hour" else f"{period:%Y-%m-%d}", *cells
         )
-    Console().print(table)
+    console().print(table)
     if s.no_received_time:
         click.echo(f"{s.no_received_time} messages have no received time (Date: only): left out")
 
@@ -124,12 +123,12 @@ def changes_cmd(
         return
     table = Table("at", "series", "kind", "before", "after", "change", "explained by")
     for c in found:
-        who = ", ".join(f"{a.name[:24]} {a.share:.0%}" for a in c.attribution[:4])
+        who = safe(", ".join(f"{a.name[:24]} {a.share:.0%}" for a in c.attribution[:4]))
         table.add_row(
-            f"{c.at:%Y-%m-%d %H:%M}", c.group.name[:20] if c.group else "all", c.kind,
+            f"{c.at:%Y-%m-%d %H:%M}", safe(c.group.name[:20]) if c.group else "all", c.kind,
             f"{c.before:.1f}", f"{c.after:.1f}", "new" if c.relative_change is None else f"{c.relative_change:+.0%}", who,
         )  # fmt: skip
-    Console().print(table)
+    console().print(table)
 
 
 @click.command("takedown")
@@ -173,9 +172,14 @@ def takedown_cmd(
     table = Table("kind", "id", "name", "messages", "weight", "evidence")
     for d in result.dependents[:20]:
         table.add_row(
-            d.kind, d.id, d.name[:30], str(d.messages), f"{d.weight:g}", ", ".join(d.evidence[:3])
+            d.kind,
+            safe(d.id),
+            safe(d.name[:30]),
+            str(d.messages),
+            f"{d.weight:g}",
+            safe(", ".join(d.evidence[:3])),
         )
-    Console().print(table)
+    console().print(table)
 
 
 @click.command("report")
