@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from trapline.errors import NotFound, UsageError
 
@@ -178,36 +179,47 @@ def series(
     cond = label_filter(con, label, "m.")
     # One scan: per period and group, the counted messages and all messages (any label), the
     # latter being the evidence that collection was running.
-    got = con.execute(
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _tl_cells AS "
         f"SELECT {bucket} AS t, coalesce({gexpr}, '{NO_GROUP}') AS g, "
         f"count(*) FILTER (WHERE {cond}) AS n, count(*) AS seen "
         f"FROM messages m {join} WHERE {received}{window} GROUP BY 1, 2",
         params,
-    ).fetchnumpy()
-    if not len(got["t"]):
-        raise NotFound(
-            "no mail with a received time in the store"
-            + (" in that window" if window else "")
-            + ": run `trapline ingest PATH` first"
+    )
+    try:
+        # Group names once, then the cells as integers only: turning millions of group
+        # strings into Python objects would cost more than the aggregation.
+        ids = sorted(
+            (str(r[0]) for r in con.execute("SELECT DISTINCT g FROM _tl_cells").fetchall()),
+            key=lambda g: (g == NO_GROUP, g),
         )
+        if not ids:
+            raise NotFound(
+                "no mail with a received time in the store"
+                + (" in that window" if window else "")
+                + ": run `trapline ingest PATH` first"
+            )
+        con.register("_tl_keys", pa.table({"g": ids, "gi": pa.array(range(len(ids)), pa.int64())}))
+        try:
+            got = con.execute(
+                "SELECT c.t, k.gi, c.n FROM _tl_cells c JOIN _tl_keys k USING (g)"
+            ).fetchnumpy()
+        finally:
+            con.unregister("_tl_keys")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _tl_cells")
     coverage, no_time = _coverage(con, received, window, params, cond)
     tcol = np.asarray(got["t"], np.int64)
-    cover = np.unique(tcol)
-    t0 = int(cover[0])
-    n = int(cover[-1] - t0) + 1
+    t0 = int(tcol.min())
+    col = tcol - t0
+    n = int(col.max()) + 1
     first = datetime(1970, 1, 1) + timedelta(seconds=t0 * secs + shift)
     periods = tuple(first + i * step for i in range(n))
-    covered = np.zeros(n, bool)
-    covered[cover - t0] = True
-    gvals = np.asarray(got["g"], dtype=object)
-    uniq, inverse = np.unique(gvals.astype(str), return_inverse=True)
-    names_found = [str(g) for g in uniq.tolist()]
-    ids = sorted(names_found, key=lambda g: (g == NO_GROUP, g))
-    where = {g: i for i, g in enumerate(ids)}
-    remap = np.array([where[g] for g in names_found], np.int64)
-    counts = np.zeros((len(ids), n), np.int64)
-    if len(gvals):
-        np.add.at(counts, (remap[inverse.ravel()], tcol - t0), np.asarray(got["n"], np.int64))
+    covered = np.bincount(col, minlength=n) > 0  # a cell exists only where mail arrived
+    flat = np.asarray(got["gi"], np.int64) * n + col
+    weights = np.asarray(got["n"], np.float64)
+    counts = np.rint(np.bincount(flat, weights, minlength=len(ids) * n)).astype(np.int64)
+    counts = counts.reshape(len(ids), n)
     names = dict(con.execute(names_sql).fetchall()) if names_sql else {}
     kind = "all" if by == "none" else by
     groups = tuple(
