@@ -102,8 +102,27 @@ def test_progress_bar_final_rate_is_the_summarys(
     assert frames[0][0] == "0"  # the bar is up (pulsing) before the first batch is stored
 
 
-def test_campaign_list_one_line_each_at_80_columns(demo: Path) -> None:
-    text = _run(demo, "campaigns", "--top", "5").stdout
-    lines = [line for line in text.splitlines() if line.strip()]
+def test_campaign_list_one_line_each_at_80_columns(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trapline.cli.campaigns as cli_campaigns
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_campaigns, "console", lambda **_: Console(width=80, file=buf))
+    assert _run(demo, "campaigns", "--top", "5").exit_code == 0
+    lines = [line for line in buf.getvalue().splitlines() if line.strip()]
     assert len(lines) == 2 + 5  # header, rule, one line per campaign
     assert max(len(line) for line in lines) <= 80
+
+
+def test_networks_one_line_per_network_at_80_columns(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trapline.cli.routing as cli_routing
+
+    monkeypatch.setattr(cli_routing, "_out", Console(width=80, file=io.StringIO()))
+    buf = cli_routing._out.file
+    assert _run(demo, "networks", "--top", "5").exit_code == 0
+    lines = [line for line in buf.getvalue().splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert len(lines) == 2 + 5 and max(len(line) for line in lines) <= 80
+    assert all(re.match(r"\d\s+AS\d+\s+\S", line) for line in lines[2:])  # rank, AS, a name

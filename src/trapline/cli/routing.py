@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -364,34 +365,28 @@ def networks(
         return
     if not scores:
         return
-    table = Table(
-        "#",
-        "asn",
-        "name",
-        *(["prefix"] if by == "prefix" else []),
-        "score",
-        "baseline",
-        "spam",
-        "harv",
-        "dict",
-        "url",
-        "c&c",
-        "block",
-        "days",
-    )
+    # One line per network in an 80-column terminal: evidence types no shown network has are
+    # left out and long names are cut (--json has everything).
+    kinds = [("spam", "spam"), ("harvester", "harv"), ("dictionary", "dict"), ("url_host", "url"),
+             ("cc", "c&c"), ("blocklist", "blk")]  # fmt: skip
+    kinds = [(k, h) for k, h in kinds if any(s.evidence.get(k) for s in scores)]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    cols = ["#", "asn", "name", *(["prefix"] if by == "prefix" else []), "score", "base",
+            *(h for _, h in kinds), "days"]  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("asn", "name", "prefix") else "right",
+                         no_wrap=True, overflow="ellipsis")  # fmt: skip
+    width = max(10, (36 if by == "asn" else 26) - 5 * len(kinds))
     for rank, s in enumerate(scores, 1):
-        e = s.evidence
+        name = s.name or "-"
         table.add_row(
             str(rank),
             f"AS{s.asn}",
-            safe((s.name or "-")[:32]),
+            safe(name if len(name) <= width else name[: width - 1] + "…"),
             *([s.prefix or "-"] if by == "prefix" else []),
             f"{s.score:.3f}",
             f"{s.baseline_score:.3f}",
-            *(
-                str(e[t])
-                for t in ("spam", "harvester", "dictionary", "url_host", "cc", "blocklist")
-            ),
+            *(str(s.evidence.get(k, 0)) for k, _ in kinds),
             f"{s.longevity_days:.0f}",
         )
     _out.print(table)
