@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.web",
     "trapline.cli.config",
     "trapline.cli.timeline",
+    "trapline.cli.spark",
 )
 
 

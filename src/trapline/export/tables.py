@@ -37,10 +37,10 @@ class TableFile:
 
 
 def store_tables(store: Store) -> list[str]:
-    """The store's base tables, by name."""
+    """The store's tables (views over an attached Parquet dataset included), by name."""
     rows = store.con.execute(
         "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name"
+        "WHERE table_schema = 'main' AND table_name <> 'attached_parquet' ORDER BY table_name"
     ).fetchall()
     return [r[0] for r in rows]
 

@@ -1,0 +1,128 @@
+"""Commands for large corpora: the ingest (and analyses) as Spark jobs, and attaching their output.
+
+Each command calls one function of ``trapline.distributed`` and renders its result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from trapline.cli.common import AppContext, echo_json, json_option, pass_app
+
+DEFAULT_MASTER = "local[*]"
+
+
+@click.group("spark")
+def spark() -> None:
+    """Run the ingest and the analyses as Apache Spark jobs (pip install 'trapline[spark]').
+
+    Example: trapline spark ingest ./corpus/ --out ./parquet/ && trapline attach parquet ./parquet/
+    """
+
+
+@spark.command("ingest")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, help="Output folder or URI (one sub-folder per table).")
+@click.option(
+    "--master",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    help="Spark master (local[N], yarn, spark://host:7077, k8s://...).",
+)
+@click.option(
+    "--split-mb", type=int, default=64, show_default=True, help="Input bytes per task (mbox files are cut at From lines)."
+)
+@click.option("--trust", multiple=True, help="Extra trusted CIDR / host name for the origin walk.")
+@click.option("--no-dedupe", is_flag=True, help="Skip the pass that drops repeated messages.")
+@click.option("--force", is_flag=True, help="Replace an earlier output in the same folder.")
+@json_option
+@pass_app
+def spark_ingest(
+    app: AppContext,
+    inputs: tuple[str, ...],
+    out: str,
+    master: str,
+    split_mb: int,
+    trust: tuple[str, ...],
+    no_dedupe: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Ingest mail into Parquet with the store's schema, partitioned by received day.
+
+    Routing snapshots come from the --data-dir store (trapline routing import FILE first).
+
+    Example: trapline spark ingest ./spam/ --out ./parquet/ --master local[2]
+    """
+    from trapline.distributed import spark as job
+
+    if split_mb < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--split-mb")
+    session = job.session(master)
+    try:
+        summary = job.ingest(
+            session,
+            list(inputs),
+            out,
+            settings=app.settings,
+            data_dir=app.data_dir,
+            trust=trust,
+            target_bytes=split_mb << 20,
+            dedupe=not no_dedupe,
+            force=force,
+        )
+    finally:
+        session.stop()
+    if as_json:
+        echo_json({k: getattr(summary, k) for k in summary.__slots__})
+        return
+    click.echo(summary.line())
+    if not summary.snapshots:
+        click.echo("note: no routing snapshot in --data-dir: origins are not mapped to networks")
+    if summary.task_errors:
+        click.echo(f"note: {summary.task_errors} task(s) failed and are recorded in quarantine")
+
+
+@spark.command("job-path")
+def spark_job_path() -> None:
+    """Print the path of the job script, for spark-submit on a cluster.
+
+    Example: spark-submit --master yarn "$(trapline spark job-path)" ingest s3a://b/spam/ --out s3a://b/out/
+    """
+    from trapline.distributed import job
+
+    click.echo(str(Path(job.__file__).resolve()))
+
+
+@click.group("attach")
+def attach() -> None:
+    """Let this store read a dataset in place (for example the output of `spark ingest`).
+
+    Example: trapline attach parquet ./parquet/ && trapline stats
+    """
+
+
+@attach.command("parquet")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@json_option
+@pass_app
+def attach_parquet_cmd(app: AppContext, folder: Path, as_json: bool) -> None:
+    """Read the tables of a Parquet dataset (one folder per table) instead of the store's own.
+
+    Example: trapline --data-dir ./big attach parquet ./parquet/
+    """
+    from trapline.distributed.attach import attach_parquet
+    from trapline.store.duckdb import open_store
+
+    with open_store(app.data_dir) as store:
+        done = attach_parquet(store, folder)
+    if as_json:
+        echo_json([{"table": a.table, "path": a.path, "rows": a.rows} for a in done])
+        return
+    for a in done:
+        click.echo(f"{a.table:<12} {a.rows:>12,} rows  {a.path}")
+
+
+commands = [spark, attach]

@@ -1,0 +1,1 @@
+"""The ingest pipeline as a distributed job: the same functions, tasks placed by Spark."""

@@ -1,0 +1,202 @@
+"""The ingest as a Spark job: tasks placed by Spark, each running the local ingest core.
+
+The driver plans splits (``splits.plan``), finds messages read more than once (a pass that only
+hashes), broadcasts one ``TaskContext`` (trust boundary, settings, the routing snapshots of the
+``--data-dir`` store) and runs ``task.ingest_split`` on every split in ``mapPartitions``. Each
+task writes its own Parquet files; the driver adds the plan's source problems and a manifest.
+PySpark is imported here only: everything else in ``trapline.distributed`` runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trapline import __version__
+from trapline.distributed import splits, task
+from trapline.errors import TraplineError, UsageError
+from trapline.export.tables import LAYOUT, MANIFEST
+
+
+class SparkUnavailable(TraplineError):
+    """PySpark (and Java 17) are needed for this command: pip install 'trapline[spark]'."""
+
+
+@dataclass(slots=True, frozen=True)
+class SparkIngestSummary:
+    out: str
+    splits: int
+    read: int
+    duplicates: int
+    messages: int
+    quarantined: int
+    problems: int
+    task_errors: int
+    rows: dict[str, int]
+    snapshots: tuple[str, ...]
+
+    def line(self) -> str:
+        return (
+            f"{self.read:,} read, {self.messages:,} stored, {self.duplicates:,} duplicates, "
+            f"{self.quarantined:,} quarantined, {self.problems:,} source problems in "
+            f"{self.splits} tasks -> {self.out}"
+        )
+
+
+def session(master: str | None = None, app_name: str = "trapline") -> Any:
+    """A SparkSession (``master`` None: spark-submit's, else e.g. ``local[2]``)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise SparkUnavailable() from exc
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    }
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # no Java, or Java too old: say what to install
+        raise SparkUnavailable(
+            f"Spark could not start ({type(exc).__name__}: {str(exc)[:200]}); it needs Java 17 "
+            "(apt-get install openjdk-17-jre-headless) and pip install 'trapline[spark]'"
+        ) from exc
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:
+    """The routing snapshots of the ``--data-dir`` store (none when it has no store yet)."""
+    if data_dir is None or not (data_dir / "trapline.duckdb").exists():
+        return None, ()
+    from trapline.enrich.asn import load_routing
+    from trapline.store.duckdb import open_store
+
+    with open_store(data_dir, read_only=True) as store:
+        routing = load_routing(store)
+    ids = tuple(s.info.snapshot_id for s in routing.snapshots)
+    return (routing if ids else None), ids
+
+
+def _check_out(out: str, force: bool) -> None:
+    if "://" in out or not os.path.exists(out) or not os.listdir(out):
+        return
+    if not (force and os.path.exists(os.path.join(out, MANIFEST))):
+        hint = "pass --force to replace it" if os.path.exists(os.path.join(out, MANIFEST)) else ""
+        raise UsageError(f"{out} is not empty; choose a new folder {hint}".strip())
+    import shutil
+
+    for name in task.TABLES:
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+
+
+def _duplicates(sc: Any, indexed: list[tuple[int, splits.Split]]) -> dict[str, tuple[int, int]]:
+    """id -> (task, position) of the first copy, for ids that occur more than once."""
+    if len(indexed) == 0:
+        return {}
+    pairs = sc.parallelize(indexed, len(indexed)).flatMap(lambda x: task.split_ids(x[0], x[1]))
+    firsts = (
+        pairs.map(lambda t: (t[0], ((t[1], t[2]), 1)))
+        .reduceByKey(lambda a, b: (min(a[0], b[0]), a[1] + b[1]))
+        .filter(lambda kv: kv[1][1] > 1)
+        .map(lambda kv: (kv[0], kv[1][0]))
+    )
+    return dict(firsts.collect())
+
+
+def _run_tasks(items: Iterator[tuple[int, splits.Split]], ctx: Any) -> Iterator[dict[str, Any]]:
+    for index, split in items:
+        yield asdict(task.ingest_split(index, split, ctx.value))
+
+
+def ingest(
+    spark: Any,
+    inputs: Sequence[str],
+    out: str,
+    *,
+    settings: dict[str, Any],
+    data_dir: Path | None = None,
+    trust: Sequence[str] = (),
+    target_bytes: int = 64 << 20,
+    dedupe: bool = True,
+    force: bool = False,
+) -> SparkIngestSummary:
+    """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
+    from trapline.ingest.trust import TrustBoundary
+    from trapline.parse_pool import fingerprint_at_ingest
+
+    _check_out(out, force)
+    plan = splits.plan([str(p) for p in inputs], target_bytes)
+    routing, snapshot_ids = _routing(data_dir)
+    trust_obj = TrustBoundary.from_specs([*(settings.get("trust") or []), *trust])
+    sc = spark.sparkContext
+    indexed = list(enumerate(plan.splits))
+    keep = _duplicates(sc, indexed) if dedupe else {}
+    ctx = task.TaskContext(
+        out, trust_obj, dict(settings), routing, fingerprint_at_ingest(settings), keep
+    )
+    shared = sc.broadcast(ctx)
+    results: list[dict[str, Any]] = []
+    if indexed:
+        rdd = sc.parallelize(indexed, len(indexed))
+        results = rdd.mapPartitions(lambda items: _run_tasks(items, shared)).collect()
+    shared.unpersist()
+    rows: dict[str, int] = {}
+    for r in results:
+        for name, n in r["rows"].items():
+            rows[name] = rows.get(name, 0) + n
+    if plan.problems:
+        store = task.memory_store()
+        from trapline.store.writer import write_problems
+
+        write_problems(store.con, list(plan.problems))
+        for name, n in task.write_tables(store, "plan", out, only=("quarantine",)).items():
+            rows[name] = rows.get(name, 0) + n
+        store.close()
+    summary = SparkIngestSummary(
+        out=out,
+        splits=len(indexed),
+        read=sum(r["read"] for r in results),
+        duplicates=sum(r["duplicates"] for r in results),
+        messages=sum(r["messages"] for r in results),
+        quarantined=sum(r["quarantined"] for r in results),
+        problems=sum(r["problems"] for r in results) + len(plan.problems),
+        task_errors=sum(1 for r in results if r["error"]),
+        rows=rows,
+        snapshots=snapshot_ids,
+    )
+    _write_manifest(out, summary, plan)
+    return summary
+
+
+def _write_manifest(out: str, summary: SparkIngestSummary, plan: splits.Plan) -> None:
+    doc = {
+        "layout": LAYOUT,
+        "written_by": f"trapline {__version__} (spark ingest)",
+        "partitioning": {"column": task.DAY, "null": task.NO_DAY, "unpartitioned": ["quarantine"]},
+        "tables": {name: {"rows": n} for name, n in sorted(summary.rows.items())},
+        "routing_snapshots": list(summary.snapshots),
+        "counts": {k: v for k, v in asdict(summary).items() if isinstance(v, int)},
+        "skipped_files": len(plan.skipped),
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    filesystem, base = task.filesystem_for(out)
+    if filesystem is None:
+        os.makedirs(base, exist_ok=True)
+        Path(base, MANIFEST).write_text(text, encoding="utf-8")
+    else:
+        with filesystem.open_output_stream(f"{base}/{MANIFEST}") as fh:
+            fh.write(text.encode())

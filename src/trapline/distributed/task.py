@@ -1,0 +1,224 @@
+"""One distributed ingest task, without Spark: the local ingest core over one split.
+
+A task reads its split with the local reader, parses with the local parse functions, builds the
+write batch (fingerprints included) as the parse workers do, writes it with the local writer
+into a private in-memory DuckDB store that has the store's schema, maps addresses with the
+local enrichment and the routing snapshots it was handed, and writes that store's tables as
+Parquet: exactly the store's schema, because it *is* the store's schema. Spark only decides
+where tasks run (``trapline.distributed.spark``); the same function runs in tests and locally.
+
+Layout: ``OUT/<table>/received_day=YYYY-MM-DD/part-NNNNN.parquet`` (hive partitions by the
+message's received day; ``__HIVE_DEFAULT_PARTITION__`` when it has none), ``quarantine``
+unpartitioned. File names come from the task number, so a retried task overwrites its own
+files instead of adding copies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from trapline.distributed.splits import Split, read_split
+from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.parse_pool import batch_for, parse_records
+from trapline.store import raw as rawstore
+from trapline.store.duckdb import Store, schema_statements
+from trapline.store.writer import write_batch, write_problems
+
+DAY = "received_day"
+NO_DAY = "__HIVE_DEFAULT_PARTITION__"  # Hive's (and Spark's) name for a NULL partition value
+# Tables an ingest fills; each is written when it has rows. Keyed by their message-id column.
+TABLES: dict[str, str | None] = {
+    "raw": "id",
+    "messages": "id",
+    "recipients": "message_id",
+    "hops": "message_id",
+    "urls": "message_id",
+    "attachments": "message_id",
+    "signatures": "message_id",
+    "ip_routing": "message_id",
+    "quarantine": None,  # no received time: not partitioned
+}
+SEQ_SHIFT = 32  # signatures.seq = task << 32 | order in task: global order = reading order
+PARSE_CHUNK = 500
+
+
+@dataclass(slots=True, frozen=True)
+class TaskContext:
+    """What every task needs, shipped once per executor (a Spark broadcast)."""
+
+    out: str
+    trust: Any  # trapline.ingest.trust.TrustBoundary
+    settings: dict[str, Any]
+    routing: Any = None  # trapline.enrich.asn.Routing; None = no snapshots: addresses unmapped
+    fingerprint: bool = True
+    # id -> (task, position) of the copy to keep, for ids read more than once in the job
+    keep: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class TaskResult:
+    index: int
+    read: int
+    duplicates: int
+    messages: int
+    quarantined: int
+    problems: int
+    rows: dict[str, int]
+    error: str | None = None
+
+
+def memory_store() -> Store:
+    """A private in-memory store with the schema applied (a task's scratch space)."""
+    store = object.__new__(Store)
+    store.data_dir, store.path = Path("."), Path(":memory:")
+    store.con = duckdb.connect(":memory:")
+    store.con.execute("SET threads = 1")  # the executor's cores belong to other tasks
+    for sql in schema_statements():
+        store.con.execute(sql)
+    return store
+
+
+def split_ids(index: int, split: Split) -> list[tuple[str, int, int]]:
+    """``(id, task, position)`` of every message in a split: the job's dedupe pass."""
+    out = []
+    pos = 0
+    for item in read_split(split):
+        if isinstance(item, RawMessage):
+            out.append((message_id_of(item.data), index, pos))
+            pos += 1
+    return out
+
+
+def _parse(raws: list[RawMessage], ids: list[str], ctx: TaskContext) -> list[Any]:
+    """Parse batches as the local pool does; a failing chunk is retried one by one."""
+    batches = []
+    for start in range(0, len(raws), PARSE_CHUNK):
+        part, part_ids = raws[start : start + PARSE_CHUNK], ids[start : start + PARSE_CHUNK]
+        try:
+            records = parse_records(part, ctx.trust, part_ids)
+        except Exception:
+            records = []
+            for raw, mid in zip(part, part_ids, strict=True):
+                try:
+                    records.extend(parse_records([raw], ctx.trust, [mid]))
+                except Exception as one:
+                    detail = f"{type(one).__name__}: {one}"[:500]
+                    records.append(
+                        Quarantined(mid, len(raw.data), raw.source, "internal-error", detail)
+                    )
+        batches.append(batch_for(records, fingerprint=ctx.fingerprint))
+    return batches
+
+
+def ingest_split(index: int, split: Split, ctx: TaskContext) -> TaskResult:
+    """Ingest one split into Parquet under ``ctx.out``; never raises for bad input."""
+    try:
+        return _ingest(index, split, ctx)
+    except Exception as exc:  # a bug, or an unreadable output: record it, let the job go on
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        source = ", ".join(split.paths)[:400] + (f" @{split.start}" if split.is_range else "")
+        store = memory_store()
+        write_problems(store.con, [SourceProblem(source, "task-error", detail)])
+        rows = write_tables(store, index, ctx.out, only=("quarantine",))
+        return TaskResult(index, 0, 0, 0, 0, 1, rows, error=detail)
+
+
+def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
+    raws: list[RawMessage] = []
+    ids: list[str] = []
+    problems: list[SourceProblem] = []
+    seen: set[str] = set()
+    read = dups = pos = 0
+    for item in read_split(split):
+        if isinstance(item, SourceProblem):
+            problems.append(item)
+            continue
+        read += 1
+        mid = message_id_of(item.data)
+        keep = ctx.keep.get(mid, (index, pos))
+        pos += 1
+        if keep != (index, pos - 1) or mid in seen:
+            dups += 1
+            continue
+        seen.add(mid)
+        raws.append(item)
+        ids.append(mid)
+    store = memory_store()
+    rawstore.write_raw(
+        store.con, [rawstore.RawRow(m, r.data, r.source, r.envelope) for m, r in zip(ids, raws, strict=True)]
+    )
+    quarantined = 0
+    stored: list[str] = []
+    for batch in _parse(raws, ids, ctx):
+        bad = write_batch(store.con, batch)
+        bad_ids = {q.id for q in bad}
+        stored.extend(i for i in batch.message_ids if i not in bad_ids)
+        quarantined += len(batch.quarantined_ids) + len(bad)
+    write_problems(store.con, problems)
+    if ctx.routing is not None and ctx.routing.snapshots and stored:
+        from trapline.enrich.asn_enrich import enrich
+
+        enrich(store, ctx.settings, stored, routing=ctx.routing)
+    store.con.execute("UPDATE signatures SET seq = seq + ?", [index << SEQ_SHIFT])
+    rows = write_tables(store, index, ctx.out)
+    store.close()
+    return TaskResult(index, read, dups, len(stored), quarantined, len(problems), rows)
+
+
+def filesystem_for(out: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for ``out`` (local path, or s3://, gs://, hdfs:// URI)."""
+    if "://" not in out:
+        return None, out
+    from pyarrow import fs
+
+    uri = "s3://" + out[len("s3a://") :] if out.startswith("s3a://") else out
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    return filesystem, path
+
+
+def _write(table: pa.Table, filesystem: Any, path: str) -> None:
+    if filesystem is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    else:
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, compression="zstd", filesystem=filesystem)
+
+
+def _days(store: Store) -> dict[str, str]:
+    rows = store.con.execute(
+        "SELECT id, strftime(received_at, '%Y-%m-%d') FROM messages"
+    ).fetchall()
+    return {mid: day or NO_DAY for mid, day in rows}
+
+
+def write_tables(
+    store: Store, part: int | str, out: str, only: Iterable[str] | None = None
+) -> dict[str, int]:
+    """The store's ingest tables as Parquet files named after ``part`` (a task number)."""
+    filesystem, base = filesystem_for(out)
+    days = _days(store)
+    counts: dict[str, int] = {}
+    for name in only or TABLES:
+        table = store.con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
+        if table.num_rows == 0:
+            continue
+        counts[name] = table.num_rows
+        key = TABLES.get(name)
+        file = f"part-{part:05d}.parquet" if isinstance(part, int) else f"part-{part}.parquet"
+        if key is None:
+            _write(table, filesystem, f"{base}/{name}/{file}")
+            continue
+        day_col = pa.array([days.get(m, NO_DAY) for m in table[key].to_pylist()], pa.string())
+        for day in pc.unique(day_col).to_pylist():
+            rows = table.filter(pc.equal(day_col, day))
+            _write(rows, filesystem, f"{base}/{name}/{DAY}={day}/{file}")
+    return counts
