@@ -32,7 +32,11 @@ def spark() -> None:
     help="Spark master (local[N], yarn, spark://host:7077, k8s://...).",
 )
 @click.option(
-    "--split-mb", type=int, default=64, show_default=True, help="Input bytes per task (mbox files are cut at From lines)."
+    "--split-mb",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Input bytes per task (mbox files are cut at From lines).",
 )
 @click.option("--trust", multiple=True, help="Extra trusted CIDR / host name for the origin walk.")
 @click.option("--no-dedupe", is_flag=True, help="Skip the pass that drops repeated messages.")

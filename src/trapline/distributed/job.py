@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             from trapline.distributed import analyze
 
             result = analyze.run(
-                session, args.dataset, args.out, settings=settings,
+                session,
+                args.dataset,
+                args.out,
+                settings=settings,
                 data_dir=Path(args.data_dir) if args.data_dir else None,
             )
             print(json.dumps(result.summary(), default=str))

@@ -82,8 +82,8 @@ def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:
     """The routing snapshots of the ``--data-dir`` store (none when it has no store yet)."""
     if data_dir is None or not (data_dir / "trapline.duckdb").exists():
         return None, ()
-    from trapline.enrich.asn import load_routing
     from trapline.store.duckdb import open_store
+    from trapline.store.routing import load_routing
 
     with open_store(data_dir, read_only=True) as store:
         routing = load_routing(store)
@@ -136,7 +136,7 @@ def ingest(
 ) -> SparkIngestSummary:
     """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
     from trapline.ingest.trust import TrustBoundary
-    from trapline.parse_pool import fingerprint_at_ingest
+    from trapline.pipeline.pool import fingerprint_at_ingest
 
     _check_out(out, force)
     plan = splits.plan([str(p) for p in inputs], target_bytes)

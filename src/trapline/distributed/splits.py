@@ -11,6 +11,7 @@ Reading a task uses the local reader and splitter: the bytes, and so the ids, ar
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def _cut_mbox(entry: FileEntry, target: int) -> list[Split]:
                 break
             cuts.append(nxt)
     cuts.append(size)
-    return [Split((entry.path,), (False,), a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [Split((entry.path,), (False,), a, b) for a, b in itertools.pairwise(cuts)]
 
 
 def _compressed(path: str) -> bool:
@@ -155,7 +156,9 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
 def read_split(split: Split) -> Iterator[RawMessage | SourceProblem]:
     """The messages (and problems) of one task, read by the local reader and splitter."""
     if not split.is_range:
-        for path, single in zip(split.paths, split.singles or (False,) * len(split.paths), strict=True):
+        for path, single in zip(
+            split.paths, split.singles or (False,) * len(split.paths), strict=True
+        ):
             if single:
                 # Maildir files: the reader only knows them as single when it walks the folder.
                 yield from _read_single(path)
@@ -171,9 +174,7 @@ def read_split(split: Split) -> Iterator[RawMessage | SourceProblem]:
     except OSError as exc:
         yield SourceProblem(name, "read-error", f"{exc.strerror or exc}")
         return
-    yield from split_mbox(
-        [data], name, mode="mbox", max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
-    )
+    yield from split_mbox([data], name, mode="mbox", max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES)
 
 
 def _read_single(path: str) -> Iterator[RawMessage | SourceProblem]:

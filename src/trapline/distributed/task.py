@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trapline.distributed.splits import Split, read_split
-from trapline.model import Message, Quarantined, RawMessage, SourceProblem, message_id_of
-from trapline.parse_pool import batch_for, parse_records
+from trapline.model import Quarantined, RawMessage, SourceProblem, message_id_of
+from trapline.pipeline.pool import batch_for, parse_records
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, schema_statements
 from trapline.store.writer import write_batch, write_problems
@@ -154,7 +154,8 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
         ids.append(mid)
     store = memory_store()
     rawstore.write_raw(
-        store.con, [rawstore.RawRow(m, r.data, r.source, r.envelope) for m, r in zip(ids, raws, strict=True)]
+        store.con,
+        [rawstore.RawRow(m, r.data, r.source, r.envelope) for m, r in zip(ids, raws, strict=True)],
     )
     quarantined = 0
     stored: list[str] = []

@@ -1,0 +1,214 @@
+"""The Spark job against the local ingest, on the real SpamAssassin corpus, in local[2].
+
+One Spark session for the module (starting the JVM is the expensive part). The routing snapshot
+is the real 2008 RouteViews table, imported once into the store whose snapshots the job uses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from conftest import shared
+from trapline.cli.main import cli
+from trapline.config import load_settings
+from trapline.distributed import splits
+from trapline.ingest.mbox import split_mbox
+from trapline.model import RawMessage
+from trapline.store.duckdb import open_store
+
+pyspark = pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip(
+        "Spark needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True
+    )
+
+# Columns that say when a row was written, not what was read: they differ between any two runs.
+RUN_TIME = {"ingested_at", "logged_at", "enriched_at", "computed_at", "seq"}
+
+
+def _run(data: Path, *args: str) -> Any:
+    result = CliRunner().invoke(cli, ["--data-dir", str(data), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def spark_session() -> Any:
+    from trapline.distributed.spark import session
+
+    spark = session("local[2]", "trapline-tests")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory: pytest.TempPathFactory, spark_session: Any) -> dict[str, Path]:
+    """The corpus ingested twice into the same routing: locally, and by the Spark job."""
+    from trapline.distributed import spark as job
+
+    base = tmp_path_factory.mktemp("spark")
+    data = base / "local"
+    routing = shared("routing", "routeviews-pyasn", "ipasn_20080501_v12.dat.gz")
+    _run(data, "routing", "import", str(routing))
+    corpus = shared("mail", "spamassassin-2002")
+    _run(data, "-q", "ingest", str(corpus))
+    out = base / "parquet"
+    summary = job.ingest(
+        spark_session,
+        [str(corpus)],
+        str(out),
+        settings=load_settings({"data_dir": str(data)}),
+        data_dir=data,
+        target_bytes=4 << 20,  # several tasks, so the two executors share the corpus
+    )
+    assert summary.splits >= 4 and summary.task_errors == 0
+    assert summary.snapshots == ("ipasn_20080501_v12@2008-05-01",)
+    return {"local": data, "parquet": out}
+
+
+def _parquet(out: Path, table: str) -> str:
+    return f"read_parquet('{out / table}/**/*.parquet', hive_partitioning = true)"
+
+
+def _compare(con: duckdb.DuckDBPyConnection, table: str, out: Path) -> tuple[int, int, int]:
+    cols = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'l' "
+            "AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+    keep = ", ".join(f'"{c}"' for c in cols if c not in RUN_TIME)
+    local = f"SELECT {keep} FROM l.{table}"
+    remote = f"SELECT {keep} FROM {_parquet(out, table)}"
+    (n_local,) = con.execute(f"SELECT count(*) FROM ({local})").fetchone() or (0,)
+    (only_local,) = con.execute(
+        f"SELECT count(*) FROM ({local} EXCEPT ALL {remote})"
+    ).fetchone() or (0,)
+    (only_remote,) = con.execute(
+        f"SELECT count(*) FROM ({remote} EXCEPT ALL {local})"
+    ).fetchone() or (0,)
+    return n_local, only_local, only_remote
+
+
+@pytest.mark.slow
+def test_spark_job_equals_the_local_ingest_row_for_row(corpus_runs: dict[str, Path]) -> None:
+    out = corpus_runs["parquet"]
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{corpus_runs['local'] / 'trapline.duckdb'}' AS l (READ_ONLY)")
+    # Every table the ingest fills, every column but the write times: ids, origin IPs, ASNs,
+    # prefixes and snapshots (messages, ip_routing), fingerprints (signatures), raw bytes.
+    for table in (
+        "messages",
+        "raw",
+        "hops",
+        "urls",
+        "recipients",
+        "attachments",
+        "signatures",
+        "ip_routing",
+    ):
+        n, only_local, only_spark = _compare(con, table, out)
+        assert n > 0 and only_local == 0 and only_spark == 0, (table, n, only_local, only_spark)
+    (mapped,) = con.execute(
+        f"SELECT count(*) FROM {_parquet(out, 'messages')} WHERE origin_asn IS NOT NULL"
+    ).fetchone() or (0,)
+    assert mapped > 4000  # the 2008 table maps most origins of 2002 mail
+    # The files carry exactly the store's types (the partition column is only in the path).
+    for table in ("messages", "signatures", "raw"):
+        want = con.execute(f"DESCRIBE l.{table}").fetchall()
+        got = con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet('{out / table}/*/*.parquet', hive_partitioning = false)"
+        ).fetchall()
+        assert [(c[0], c[1]) for c in got] == [(c[0], c[1]) for c in want], table
+    days = {p.name for p in (out / "messages").iterdir()}
+    local_days = con.execute(
+        "SELECT DISTINCT coalesce(strftime(received_at, '%Y-%m-%d'), "
+        "'__HIVE_DEFAULT_PARTITION__') FROM l.messages"
+    ).fetchall()
+    assert days == {f"received_day={d}" for (d,) in local_days} and len(days) > 100
+
+
+def test_mbox_ranges_split_into_the_same_messages_as_the_whole_file() -> None:
+    path = shared("mail", "nazario-phishing-2005", "phishing1.mbox")
+    plan = splits.plan([str(path)], 200_000)
+    assert len(plan.splits) > 3 and all(s.is_range for s in plan.splits)
+    data = path.read_bytes()
+    whole = [r.data for r in split_mbox([data], "x", mode="mbox") if isinstance(r, RawMessage)]
+    pieces = [
+        r.data for s in plan.splits for r in splits.read_split(s) if isinstance(r, RawMessage)
+    ]
+    assert pieces == whole and len(whole) == 456
+
+
+def test_bad_input_is_quarantined_and_the_job_completes(tmp_path: Path, spark_session: Any) -> None:
+    from trapline.distributed import spark as job
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    spam = shared("mail", "spamassassin-2002", "spam")
+    for f in sorted(spam.iterdir())[:30]:
+        shutil.copy(f, inputs / f.name)
+    good = (sorted(spam.iterdir())[30]).read_bytes()
+    (inputs / "empty.eml").write_bytes(b"")
+    (inputs / "junk.bin").write_bytes(bytes(range(256)) * 64)  # binary, no headers
+    (inputs / "cut.eml.gz").write_bytes(gzip.compress(good)[:200])  # truncated archive
+    (inputs / "twice.eml").write_bytes(
+        (inputs / sorted(p.name for p in inputs.iterdir())[0]).read_bytes()
+    )
+    out = tmp_path / "out"
+    summary = job.ingest(
+        spark_session, [str(inputs)], str(out), settings=load_settings({}), target_bytes=20_000
+    )
+    assert summary.task_errors == 0
+    assert summary.messages == 30 and summary.duplicates == 1
+    con = duckdb.connect()
+    reasons = dict(
+        con.execute(
+            f"SELECT reason, count(*) FROM read_parquet('{out}/quarantine/*.parquet') GROUP BY 1"
+        ).fetchall()
+    )
+    assert reasons.get("empty-file") == 1 and reasons.get("truncated-archive") == 1
+    assert sum(reasons.values()) == summary.quarantined + summary.problems >= 3
+    (raw_n,) = con.execute(f"SELECT count(*) FROM {_parquet(out, 'raw')}").fetchone() or (0,)
+    assert raw_n == summary.messages + summary.quarantined  # nothing parsed is lost
+    manifest = json.loads((out / "_trapline.json").read_text())
+    assert manifest["tables"]["messages"]["rows"] == 30
+
+
+def test_attach_parquet_lets_local_commands_read_the_spark_output(
+    corpus_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "attached"
+    routing = shared("routing", "routeviews-pyasn", "ipasn_20080501_v12.dat.gz")
+    _run(data, "routing", "import", str(routing))
+    result = _run(data, "attach", "parquet", str(corpus_runs["parquet"]), "--json")
+    attached = {a["table"]: a["rows"] for a in json.loads(result.stdout)}
+    assert attached["messages"] == 6046
+    local = json.loads(_run(corpus_runs["local"], "stats", "--json").stdout)
+    remote = json.loads(_run(data, "stats", "--json").stdout)
+    for key in ("messages", "top_networks", "date_range"):
+        if key in local:
+            assert remote[key] == local[key], key
+    nets_local = json.loads(_run(corpus_runs["local"], "networks", "--top", "10", "--json").stdout)
+    nets_remote = json.loads(_run(data, "networks", "--top", "10", "--json").stdout)
+    assert [n["asn"] for n in nets_remote] == [n["asn"] for n in nets_local]
+    assert [n["score"] for n in nets_remote] == [n["score"] for n in nets_local]
+    with open_store(data, read_only=True) as store:
+        (n,) = store.con.execute("SELECT count(*) FROM messages").fetchone() or (0,)
+    assert n == 6046
+    # A store that already holds mail is not overlaid.
+    busy = CliRunner().invoke(
+        cli,
+        ["--data-dir", str(corpus_runs["local"]), "attach", "parquet", str(corpus_runs["parquet"])],
+    )
+    assert busy.exit_code == 1 and "already holds" in busy.output
