@@ -364,7 +364,7 @@ def test_exports_keep_spam_only_once_messages_are_labelled(store_dir: Path, tmp_
     values = {o.get("value") for o in json.loads(spam.read_text())["objects"]}
     assert MCCOLO_IP not in values
     everything = tmp_path / "all.json"
-    _run(data, "export", "stix", "--all-labels", "--out", str(everything))
+    _run(data, "export", "stix", "--label", "all", "--out", str(everything))
     assert MCCOLO_IP in {o.get("value") for o in json.loads(everything.read_text())["objects"]}
     out = tmp_path / "r"
     result = _run(data, "export", "arf", "--network", "AS26780", "--out", str(out))

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from trapline.cli.common import AppContext, F, echo_json, json_option, pass_app
+from trapline.cli.common import AppContext, F, echo_json, json_option, label_option, pass_app
 from trapline.export import arf, misp, stix, tables
 from trapline.export.evidence import Evidence, gather, parse_network
 from trapline.store.duckdb import open_store
@@ -29,6 +29,7 @@ def _day(value: datetime | None) -> date | None:
 
 def _selection(func: F) -> F:
     """Options shared by the evidence exports: time window, one network, labels."""
+    func = label_option(func)
     for option in reversed(
         [
             click.option(
@@ -36,9 +37,6 @@ def _selection(func: F) -> F:
             ),
             click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Received before."),
             click.option("--network", metavar="ASN", help="Only mail sent from this AS (AS26780)."),
-            click.option(
-                "--all-labels", is_flag=True, help="Include messages labelled ham (spam only)."
-            ),
         ]
     ):
         func = option(func)
@@ -64,7 +62,7 @@ def _evidence(app: AppContext, opts: dict[str, Any]) -> Evidence:
     with open_store(app.data_dir, read_only=True) as store:
         return gather(
             store,
-            spam_only=not opts["all_labels"],
+            label=opts["label"],
             since=_day(opts["since"]),
             until=_day(opts["until"]),
             network=parse_network(opts["network"]) if opts["network"] else None,
@@ -152,7 +150,7 @@ def export_misp(app: AppContext, out: Path, info: str | None, as_json: bool, **o
 )
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Received on or after (UTC).")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Received before.")
-@click.option("--all-labels", is_flag=True, help="Include messages labelled ham (spam only).")
+@label_option
 @json_option
 @pass_app
 def export_arf(
@@ -164,7 +162,7 @@ def export_arf(
     limit: int | None,
     since: datetime | None,
     until: datetime | None,
-    all_labels: bool,
+    label: str,
     as_json: bool,
 ) -> None:
     """RFC 5965 abuse reports for an AS, one per spam message, the original attached unchanged.
@@ -179,7 +177,7 @@ def export_arf(
             out,
             reporter=sender or str(app.settings["arf_from"]),
             to=to,
-            spam_only=not all_labels,
+            label=label,
             since=_day(since),
             until=_day(until),
             limit=int(app.settings["arf_max_reports"] if limit is None else limit),

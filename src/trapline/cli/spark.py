@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from trapline.cli.common import AppContext, echo_json, json_option, pass_app
+from trapline.cli.common import (
+    AppContext,
+    echo_json,
+    ingest_label_option,
+    json_option,
+    label_option,
+    pass_app,
+)
 
 DEFAULT_MASTER = "local[*]"
 
@@ -41,6 +48,7 @@ def spark() -> None:
 @click.option("--trust", multiple=True, help="Extra trusted CIDR / host name for the origin walk.")
 @click.option("--no-dedupe", is_flag=True, help="Skip the pass that drops repeated messages.")
 @click.option("--force", is_flag=True, help="Replace an earlier output in the same folder.")
+@ingest_label_option
 @json_option
 @pass_app
 def spark_ingest(
@@ -52,6 +60,7 @@ def spark_ingest(
     trust: tuple[str, ...],
     no_dedupe: bool,
     force: bool,
+    label: str | None,
     as_json: bool,
 ) -> None:
     """Ingest mail into Parquet with the store's schema, partitioned by received day.
@@ -76,6 +85,7 @@ def spark_ingest(
             target_bytes=split_mb << 20,
             dedupe=not no_dedupe,
             force=force,
+            label=label or "spam",
         )
     finally:
         session.stop()
@@ -87,6 +97,44 @@ def spark_ingest(
         click.echo("note: no routing snapshot in --data-dir: origins are not mapped to networks")
     if summary.task_errors:
         click.echo(f"note: {summary.task_errors} task(s) failed and are recorded in quarantine")
+
+
+@spark.command("analyze")
+@click.argument("dataset")
+@click.option("--out", required=True, help="Folder or URI for the results.")
+@click.option("--master", default=DEFAULT_MASTER, show_default=True, help="Spark master.")
+@label_option
+@json_option
+@pass_app
+def spark_analyze(
+    app: AppContext, dataset: str, out: str, master: str, label: str, as_json: bool
+) -> None:
+    """Network ranking, daily timeline and campaigns over a `spark ingest` dataset, in Spark.
+
+    Writes networks.json, timeline/ and campaign_members/ (Parquet) under --out; routing
+    snapshots and feeds come from the --data-dir store the ingest used.
+
+    Example: trapline spark analyze ./parquet/ --out ./results/ --master local[2]
+    """
+    from trapline.distributed import analyze
+    from trapline.distributed import spark as job
+
+    session = job.session(master)
+    try:
+        result = analyze.run(
+            session, dataset, out, settings=app.settings, data_dir=app.data_dir, label=label
+        )
+    finally:
+        session.stop()
+    if as_json:
+        echo_json(result.summary())
+        return
+    s = result.summary()
+    click.echo(
+        f"{s['networks']} networks ranked (top: {', '.join(f'AS{a}' for a in s['top_networks'][:5])}), "
+        f"{s['timeline_rows']} timeline rows, {s['clustered_messages']:,} messages in "
+        f"{s['campaigns']:,} campaigns ({s['component_rounds']} component rounds) -> {out}"
+    )
 
 
 @spark.command("job-path")

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(summary.line())
         else:
-            from trapline.distributed import analyze
+            from trapline.distributed.analyze import run
 
-            result = analyze.run(
+            result = run(
                 session,
                 args.dataset,
                 args.out,

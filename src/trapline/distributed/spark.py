@@ -133,6 +133,7 @@ def ingest(
     target_bytes: int = 64 << 20,
     dedupe: bool = True,
     force: bool = False,
+    label: str = "spam",
 ) -> SparkIngestSummary:
     """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
     from trapline.ingest.trust import TrustBoundary
@@ -146,7 +147,7 @@ def ingest(
     indexed = list(enumerate(plan.splits))
     keep = _duplicates(sc, indexed) if dedupe else {}
     ctx = task.TaskContext(
-        out, trust_obj, dict(settings), routing, fingerprint_at_ingest(settings), keep
+        out, trust_obj, dict(settings), routing, fingerprint_at_ingest(settings), label, keep
     )
     shared = sc.broadcast(ctx)
     results: list[dict[str, Any]] = []

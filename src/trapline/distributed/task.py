@@ -60,6 +60,7 @@ class TaskContext:
     settings: dict[str, Any]
     routing: Any = None  # trapline.enrich.asn.Routing; None = no snapshots: addresses unmapped
     fingerprint: bool = True
+    label: str = "spam"  # what the inputs hold, stored on every message (trapline.store.labels)
     # id -> (task, position) of the copy to keep, for ids read more than once in the job
     keep: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -155,7 +156,10 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
     store = memory_store()
     rawstore.write_raw(
         store.con,
-        [rawstore.RawRow(m, r.data, r.source, r.envelope) for m, r in zip(ids, raws, strict=True)],
+        [
+            rawstore.RawRow(m, r.data, r.source, r.envelope, ctx.label)
+            for m, r in zip(ids, raws, strict=True)
+        ],
     )
     quarantined = 0
     stored: list[str] = []
@@ -165,6 +169,7 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
         stored.extend(i for i in batch.message_ids if i not in bad_ids)
         quarantined += len(batch.quarantined_ids) + len(bad)
     write_problems(store.con, problems)
+    store.con.execute("UPDATE messages SET label = ?", [ctx.label])
     if ctx.routing is not None and ctx.routing.snapshots and stored:
         from trapline.enrich.asn_enrich import enrich
 

@@ -155,13 +155,13 @@ def select_samples(
     store: Store,
     asn: int,
     *,
-    spam_only: bool = True,
+    label: str = "spam",
     since: date | None = None,
     until: date | None = None,
     limit: int = 0,
 ) -> tuple[int, list[Sample]]:
     """Messages whose origin mapped to ``asn`` (oldest first), and how many there are in all."""
-    where = ["m.origin_asn = ?", "m.origin_ip IS NOT NULL", label_filter(store, "m", spam_only)]
+    where = ["m.origin_asn = ?", "m.origin_ip IS NOT NULL", label_filter(label, "m")]
     args: list[Any] = [asn]
     if since is not None:
         where.append("m.received_at >= ?")
@@ -203,7 +203,7 @@ def write_reports(
     *,
     reporter: str,
     to: str | None = None,
-    spam_only: bool = True,
+    label: str = "spam",
     since: date | None = None,
     until: date | None = None,
     limit: int = 0,
@@ -212,7 +212,7 @@ def write_reports(
     if "@" not in reporter:
         raise UsageError(f"--from {reporter!r} is no mail address; use abuse-desk@example.org")
     matched, samples = select_samples(
-        store, asn, spam_only=spam_only, since=since, until=until, limit=limit
+        store, asn, label=label, since=since, until=until, limit=limit
     )
     if not samples:
         return ArfRun(asn, matched, ())

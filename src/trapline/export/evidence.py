@@ -2,7 +2,7 @@
 
 STIX and MISP describe the same things (spam senders, the networks that announce them, the
 campaigns they sent), so both read one ``Evidence`` record and only differ in how they spell it.
-Spam only by default: once messages carry a ``label``, ham is never exported as abuse.
+Spam only by default (``messages.label``): ham is never exported as abuse unless asked.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from trapline.store import labels
 from trapline.store.duckdb import Store
 from trapline.store.routing import as_names
 
@@ -55,18 +56,16 @@ class Evidence:
     senders: tuple[Sender, ...]
     campaigns: tuple[CampaignInfo, ...]
     networks: tuple[Network, ...]
-    spam_only: bool
+    label: str
 
     @property
     def empty(self) -> bool:
         return not self.senders and not self.campaigns
 
 
-def label_filter(store: Store, alias: str, spam_only: bool) -> str:
-    """SQL condition keeping spam only (every store has ``messages.label``: the schema adds it)."""
-    if spam_only:
-        return f"{alias}.label = 'spam'"
-    return "TRUE"
+def label_filter(label: str, alias: str) -> str:
+    """SQL condition keeping messages labelled ``label`` (``all``: every message)."""
+    return labels.label_filter(label, f"{alias}.label")
 
 
 def parse_network(text: str) -> int:
@@ -93,16 +92,16 @@ def _window(alias: str, since: date | None, until: date | None) -> tuple[str, li
 def gather(
     store: Store,
     *,
-    spam_only: bool = True,
+    label: str = labels.SPAM,
     since: date | None = None,
     until: date | None = None,
     network: int | None = None,
     min_campaign_size: int = 2,
 ) -> Evidence:
     """Senders, their networks and the campaigns (of at least ``min_campaign_size``) they sent."""
-    label = label_filter(store, "m", spam_only)
+    chosen = label_filter(label, "m")
     window, args = _window("m", since, until)
-    where = f"m.origin_ip IS NOT NULL AND {label} AND {window}"
+    where = f"m.origin_ip IS NOT NULL AND {chosen} AND {window}"
     if network is not None:
         where += " AND m.origin_asn = ?"
         args.append(network)
@@ -126,7 +125,7 @@ def gather(
         senders=senders,
         campaigns=campaigns,
         networks=_networks(store, senders),
-        spam_only=spam_only,
+        label=label,
     )
 
 

@@ -98,12 +98,12 @@ def build_event(ev: Evidence, *, info: str | None = None) -> dict[str, Any]:
                     "Tag": tag,
                 }
             )
-    what = "spam" if ev.spam_only else "messages"
+    what = "" if ev.label == "all" else f"{ev.label} "
     return {
         "Event": {
             "uuid": _uuid("event"),
             "info": info
-            or f"trapline: {len(ev.senders)} {what} senders in {len(ev.networks)} networks, "
+            or f"trapline: {len(ev.senders)} {what}senders in {len(ev.networks)} networks, "
             f"{len(ev.campaigns)} campaigns",
             "date": ev.generated_at.date().isoformat(),
             "threat_level_id": THREAT_LEVEL_LOW,

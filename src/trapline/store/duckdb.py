@@ -35,6 +35,22 @@ def _current(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(found[0][0])
 
 
+def _apply(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """One schema file. A table that `attach parquet` replaced by a view over a dataset cannot
+    be altered; its statements are skipped (the view has the dataset's columns), the rest run."""
+    try:
+        con.execute(sql)
+    except duckdb.CatalogException as exc:
+        if "modify view" not in str(exc):
+            raise
+        for statement in con.extract_statements(sql):
+            try:
+                con.execute(statement)
+            except duckdb.CatalogException as again:
+                if "modify view" not in str(again):
+                    raise
+
+
 class Store:
     """A DuckDB connection on ``<data_dir>/trapline.duckdb`` with the schema applied."""
 
@@ -64,7 +80,7 @@ class Store:
             ) from exc
         if not read_only:
             for sql in schema_statements():
-                self.con.execute(sql)
+                _apply(self.con, sql)
         elif not _current(self.con):
             # A store last written by an older trapline: upgrade it once (the schema is
             # idempotent), then read as asked.
