@@ -136,18 +136,16 @@ def ingest(
     label: str = "spam",
 ) -> SparkIngestSummary:
     """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
-    from trapline.ingest.trust import TrustBoundary
     from trapline.pipeline.pool import fingerprint_at_ingest
 
     _check_out(out, force)
     plan = splits.plan([str(p) for p in inputs], target_bytes)
     routing, snapshot_ids = _routing(data_dir)
-    trust_obj = TrustBoundary.from_specs([*(settings.get("trust") or []), *trust])
     sc = spark.sparkContext
     indexed = list(enumerate(plan.splits))
     keep = _duplicates(sc, indexed) if dedupe else {}
     ctx = task.TaskContext(
-        out, trust_obj, dict(settings), routing, fingerprint_at_ingest(settings), label, keep
+        out, tuple(trust), dict(settings), routing, fingerprint_at_ingest(settings), label, keep
     )
     shared = sc.broadcast(ctx)
     results: list[dict[str, Any]] = []

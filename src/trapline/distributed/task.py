@@ -1,8 +1,8 @@
 """One distributed ingest task, without Spark: the local ingest core over one split.
 
-A task reads its split with the local reader, parses with the local parse functions, builds the
-write batch (fingerprints included) as the parse workers do, writes it with the local writer
-into a private in-memory DuckDB store that has the store's schema, maps addresses with the
+A task reads its split with the local reader and runs the local ingest core (``IngestCore``:
+dedupe, raw archive, parse, fingerprints, write) into a private in-memory DuckDB store that has
+the store's schema, maps addresses with the
 local enrichment and the routing snapshots it was handed, and writes that store's tables as
 Parquet: exactly the store's schema, because it *is* the store's schema. Spark only decides
 where tasks run (``trapline.distributed.spark``); the same function runs in tests and locally.
@@ -27,11 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trapline.distributed.splits import Split, read_split
-from trapline.model import Quarantined, RawMessage, SourceProblem, message_id_of
-from trapline.pipeline.pool import batch_for, parse_records
-from trapline.store import raw as rawstore
+from trapline.model import RawMessage, SourceProblem, message_id_of
+from trapline.pipeline.core import IngestCore
 from trapline.store.duckdb import Store, schema_statements
-from trapline.store.writer import write_batch, write_problems
+from trapline.store.writer import write_problems
 
 DAY = "received_day"
 NO_DAY = "__HIVE_DEFAULT_PARTITION__"  # Hive's (and Spark's) name for a NULL partition value
@@ -56,7 +55,7 @@ class TaskContext:
     """What every task needs, shipped once per executor (a Spark broadcast)."""
 
     out: str
-    trust: Any  # trapline.ingest.trust.TrustBoundary
+    trust: tuple[str, ...]  # extra trusted CIDRs / names (settings["trust"] is added)
     settings: dict[str, Any]
     routing: Any = None  # trapline.enrich.asn.Routing; None = no snapshots: addresses unmapped
     fingerprint: bool = True
@@ -99,27 +98,6 @@ def split_ids(index: int, split: Split) -> list[tuple[str, int, int]]:
     return out
 
 
-def _parse(raws: list[RawMessage], ids: list[str], ctx: TaskContext) -> list[Any]:
-    """Parse batches as the local pool does; a failing chunk is retried one by one."""
-    batches = []
-    for start in range(0, len(raws), PARSE_CHUNK):
-        part, part_ids = raws[start : start + PARSE_CHUNK], ids[start : start + PARSE_CHUNK]
-        try:
-            records = parse_records(part, ctx.trust, part_ids)
-        except Exception:
-            records = []
-            for raw, mid in zip(part, part_ids, strict=True):
-                try:
-                    records.extend(parse_records([raw], ctx.trust, [mid]))
-                except Exception as one:
-                    detail = f"{type(one).__name__}: {one}"[:500]
-                    records.append(
-                        Quarantined(mid, len(raw.data), raw.source, "internal-error", detail)
-                    )
-        batches.append(batch_for(records, fingerprint=ctx.fingerprint))
-    return batches
-
-
 def ingest_split(index: int, split: Split, ctx: TaskContext) -> TaskResult:
     """Ingest one split into Parquet under ``ctx.out``; never raises for bad input."""
     try:
@@ -153,25 +131,25 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
         seen.add(mid)
         raws.append(item)
         ids.append(mid)
-    store = memory_store()
-    rawstore.write_raw(
-        store.con,
-        [
-            rawstore.RawRow(m, r.data, r.source, r.envelope, ctx.label)
-            for m, r in zip(ids, raws, strict=True)
-        ],
+    # The local ingest core (dedupe, raw archive, parse with the one-by-one retry, write,
+    # labels); stages off: the ASN stage runs below with the broadcast snapshots.
+    core = IngestCore(
+        {**ctx.settings, "post_ingest_stages": [], "post_ingest_background": False},
+        lambda _text: None,
+        trust=ctx.trust,
+        label=ctx.label,
     )
+    store = memory_store()
+    archived = core.archive(store, list(zip(ids, raws, strict=True)))
     quarantined = 0
     stored: list[str] = []
-    for batch in _parse(raws, ids, ctx):
-        bad = write_batch(store.con, batch)
-        bad_ids = {q.id for q in bad}
-        stored.extend(i for i in batch.message_ids if i not in bad_ids)
-        quarantined += len(batch.quarantined_ids) + len(bad)
+    for start in range(0, len(archived.fresh), PARSE_CHUNK):
+        written = core.write(store, core.parse(archived.fresh[start : start + PARSE_CHUNK]))
+        stored.extend(written.stored)
+        quarantined += written.quarantined
     write_problems(store.con, problems)
-    store.con.execute("UPDATE messages SET label = ?", [ctx.label])
     if ctx.routing is not None and ctx.routing.snapshots and stored:
-        from trapline.enrich.asn_enrich import enrich
+        from trapline.pipeline.adapters.asn import enrich
 
         enrich(store, ctx.settings, stored, routing=ctx.routing)
     store.con.execute("UPDATE signatures SET seq = seq + ?", [index << SEQ_SHIFT])
