@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     parser.add_argument("--min-messages", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="local parse workers")
-    parser.add_argument("--split-mb", type=int, default=16, help="input bytes per Spark task")
+    parser.add_argument("--split-mb", type=int, default=64, help="input bytes per Spark task")
     args = parser.parse_args(argv)
     result = run(args)
     if args.json:
