@@ -17,7 +17,7 @@ import click
 
 from trapline.cli.common import AppContext, F, echo_json, json_option, label_option, pass_app
 from trapline.export import arf, misp, stix, tables
-from trapline.export.evidence import Evidence, gather, parse_network
+from trapline.export.evidence import Evidence, ExportSettings, gather, parse_network
 from trapline.store.duckdb import open_store
 
 EMPTY_HINT = "nothing to export yet: run `trapline ingest PATH` (and `trapline analyze campaigns`)"
@@ -66,7 +66,7 @@ def _evidence(app: AppContext, opts: dict[str, Any]) -> Evidence:
             since=_day(opts["since"]),
             until=_day(opts["until"]),
             network=parse_network(opts["network"]) if opts["network"] else None,
-            min_campaign_size=int(app.settings["export_min_campaign_size"]),
+            min_campaign_size=ExportSettings.from_settings(app.settings).min_campaign_size,
         )
 
 
@@ -170,17 +170,18 @@ def export_arf(
     Example: trapline export arf --network AS26780 --out reports/ --to abuse@example.net
     """
     asn = parse_network(network)
+    conf = ExportSettings.from_settings(app.settings)
     with open_store(app.data_dir, read_only=True) as store:
         run = arf.write_reports(
             store,
             asn,
             out,
-            reporter=sender or str(app.settings["arf_from"]),
+            reporter=sender or conf.arf_from,
             to=to,
             label=label,
             since=_day(since),
             until=_day(until),
-            limit=int(app.settings["arf_max_reports"] if limit is None else limit),
+            limit=conf.arf_max_reports if limit is None else limit,
         )
     if as_json:
         echo_json({"asn": asn, "matched": run.matched, "written": [str(p) for p in run.written]})

@@ -270,9 +270,9 @@ def campaign_members(spark: Any, settings: dict[str, Any], label: str = SPAM) ->
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from trapline.analyze.campaigns import params_from
+    from trapline.analyze.lsh import ClusterParams
 
-    params = params_from(settings)
+    params = ClusterParams.from_settings(settings)
     chosen = "TRUE" if label == "all" else label_filter(label, "m.label")
     sig = spark.sql(
         "SELECT s.message_id, s.seq, s.minhash, s.url_templates, "

@@ -7,13 +7,23 @@ Spam only by default (``messages.label``): ham is never exported as abuse unless
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from trapline.config import SettingsView
 from trapline.store import labels
 from trapline.store.duckdb import Store
 from trapline.store.routing import as_names
+
+
+@dataclass(slots=True, frozen=True)
+class ExportSettings(SettingsView):
+    """The exports' settings (docs/exports.md)."""
+
+    min_campaign_size: int = field(metadata={"key": "export_min_campaign_size"})
+    arf_from: str = field(metadata={"key": "arf_from"})
+    arf_max_reports: int = field(metadata={"key": "arf_max_reports"})
 
 
 @dataclass(slots=True, frozen=True)
