@@ -5,6 +5,7 @@ budgets, visit numbers past 2^24, no 500 when the spool fails, and rate-limited 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import resource
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from test_web import SECRET, TRAP, Web, _addresses_in
-from trap_helpers import TrapProcess
+from trap_helpers import TrapProcess, inet_sockets, send_one, spam_bodies
 from trapline.config import load_settings
 from trapline.serve.runner import _QuietServer
 from trapline.traps import addresses
@@ -123,7 +124,7 @@ def test_connections_beyond_the_cap_get_503(limited_web: Callable[..., Web]) -> 
 
 def test_descriptors_are_reserved_below_the_process_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert http_connection_limit(10**9, 256) == soft - 256
+    assert http_connection_limit(10**9, 256, 128) == soft - 256 - 128 - 16
     assert http_connection_limit(10, 256) == 10
 
 
@@ -187,3 +188,32 @@ def test_serve_applies_the_http_backlog(tmp_path: Path) -> None:
         assert out[0] == "LISTEN" and int(out[2]) == 333
     finally:
         proc.stop(signal.SIGTERM)
+
+
+def test_idle_http_connections_cannot_starve_smtp(tmp_path: Path) -> None:
+    """A whole ``trapline serve`` with 400 descriptors: 600 half-open HTTP requests hold at most
+    the HTTP cap (what reserved_descriptors and the accept batch leave), no accept() fails for
+    lack of descriptors, and mail still gets 250."""
+    body = spam_bodies(1)[0]
+    proc = TrapProcess(
+        tmp_path / "data",
+        {"reserved_descriptors": 200, "http_header_timeout_s": 120},
+        prefix=("prlimit", "--nofile=400:400"),
+    ).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(600):
+            sock = socket.create_connection(("127.0.0.1", proc.http_port), timeout=30)
+            with contextlib.suppress(OSError):  # already hung up on: the server sheds them
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: garden.example\r\n")  # never finished
+            held.append(sock)
+        assert send_one(proc.smtp_port, [f"x@{TRAP}"], body)[0] == 250
+        http_open = [
+            s for s in inet_sockets(proc.pid) if s[1] == proc.http_port and s[4] == "ESTABLISHED"
+        ]
+        assert len(http_open) <= 400 - 200 - 128, len(http_open)
+    finally:
+        for sock in held:
+            sock.close()
+        log = proc.stop(signal.SIGTERM)
+    assert "Too many open files" not in log

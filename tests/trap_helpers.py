@@ -61,6 +61,7 @@ class TrapProcess:
     data_dir: Path
     settings: dict[str, object]
     extra_env: dict[str, str] | None = None
+    prefix: tuple[str, ...] = ()  # a wrapper command, e.g. ("prlimit", "--nofile=400")
     proc: subprocess.Popen[str] | None = None
     smtp_port: int = 0
     http_port: int = 0
@@ -78,7 +79,7 @@ class TrapProcess:
 
     def start(self, timeout: float = 30.0) -> TrapProcess:
         cmd = [
-            sys.executable, "-c", "from trapline.cli.main import cli; cli()",
+            *self.prefix, sys.executable, "-c", "from trapline.cli.main import cli; cli()",
             "serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0",
         ]  # fmt: skip
         self.proc = subprocess.Popen(

@@ -136,7 +136,7 @@ DEFAULTS: dict[str, Any] = {
     "http_header_timeout_s": 10.0,  # a request's headers must arrive within this
     "http_read_timeout_s": 30.0,  # a posted form's body must arrive within this
     "http_max_connections": 512,  # concurrent HTTP connections (503 beyond)
-    "http_listen_backlog": 1024,
+    "http_listen_backlog": 128,  # also asyncio's accept batch: keep it well below the fd limit
     "reserved_descriptors": 256,  # kept free of HTTP for SMTP, spool, store and drain
     "log_repeat_burst": 5,  # identical log lines let through per window ...
     "log_repeat_window_s": 60.0,  # ... the rest counted and summarised once

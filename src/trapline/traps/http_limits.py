@@ -23,6 +23,7 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # Loggers the trap services write through (asyncio and uvicorn report accept() failures).
+_OVERFLOW = 16  # connections past the cap still accepted, to answer them 503
 SERVICE_LOGGERS = ("trapline", "trapline.smtp", "trapline.serve", "asyncio", "uvicorn.error")
 
 
@@ -34,6 +35,12 @@ class HeaderTimeoutProtocol(H11Protocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) > limit + _OVERFLOW:
+            # Far past the cap (uvicorn only answers 503 once a request arrives): hang up at
+            # once, so idle connections cannot take the descriptors SMTP and the drain need.
+            transport.close()
+            return
         self._arm()
 
     def _arm(self) -> None:
@@ -70,13 +77,15 @@ def with_header_timeout(seconds: float) -> type[HeaderTimeoutProtocol]:
     return type("TrapHeaderTimeout", (HeaderTimeoutProtocol,), {"header_timeout": seconds})
 
 
-def http_connection_limit(wanted: int, reserved: int) -> int:
+def http_connection_limit(wanted: int, reserved: int, backlog: int = 0) -> int:
     """How many HTTP connections to allow so ``reserved`` descriptors stay free for SMTP, the
-    spool, the store and the drain: ``wanted``, lowered to fit under RLIMIT_NOFILE."""
+    spool, the store and the drain: ``wanted``, lowered to fit under RLIMIT_NOFILE. asyncio
+    accepts up to ``backlog`` connections per wake-up before any can be turned away, so those
+    count too."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - reserved))
+    return max(1, min(wanted, soft - reserved - backlog - _OVERFLOW))
 
 
 class RepeatFilter(logging.Filter):
@@ -123,7 +132,9 @@ def honeypot_http_limits(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "http": with_header_timeout(float(settings["http_header_timeout_s"])),
         "limit_concurrency": http_connection_limit(
-            int(settings["http_max_connections"]), int(settings["reserved_descriptors"])
+            int(settings["http_max_connections"]),
+            int(settings["reserved_descriptors"]),
+            int(settings["http_listen_backlog"]),
         ),
         "timeout_keep_alive": 5,
         "backlog": int(settings["http_listen_backlog"]),  # uvicorn listens again with this
