@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,12 +114,12 @@ def _network(text: str) -> _Net:
     return _Net(str(net), None, int(net.network_address), int(net.broadcast_address))
 
 
-def _dependency_sql(net: _Net) -> str:
+def _dependency_sql(net: _Net, table: str) -> str:
     """(message_id, kind, group id, group name, evidence) for every dependency in the window."""
     parts = [
         f"""SELECT w.id, '{kind}', coalesce(w.campaign_id, w.id), coalesce(c.subjects[1], w.id),
                    r.ip
-            FROM w JOIN ip_routing r ON r.subject = '{subject}' AND r.{key} = w.{wkey}
+            FROM {table} w JOIN ip_routing r ON r.subject = '{subject}' AND r.{key} = w.{wkey}
             LEFT JOIN campaigns c ON c.id = w.campaign_id WHERE {net.sql("r", "ip")}"""
         for kind, subject, key, wkey in (
             ("sender", "origin", "message_id", "id"),
@@ -128,7 +129,7 @@ def _dependency_sql(net: _Net) -> str:
     ]
     parts.append(
         f"""SELECT w.id, 'cc', bc.botnet_id, array_to_string(b.families, '+'), fi.indicator
-            FROM w JOIN botnet_campaigns bc ON bc.campaign_id = w.campaign_id
+            FROM {table} w JOIN botnet_campaigns bc ON bc.campaign_id = w.campaign_id
             JOIN botnets b ON b.id = bc.botnet_id
             JOIN feed_indicators fi ON fi.kind = 'cc' AND list_contains(b.families, fi.family)
             WHERE fi.first_seen < ? AND {net.sql("fi", "indicator")}"""
@@ -160,19 +161,30 @@ def predict(
     at = at or (last + timedelta(seconds=1))
     start = at - timedelta(days=window)
     visit = "trap_visit_id" if has_column(con, "messages", "trap_visit_id") else "NULL"
+    table = f"_takedown_{uuid.uuid4().hex}"  # cursors of one connection share temp tables
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE w AS SELECT id, campaign_id, {visit} AS trap_visit_id "
+        f"CREATE TEMP TABLE {table} AS SELECT id, campaign_id, {visit} AS trap_visit_id "
         f"FROM messages m WHERE {RECEIVED.replace('received_at', 'm.received_at')} AND "
         f"{label_filter(con, label, 'm.')} AND m.received_at >= ? AND m.received_at < ?",
         [start, at],
     )
-    (total,) = con.execute("SELECT count(*) FROM w").fetchone()
+    try:
+        return _predict(con, net, table, at, last, window, weights, label, settings)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _predict(
+    con: Any, net: _Net, table: str, at: datetime, last: datetime, window: float,
+    weights: dict[str, float], label: str, settings: dict[str, Any] | None,
+) -> Takedown:  # fmt: skip
+    (total,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
     if not total:
         raise NotFound(
             f"no spam in the {window:g} days before {at:%Y-%m-%d %H:%M}: pick an --at inside "
             f"the data (it ends {last:%Y-%m-%d})"
         )
-    dep_sql = _dependency_sql(net)
+    dep_sql = _dependency_sql(net, table)
     rows = con.execute(
         f"WITH d(mid, kind, gid, gname, evidence) AS ({dep_sql}) "
         "SELECT mid, kind, gid, gname, evidence FROM d",

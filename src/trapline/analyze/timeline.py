@@ -9,6 +9,7 @@ Python only lays the counts on the period grid.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -179,8 +180,10 @@ def series(
     cond = label_filter(con, label, "m.")
     # One scan: per period and group, the counted messages and all messages (any label), the
     # latter being the evidence that collection was running.
+    # unique names: cursors of one connection (web requests) share the temp catalog
+    cells, keys = f"_tl_cells_{uuid.uuid4().hex}", f"_tl_keys_{uuid.uuid4().hex}"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _tl_cells AS "
+        f"CREATE TEMP TABLE {cells} AS "
         f"SELECT {bucket} AS t, coalesce({gexpr}, '{NO_GROUP}') AS g, "
         f"count(*) FILTER (WHERE {cond}) AS n, count(*) AS seen "
         f"FROM messages m {join} WHERE {received}{window} GROUP BY 1, 2",
@@ -190,7 +193,7 @@ def series(
         # Group names once, then the cells as integers only: turning millions of group
         # strings into Python objects would cost more than the aggregation.
         ids = sorted(
-            (str(r[0]) for r in con.execute("SELECT DISTINCT g FROM _tl_cells").fetchall()),
+            (str(r[0]) for r in con.execute(f"SELECT DISTINCT g FROM {cells}").fetchall()),
             key=lambda g: (g == NO_GROUP, g),
         )
         if not ids:
@@ -199,15 +202,15 @@ def series(
                 + (" in that window" if window else "")
                 + ": run `trapline ingest PATH` first"
             )
-        con.register("_tl_keys", pa.table({"g": ids, "gi": pa.array(range(len(ids)), pa.int64())}))
+        con.register(keys, pa.table({"g": ids, "gi": pa.array(range(len(ids)), pa.int64())}))
         try:
             got = con.execute(
-                "SELECT c.t, k.gi, c.n FROM _tl_cells c JOIN _tl_keys k USING (g)"
+                f"SELECT c.t, k.gi, c.n FROM {cells} c JOIN {keys} k USING (g)"
             ).fetchnumpy()
         finally:
-            con.unregister("_tl_keys")
+            con.unregister(keys)
     finally:
-        con.execute("DROP TABLE IF EXISTS _tl_cells")
+        con.execute(f"DROP TABLE IF EXISTS {cells}")
     coverage, no_time = _coverage(con, received, window, params, cond)
     tcol = np.asarray(got["t"], np.int64)
     t0 = int(tcol.min())
