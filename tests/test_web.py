@@ -20,7 +20,8 @@ import pytest
 from trapline.config import load_settings
 from trapline.pipeline.drain import drain
 from trapline.serve.runner import _QuietServer
-from trapline.store.duckdb import Store, open_store
+from trapline.store.access import reading
+from trapline.store.duckdb import open_store
 from trapline.traps import addresses
 from trapline.traps.sensor import StoreSensors, add_sensor
 from trapline.traps.smtp.spool import Spool, SpoolRecord, decode_segment
@@ -203,18 +204,15 @@ def test_operator_templates_override_the_packaged_pages(
     assert "Welcome" in httpx.get(f"{web.base}/").text  # other pages still come from the package
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "data") as s:
-        yield s
-
-
 def test_sensors_get_addresses_and_see_only_their_own_visits(
-    web_server: Callable[..., Web], store: Store, tmp_path: Path
+    web_server: Callable[..., Web], tmp_path: Path
 ) -> None:
-    s1, key1 = add_sensor(store, "blog.example.net")
-    s2, key2 = add_sensor(store, "forum.example.com")
-    sensors = StoreSensors(store)
+    data = tmp_path / "data"
+    with open_store(data) as store:
+        s1, key1 = add_sensor(store, "blog.example.net")
+        s2, key2 = add_sensor(store, "forum.example.com")
+    # each lookup reads in its own window, on the web server's threads
+    sensors = StoreSensors(lambda: reading(data))
     web = web_server(
         sensor_lookup=sensors.lookup, sensor_visits=sensors.visits, issuer=VisitIssuer(100)
     )
@@ -247,19 +245,20 @@ def test_sensors_get_addresses_and_see_only_their_own_visits(
         == 400
     )
     web.records("visit", 3)
-    drain(web.spool, store, load_settings({"data_dir": str(tmp_path / "data")}))
+    with open_store(data) as store:
+        drain(web.spool, store, load_settings({"data_dir": str(data)}))
     mine = httpx.get(f"{api}/visits", headers={"authorization": f"Bearer {key1}"}).json()
     theirs = httpx.get(f"{api}/visits", headers={"authorization": f"Bearer {key2}"}).json()
     assert sorted(v["ip"] for v in mine) == ["198.51.100.7", "198.51.100.9"]
     assert [v["ip"] for v in theirs] == ["203.0.113.8"]
-    rows = store.con.execute("SELECT id, sensor_id, ip FROM visits ORDER BY seq").fetchall()
+    with reading(data) as store:
+        rows = store.con.execute("SELECT id, sensor_id, ip FROM visits ORDER BY seq").fetchall()
     assert [(r[1], r[2]) for r in rows] == [
         (s1, "198.51.100.7"),
         (s2, "203.0.113.8"),
         (s1, "198.51.100.9"),
     ]
     assert httpx.get(f"{api}/visits").status_code == 404
-    sensors.close()
 
 
 def test_visit_numbers_are_never_reissued_after_a_crash(tmp_path: Path) -> None:

@@ -179,3 +179,19 @@ def send_one(
             raise smtplib.SMTPRecipientsRefused(refused)
         code, text = client.data(body)
         return code, text.decode()
+
+
+def spooled_message_ids(data: Path) -> list[str]:
+    """Ids of every message record the spool made durable (drained segments stay in done/)."""
+    import hashlib
+
+    from trapline.traps.smtp.spool import decode_segment
+
+    out = []
+    for path in sorted((data / "spool" / "done").glob("*.seg")):
+        out.extend(
+            hashlib.sha256(r.data).hexdigest()
+            for r in decode_segment(path.read_bytes())
+            if r.kind == "message"
+        )
+    return out

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # DuckDB's memory cap for the ingest writer: without it the buffer pool caches every block
     # written in the run and the writer's memory grows with the input ("" = DuckDB's default).
     "store_memory_limit": "256MB",
+    # store access: how long a command or service waits for its turn on the store (-1 = for ever)
+    "store_wait_s": 600.0,
+    "serve_report_interval_s": 60.0,  # serve logs what it did once per interval
     "trust": [],  # extra trusted CIDRs / host names / domains for the origin walk
     # Stages run after each ingest batch is stored, in order ("module:function"). A stage gets
     # (store, message_ids, settings), returns a one-line summary, or raises NotConfigured to

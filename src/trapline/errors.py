@@ -58,6 +58,10 @@ class StoreDamaged(StoreError):
     """The store file is truncated or corrupted; the message says how to recover."""
 
 
+class StoreBusy(StoreLocked):
+    """The store did not come free within the wait limit; retry, or raise --wait."""
+
+
 class QueryError(StoreError):
     """The SQL could not run; check it against docs/schema.md (`trapline query "show tables"`)."""
 

@@ -17,6 +17,7 @@ import duckdb
 from trapline.errors import NotFound, StoreError, StoreLocked
 from trapline.store.duckdb import Store, open_store
 from trapline.store.routing import load_routing, lookup
+from trapline.store.trap_domains import known as known_trap_domains
 from trapline.traps import addresses
 
 
@@ -183,7 +184,12 @@ def decode_report(settings: dict[str, Any], address: str) -> dict[str, Any]:
     whether the details could be read (``ok``, ``locked``, ``missing``, ``no-such-visit``).
     """
     secret = addresses.site_secret(settings, create=False)
-    decoded = addresses.decode(address, secret, list(settings.get("trap_domains") or []))
+    try:  # the domains this store's traps issued addresses on count, configured or not
+        with _read_store(settings) as store:
+            domains = known_trap_domains(settings.get("trap_domains") or [], store.con)
+    except StoreError:
+        domains = known_trap_domains(settings.get("trap_domains") or [], None)
+    decoded = addresses.decode(address, secret, domains)
     out: dict[str, Any] = {
         "address": decoded.address,
         "valid": decoded.valid,

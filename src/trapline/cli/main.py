@@ -12,6 +12,7 @@ from trapline import __version__
 from trapline.cli.common import AppContext
 from trapline.config import load_config
 from trapline.errors import TraplineError
+from trapline.store.turns import set_policy
 
 # Each module exposes ``commands``: a list of Click commands/groups to add. Order = --help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trapline.cli.config",
     "trapline.cli.timeline",
     "trapline.cli.spark",
+    "trapline.cli.status",
 )
 
 
@@ -63,8 +65,17 @@ class TraplineGroup(click.Group):
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress bars or chatter; results and errors only."
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="How long to wait for the store while another trapline process has its turn "
+    "(-1 = as long as it takes) [env TRAPLINE_STORE_WAIT_S; default 600].",
+)
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, quiet: bool) -> None:
+def cli(ctx: click.Context, data_dir: Path | None, quiet: bool, wait_s: float | None) -> None:
     """Spam-trap and spam-infrastructure intelligence.
 
     Catch spam with traps, ingest mail archives, trace each message to the network that sent it,
@@ -73,7 +84,12 @@ def cli(ctx: click.Context, data_dir: Path | None, quiet: bool) -> None:
     Example: trapline ingest ./spam.mbox && trapline stats
     """
     # TRAPLINE_DATA_DIR is read with the other variables, so `config show` names its source.
-    config = load_config({"data_dir": str(data_dir) if data_dir else None})
+    config = load_config({"data_dir": str(data_dir) if data_dir else None, "store_wait_s": wait_s})
+    set_policy(
+        wait_s=float(config.values["store_wait_s"]),
+        who=f"trapline {ctx.invoked_subcommand or ''}".strip(),
+        announce=(lambda _text: None) if quiet else (lambda text: click.echo(text, err=True)),
+    )
     ctx.obj = AppContext(settings=config.values, quiet=quiet, config=config)
 
 

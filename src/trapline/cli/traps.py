@@ -64,8 +64,8 @@ def serve(
     """Run the SMTP trap and the web honeypot (and with --dns the DNSBL) until Ctrl-C or SIGTERM.
 
     Listens on loopback by default and logs one line per service once it is listening. Mail is
-    spooled durably before it is accepted and drained into the store in the background; this
-    process holds the store, so run `visits` and `ingest` after stopping it.
+    spooled durably before it is accepted and drained into the store in the background, in
+    short turns: every other command keeps working while it runs (`trapline status` shows it).
 
     With --web HOST:PORT the dashboard and REST API run in this process too, on their own
     address, reading the store this process holds.
@@ -124,8 +124,7 @@ def visits(app: AppContext, harvesters: bool, limit: int, as_json: bool) -> None
     """Show honeypot visits, or the harvesters behind the spam the traps caught.
 
     With --harvesters: one row per harvester IP with its visits, addresses that received mail,
-    messages and the shortest harvest-to-first-spam delay. Reads the store, so it cannot run
-    while `trapline serve` holds it.
+    messages and the shortest harvest-to-first-spam delay. Works while `trapline serve` runs.
 
     Example: trapline visits --harvesters --json
     """
@@ -207,7 +206,7 @@ def address_decode(app: AppContext, addr: str, as_json: bool) -> None:
             click.echo(f"  user agent: {safe(report['user_agent'])}")
             click.echo(f"  messages received: {report['messages']}")
         elif report["store"] == "locked":
-            click.echo("  (visit details unavailable: `trapline serve` holds the store)")
+            click.echo("  (visit details unavailable: the store is busy; retry, or raise --wait)")
         else:
             click.echo(f"  (visit details unavailable: {safe(report['store'])})")
     if not report["valid"]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from trapline.ingest.received import TrustBoundary
 from trapline.model import Message, Quarantined, RawMessage, message_id_of
@@ -37,6 +38,20 @@ class Archived:
 
     fresh: list[Item]
     duplicates: int
+    known: list[Item]  # archived before (one item per id)
+
+
+@dataclass(slots=True, frozen=True)
+class Prepared:
+    """Messages made ready outside a write window: their compressed raw rows and parsed batch,
+    so the window itself only de-duplicates and inserts."""
+
+    ids: frozenset[str]
+    raw: pa.Table
+    batch: Batch
+
+    def covers(self, ids: Sequence[str]) -> bool:
+        return all(i in self.ids for i in ids)
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,21 +98,38 @@ class IngestCore:
 
     # raw side
 
-    def archive(self, store: Store, items: Sequence[Item]) -> Archived:
-        """De-duplicate ``items`` within themselves and against the store; commit the new bytes."""
+    def archive(
+        self, store: Store, items: Sequence[Item], prepared: Prepared | None = None
+    ) -> Archived:
+        """De-duplicate ``items`` within themselves and against the store; commit the new bytes
+        (the rows ``prepared`` already compressed, when it covers them)."""
         unique: dict[str, RawMessage] = {}
         for mid, raw in items:
             unique.setdefault(mid, raw)
         known = rawstore.existing_ids(store.con, list(unique))
         fresh = [(mid, raw) for mid, raw in unique.items() if mid not in known]
-        rows = [
-            rawstore.RawRow(mid, r.data, r.source, r.envelope, self.label, self.trust_key)
-            for mid, r in fresh
-        ]
-        rawstore.write_raw(store.con, rows)
+        if prepared is not None and prepared.covers(list(unique)):
+            keep = pa.array([mid for mid, _ in fresh], pa.string())
+            rawstore.write_raw_table(
+                store.con, prepared.raw.filter(pc.is_in(prepared.raw["id"], value_set=keep))
+            )
+        else:
+            rawstore.write_raw(store.con, [self._row(mid, r) for mid, r in fresh])
         if known and not self.told_trust:
             self._other_trust(store, known)
-        return Archived(fresh, len(items) - len(fresh))
+        known_items = [(mid, raw) for mid, raw in unique.items() if mid in known]
+        return Archived(fresh, len(items) - len(fresh), known_items)
+
+    def _row(self, mid: str, raw: RawMessage) -> rawstore.RawRow:
+        return rawstore.RawRow(mid, raw.data, raw.source, raw.envelope, self.label, self.trust_key)
+
+    def prepare(self, items: Sequence[Item]) -> Prepared:
+        """Compress and parse ``items`` before taking a write turn (pure CPU work, no store)."""
+        unique = dict(items)
+        rows = [self._row(mid, r) for mid, r in unique.items()]
+        return Prepared(
+            frozenset(unique), rawstore.raw_table(rows), self.parse(list(unique.items()))
+        )
 
     def _other_trust(self, store: Store, known: set[str]) -> None:
         """Say (once) that known bytes were parsed with another trust set: a duplicate is not
@@ -113,15 +145,23 @@ class IngestCore:
             "the current trust set"
         )
 
-    def pending(self, store: Store) -> list[Item]:
-        """Archived messages an interrupted writer never parsed (they are parsed like new ones)."""
-        ids = rawstore.pending_ids(store.con)
+    def pending(self, store: Store, source_prefix: str = "") -> list[Item]:
+        """Archived messages an interrupted writer never parsed (they are parsed like new ones);
+        ``source_prefix``: only those whose source starts with it."""
+        ids = rawstore.pending_ids(store.con, source_prefix)
         if ids:
             self.note(f"resuming: {len(ids)} archived messages from an interrupted run")
         rows = {r.id: r for r in rawstore.iter_raw(store.con, ids)}
         self.resumed_labels.update((r.id, r.label) for r in rows.values() if r.label != self.label)
         # In id order, as listed: the store returns them in any order.
         return [(i, RawMessage(rows[i].data, rows[i].source, rows[i].envelope)) for i in ids]
+
+    def unparsed(self, store: Store, items: Sequence[Item]) -> list[Item]:
+        """Those of ``items`` (archived) with neither a ``messages`` nor a ``quarantine`` row."""
+        if not items:
+            return []
+        done = _stored_ids(store, [mid for mid, _ in items])
+        return [(mid, raw) for mid, raw in items if mid not in done]
 
     # parse side
 
@@ -200,6 +240,14 @@ def _unstored(store: Store, batch: Batch) -> Batch:
     ids = batch.message_ids + batch.quarantined_ids
     if not ids:
         return batch
+    done = _stored_ids(store, ids)
+    if not done:
+        return batch
+    return subset(batch, [i for i in ids if i not in done])
+
+
+def _stored_ids(store: Store, ids: list[str]) -> set[str]:
+    """Which of ``ids`` have a ``messages`` or a ``quarantine`` row."""
     store.con.register("_written_probe", pa.table({"id": pa.array(ids, pa.string())}))
     try:
         rows = store.con.execute(
@@ -208,7 +256,4 @@ def _unstored(store: Store, batch: Batch) -> Batch:
         ).fetchall()
     finally:
         store.con.unregister("_written_probe")
-    if not rows:
-        return batch
-    done = {str(r[0]) for r in rows}
-    return subset(batch, [i for i in ids if i not in done])
+    return {str(r[0]) for r in rows}

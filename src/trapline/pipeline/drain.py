@@ -23,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 
 from trapline.model import Envelope, RawMessage, clean_text
-from trapline.pipeline.core import IngestCore
-from trapline.store.duckdb import Store
+from trapline.pipeline.core import IngestCore, Prepared
+from trapline.store.duckdb import Store, is_transient
+from trapline.store.writer import subset
 from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
 
 log = logging.getLogger("trapline.drain")
@@ -129,6 +130,9 @@ def event_table(kind: str, records: Sequence[SpoolRecord]) -> pa.Table:
     return pa.table(arrays, names=[c for c, _ in columns])
 
 
+TRAP_SOURCE = "smtp-trap:"  # the source of every message the drain stores
+
+
 def raw_message(record: SpoolRecord, segment: str) -> RawMessage:
     """Pure: a spooled message as the pipeline's input, with the envelope as ground truth."""
     f = record.fields
@@ -143,7 +147,7 @@ def raw_message(record: SpoolRecord, segment: str) -> RawMessage:
         session_id=f.get("session_id"),
         session_fingerprint=f.get("session_fingerprint"),
     )
-    return RawMessage(record.data, f"smtp-trap:{segment}", env)
+    return RawMessage(record.data, f"{TRAP_SOURCE}{segment}", env)
 
 
 def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]:
@@ -174,18 +178,49 @@ def write_events(store: Store, records: Sequence[SpoolRecord]) -> dict[str, int]
     return {k: len(v) for k, v in by_kind.items()}
 
 
-def store_messages(store: Store, core: IngestCore, raws: Sequence[RawMessage]) -> int:
+def store_messages(
+    store: Store, core: IngestCore, raws: Sequence[RawMessage], prepared: Prepared | None = None
+) -> int:
     """Store spooled messages through the ingest core (raw first, content-addressed, so a
-    replay is a no-op); returns how many were new."""
-    got = core.archive(store, [(raw.id, raw) for raw in raws])
-    if got.fresh:
-        core.write(store, core.parse(got.fresh))
+    replay is a no-op); returns how many were new. ``prepared`` (``prepare_next``) spares the
+    write window the parsing and compressing when it covers these messages."""
+    items = [(raw.id, raw) for raw in raws]
+    got = core.archive(store, items, prepared)
+    # Archived earlier but never parsed (a write failed after the archive, disk full): now.
+    todo = got.fresh + core.unparsed(store, got.known)
+    if todo:
+        ids = [mid for mid, _ in todo]
+        if prepared is not None and prepared.covers(ids):
+            core.write(store, subset(prepared.batch, ids))
+        else:
+            core.write(store, core.parse(todo))
     return len(got.fresh)
+
+
+def prepare_next(spool: Spool, core: IngestCore, max_records: int) -> Prepared | None:
+    """Outside a write window: parse and compress the messages of the first group ``drain``
+    will take (segments it cannot read are left to it)."""
+    items: list[tuple[str, RawMessage]] = []
+    n_records = 0
+    for path in spool.pending_segments():
+        if n_records >= max_records:
+            break
+        try:
+            recs = spool.read(path)
+        except (SpoolError, ValueError, OSError):
+            continue
+        n_records += len(recs)
+        for rec in recs:
+            if rec.kind == "message":
+                raw = raw_message(rec, path.name)
+                items.append((raw.id, raw))
+    return core.prepare(items) if items else None
 
 
 def resume(store: Store, core: IngestCore) -> None:
     """Parse what a crash archived in ``raw`` but never parsed (run once at start-up)."""
-    pending = core.pending(store)
+    # Trap mail only: other archived-but-unparsed rows may be a running ingest's work in hand.
+    pending = core.pending(store, TRAP_SOURCE)
     if pending:
         core.write(store, core.parse(pending))
 
@@ -198,11 +233,15 @@ def drain(
     core: IngestCore | None = None,
     max_records: int = 2000,
     on_note: NoteFn | None = None,
+    should_yield: Callable[[], bool] | None = None,
+    prepared: Prepared | None = None,
 ) -> DrainResult:
     """Move everything durable in the spool into the store; safe to call at any time.
 
     ``core`` is the writer's ingest core (``serve`` keeps one for its lifetime, so stages load
-    once and stay switched off once they fail); without one, a core is made for this call."""
+    once and stay switched off once they fail); without one, a core is made for this call.
+    ``should_yield`` is asked between transactions of ``max_records``: when it says so (someone
+    waits for the store), the round ends early and the rest stays in the spool for the next."""
     result = DrainResult()
 
     def note(text: str) -> None:
@@ -215,6 +254,8 @@ def drain(
         core = IngestCore(settings, note)
     pending = spool.pending_segments()
     while pending:
+        if result.segments and should_yield is not None and should_yield():
+            break
         group: list[tuple[Path, list[SpoolRecord]]] = []
         n_records = 0
         while pending and n_records < max_records:
@@ -229,8 +270,10 @@ def drain(
             group.append((path, recs))
             n_records += len(recs)
         try:
-            _apply(spool, store, core, group, result)
+            _apply(spool, store, core, group, result, prepared)
         except Exception as exc:
+            if is_transient(exc):  # disk full: the spool keeps everything; retried later
+                raise
             if len(group) == 1:  # a poison segment must not block everything behind it
                 note(f"spool segment {group[0][0].name} cannot be stored ({exc}); moved to bad/")
                 spool.quarantine(group[0][0])
@@ -238,8 +281,10 @@ def drain(
                 continue
             for one in group:  # find the culprit; the others go through (replays are no-ops)
                 try:
-                    _apply(spool, store, core, [one], result)
+                    _apply(spool, store, core, [one], result, prepared)
                 except Exception as inner:
+                    if is_transient(inner):
+                        raise
                     note(f"spool segment {one[0].name} cannot be stored ({inner}); moved to bad/")
                     spool.quarantine(one[0])
                     result.bad_segments += 1
@@ -252,6 +297,7 @@ def _apply(
     core: IngestCore,
     group: list[tuple[Path, list[SpoolRecord]]],
     result: DrainResult,
+    prepared: Prepared | None = None,
 ) -> None:
     """Store one group of segments (events, then messages), then move them to done/."""
     records = [r for _, recs in group for r in recs]
@@ -261,7 +307,7 @@ def _apply(
     for kind, n in write_events(store, records).items():
         result.events[kind] = result.events.get(kind, 0) + n
     if messages:
-        result.new_messages += store_messages(store, core, messages)
+        result.new_messages += store_messages(store, core, messages, prepared)
         result.messages += len(messages)
     for path, _ in group:
         spool.mark_done(path)

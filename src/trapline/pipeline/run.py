@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from trapline.config import DEFAULTS
-from trapline.errors import IngestError, UsageError
+from trapline.errors import IngestError, StoreError, UsageError
 from trapline.model import RawMessage, SourceProblem, message_id_of, utcnow
 from trapline.pipeline.core import IngestCore, Item
 from trapline.pipeline.pool import StopFlag, parse_task, start_pool, unstick_if_a_worker_died
 from trapline.pipeline.stages import NoteFn
 from trapline.store import raw as rawstore
-from trapline.store.duckdb import Store, open_store
+from trapline.store.duckdb import Store, is_transient, open_store
 from trapline.store.labels import check_label
 from trapline.store.writer import Batch, merge, write_problems
 
@@ -92,6 +92,7 @@ class _Run:
     def __init__(
         self, store: Store, pool: ProcessPoolExecutor | None, core: IngestCore, chunk: int,
         batch_size: int, reader: Any, on_progress: ProgressFn | None,
+        after_turn: Callable[[], None],
     ) -> None:  # fmt: skip
         self.store = store
         self.pool = pool
@@ -100,6 +101,7 @@ class _Run:
         self.batch_size = batch_size
         self.reader = reader
         self.on_progress = on_progress
+        self.after_turn = after_turn
         self.last_tick = 0.0
         self.counts = _Counts()
         self.max_in_flight = 2 * (pool._max_workers if pool else 1)  # type: ignore[attr-defined]
@@ -141,6 +143,8 @@ class _Run:
                 except Exception as exc:  # a bug in parse or writer code: retry one by one
                     batch = self.core.fallback(part, exc)
                 self._collect(batch)
+            # Between chunks nothing is mid-transaction: a good moment to let others in.
+            self.take_turn()
             if not everything:
                 return
 
@@ -159,6 +163,15 @@ class _Run:
         self.counts.parsed += len(written.stored)
         self.counts.quarantined += written.quarantined
         self.tick()
+        self.take_turn()
+
+    def take_turn(self) -> None:
+        """At a batch boundary: when others wait for the store, let them have it first."""
+        if not self.store.others_waiting():
+            return
+        self.core.stages.finish()  # the stage thread's cursor must go before the connection
+        self.store.take_turn()
+        self.after_turn()
 
     def tick(self, *, force: bool = False) -> None:
         """Report progress: messages finished (stored, quarantined or duplicate) and the share
@@ -249,13 +262,21 @@ def ingest(
     try:
         store = open_store(Path(settings["data_dir"]))
         _tune(store, settings)
+        background = settings.get("post_ingest_background", DEFAULTS["post_ingest_background"])
         store.con.execute(
             "INSERT INTO ingest_runs (run_id, started_at, sources) VALUES (?, ?, ?)",
             [run_id, utcnow(), [str(p) for p in paths]],
         )
-        if settings.get("post_ingest_background", DEFAULTS["post_ingest_background"]):
+        if background:
             stages.start_background(store)
-        run = _Run(store, pool, core, chunk, size, reader, on_progress)
+
+        def after_turn() -> None:
+            assert store is not None
+            _tune(store, settings)
+            if background:
+                stages.start_background(store)
+
+        run = _Run(store, pool, core, chunk, size, reader, on_progress, after_turn)
         run.stop.install()
         run.resume()
         _main_loop(run, reader, note)
@@ -277,6 +298,11 @@ def ingest(
             "--workers 1 to find the message that causes it)"
         ) from exc
     except Exception as exc:
+        if is_transient(exc):
+            raise StoreError(
+                f"the store could not be written ({type(exc).__name__}: {str(exc)[:200]}); "
+                "free space, then run the same ingest again: it resumes where this one stopped"
+            ) from exc
         if not rawstore.is_interrupt(exc):
             raise
         # Ctrl-C landed inside a DuckDB statement: the transaction is atomic either way.
@@ -344,6 +370,7 @@ def _main_loop(run: _Run, reader: Any, note: NoteFn) -> None:
             run.submit(run.archive(buffer))
             buffer, limit = [], run.batch_size
             run.drain()
+            run.take_turn()
             run.tick()
     if buffer:
         run.submit(run.archive(buffer))

@@ -1,9 +1,12 @@
 """``trapline serve``: every trap service in one process, on loopback unless told otherwise.
 
-The process owns the store (DuckDB allows one writer): services write only to the spool, and a
-drain worker thread moves the spool into the store. Start-up first drains whatever a previous
-run left in the spool (crash recovery), then starts each service and reports one line per
-listening service. SIGINT/SIGTERM stop listening, flush the spool, drain it and close the store.
+Services write only to the spool (a 250 means the message is fsynced there), and a drain worker
+thread moves the spool into the store in short write windows, taking turns with every other
+reader and writer of the store (``trapline.store.access``): the store stays usable by commands
+while the trap runs. One serve per data dir (``serve.lock``); it reports what it does once per
+``serve_report_interval_s`` and in ``serve.lock`` for ``trapline status``. Start-up first drains
+whatever a previous run left in the spool (crash recovery), then starts each service and reports
+one line per listening service. SIGINT/SIGTERM stop listening, flush the spool and drain it.
 
 Adding a service (DNSBL, API, dashboard): in your module write ``async def start(ctx, host,
 port) -> Running`` and call ``register_service("name", start, "name_listen")`` at import time,
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -32,8 +37,11 @@ from starlette.routing import BaseRoute
 from trapline.config import register_defaults
 from trapline.errors import ServiceError, UsageError
 from trapline.pipeline.core import IngestCore
-from trapline.pipeline.drain import DrainResult, drain, resume
-from trapline.store.duckdb import Store, open_store
+from trapline.pipeline.drain import DrainResult, drain, prepare_next, resume
+from trapline.serve.status import ServeCounters, ServeLease, ServeState
+from trapline.store import trap_domains
+from trapline.store.access import reading, writing
+from trapline.store.duckdb import Store, is_transient
 from trapline.traps import addresses
 from trapline.traps.smtp.spool import Spool
 
@@ -52,14 +60,30 @@ class Running:
 
 @dataclass
 class ServeContext:
-    """What services share: settings, the spool, the store (read through cursors), the site."""
+    """What services share: settings, the spool, the site secret, and turns on the store.
+
+    ``serve`` does not hold the store: a service reads it in short windows with ``ctx.read()``
+    (read-only, together with other readers) and writes with ``ctx.write()`` (alone), both
+    context managers giving a ``Store`` (see ``trapline.store.access``). Keep windows short:
+    a writer waits for every open reader, and readers queue behind a waiting writer."""
 
     settings: dict[str, Any]
     spool: Spool
-    store: Store
     secret: bytes
     http_routes: list[BaseRoute] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(str(self.settings["data_dir"]))
+
+    def read(self, *, wait_s: float | None = None) -> contextlib.AbstractContextManager[Store]:
+        """A read-only store for one request or reload (``wait_s``: see ``access.Policy``)."""
+        return reading(self.data_dir, wait_s=wait_s)
+
+    def write(self, *, wait_s: float | None = None) -> contextlib.AbstractContextManager[Store]:
+        """A read-write store for one short write window."""
+        return writing(self.data_dir, wait_s=wait_s)
 
 
 ServiceStart = Callable[[ServeContext, str, int], Awaitable[Running]]
@@ -98,49 +122,131 @@ def parse_listen(text: str) -> tuple[str, int]:
 # --- the drain worker ---------------------------------------------------------------------------
 
 
+# Records per drain transaction while serving: a reader waits for at most one of them.
+DRAIN_RECORDS = 200
+
+
 class DrainWorker(threading.Thread):
-    """The store's only writer while serving: drains the spool when woken or every second."""
+    """Drains the spool into the store when woken or every second, opening the store only for
+    each round (a write window), so commands and other writers get their turns in between."""
 
     def __init__(
-        self, spool: Spool, store: Store, settings: dict[str, Any], core: IngestCore
+        self,
+        spool: Spool,
+        settings: dict[str, Any],
+        core: IngestCore,
+        lease: ServeLease,
+        state: ServeState,
+        note: Callable[[str], None],
     ) -> None:
         super().__init__(name="trap-drain", daemon=True)
-        self.spool, self.store, self.settings, self.core = spool, store, settings, core
+        self.spool, self.settings, self.core = spool, settings, core
+        self.data_dir = Path(str(settings["data_dir"]))
+        self.lease, self.state, self.note = lease, state, note
         self._wake = threading.Event()
         self._stopping = False
         self.total = DrainResult()
+        self._reported = ServeCounters()
+        self._failures = 0  # failed rounds in a row (back off: 2, 4, ... 60 s)
+        self._retry_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
 
     def run(self) -> None:
-        last_prune = 0.0
+        last_prune = last_report = time.monotonic()
+        interval = float(self.settings.get("serve_report_interval_s") or 60.0)
         while not self._stopping:
             self._wake.wait(1.0)
             self._wake.clear()
             self.drain_once()
-            if time.monotonic() - last_prune > 3600:
-                last_prune = time.monotonic()
+            now = time.monotonic()
+            if now - last_report >= interval:
+                last_report = now
+                self.report()
+            if now - last_prune > 3600:
+                last_prune = now
                 with contextlib.suppress(OSError):
                     self.spool.prune_done()
             time.sleep(0.1)  # let a burst gather into fewer, larger transactions
 
-    def drain_once(self) -> None:
-        try:
-            got = drain(self.spool, self.store, self.settings, core=self.core)
-        except Exception:  # the data stays in the spool; the next round retries
-            log.exception("drain failed; the spool keeps the data and will retry")
-            return
-        self.total.segments += got.segments
-        self.total.messages += got.messages
-        self.total.new_messages += got.new_messages
+    def drain_once(self, *, now: bool = False) -> None:
+        counters = self.state.counters
+        waiting = time.monotonic() < self._retry_at and not now
+        if self.spool.pending_segments() and not waiting:
+            try:
+                # Parsing and compressing happen before the write turn, not inside it.
+                ready = prepare_next(self.spool, self.core, DRAIN_RECORDS)
+                with writing(self.data_dir) as store:
+                    # Small transactions, and the round ends when someone waits for the store.
+                    got = drain(
+                        self.spool, store, self.settings, core=self.core,
+                        max_records=DRAIN_RECORDS, should_yield=store.others_waiting,
+                        prepared=ready,
+                    )  # fmt: skip
+            except Exception as exc:  # the data stays in the spool; a later round retries
+                counters.drain_errors += 1
+                self._failures += 1
+                delay = min(60.0, 2.0 ** min(self._failures, 6))
+                self._retry_at = time.monotonic() + delay
+                counters.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if is_transient(exc):  # disk full or failing: the operator must see it
+                    log.warning(
+                        "drain failed (%s); the spool keeps every accepted message, retrying "
+                        "in %.0fs: free space in %s",
+                        counters.last_error, delay, self.data_dir,
+                    )  # fmt: skip
+                else:
+                    log.exception(
+                        "drain failed; the spool keeps the data, retrying in %.0fs", delay
+                    )
+            else:
+                if self._failures:
+                    log.warning("drain works again after %d failed rounds", self._failures)
+                self._failures, self._retry_at, counters.last_error = 0, 0.0, ""
+                self.total.segments += got.segments
+                self.total.messages += got.messages
+                self.total.new_messages += got.new_messages
+                counters.drain_rounds += 1
+        counters.accepted = self.spool.accepted
+        counters.drained, counters.new = self.total.messages, self.total.new_messages
+        counters.stages_run = sum(self.core.stages.calls.values())
+        counters.drain_lag_s = drain_lag(self.spool)
+        self.lease.publish(self.state)
+
+    def report(self) -> None:
+        """One line per interval: what arrived, what reached the store, how far behind it is."""
+        now, was = self.state.counters, self._reported
+        self.note(
+            f"serve: {now.accepted - was.accepted} accepted, {now.drained - was.drained} drained "
+            f"({now.new - was.new} new), {now.stages_run - was.stages_run} stage runs, "
+            f"drain lag {now.drain_lag_s:.1f}s"
+            + (
+                f", {now.drain_errors - was.drain_errors} drain errors"
+                if now.drain_errors > was.drain_errors
+                else ""
+            )
+        )
+        self._reported = dataclasses.replace(now)
 
     def stop(self) -> None:
         self._stopping = True
         self.wake()
         if self.is_alive():
             self.join()
-        self.drain_once()
+        self.drain_once(now=True)
+
+
+def drain_lag(spool: Spool) -> float:
+    """Seconds the oldest undrained segment has waited (segment names start with their time)."""
+    pending = spool.pending_segments()
+    if not pending:
+        return 0.0
+    try:
+        born = int(pending[0].name.split("-", 1)[0]) / 1e9
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - born)
 
 
 # --- the built-in services ----------------------------------------------------------------------
@@ -192,8 +298,9 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
     from trapline.traps.web import TrapSite, VisitIssuer, create_app
 
     s = ctx.settings
-    sensors = StoreSensors(ctx.store)
-    row = ctx.store.con.cursor().execute("SELECT max(seq) FROM visits").fetchone()
+    sensors = StoreSensors(ctx.read)
+    with ctx.read() as store:
+        row = store.con.execute("SELECT max(seq) FROM visits").fetchone()
     site = TrapSite(
         secret=ctx.secret,
         trap_domains=list(s.get("trap_domains") or []),
@@ -233,7 +340,6 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
     async def stop() -> None:
         server.should_exit = True
         await task
-        sensors.close()
 
     return Running("http", str(bound[0]), int(bound[1]), stop)
 
@@ -263,7 +369,8 @@ async def serve(
     """Run services until SIGINT/SIGTERM (or ``stop_event``); returns drain totals.
 
     ``services`` None = every registered service (see ``serve_modules``) whose listen setting is
-    not ``off``."""
+    not ``off``. Raises ``ServiceError`` before touching anything when a serve already runs on
+    the data dir."""
     note = on_note or (lambda text: log.info("%s", text))
     from trapline.traps.http_limits import install_log_limits  # (imports uvicorn)
 
@@ -287,9 +394,27 @@ async def serve(
         raise UsageError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     if not settings.get("trap_domains"):
         raise UsageError("no trap domains configured; pass --trap-domain or set trap_domains")
+    data_dir = Path(str(settings["data_dir"]))
+    # Before anything is touched (the spool clears its tmp/ on opening): one serve per data dir.
+    lease = ServeLease.take(data_dir)
+    try:
+        return await _serve(settings, services, lease, note, on_ready, stop_event)
+    finally:
+        lease.release()
+
+
+async def _serve(
+    settings: dict[str, Any],
+    services: list[str],
+    lease: ServeLease,
+    note: Callable[[str], None],
+    on_ready: Callable[[Running], None] | None,
+    stop_event: asyncio.Event | None,
+) -> DrainResult:
+    data_dir = lease.data_dir
     secret = addresses.site_secret(settings)
     spool = Spool(spool_dir(settings))
-    store = open_store(Path(str(settings["data_dir"])))  # StoreLocked if another process has it
+    state = ServeState(pid=os.getpid(), started_at=time.time(), data_dir=str(data_dir))
     running: list[Running] = []
     worker: DrainWorker | None = None
     stop = stop_event or asyncio.Event()
@@ -300,14 +425,21 @@ async def serve(
     try:
         # One ingest core for this process: stages load once, and one that fails stays off.
         core = IngestCore(settings, note)
-        resume(store, core)
-        recovered = drain(spool, store, settings, core=core, on_note=note)
+        # The first write window: record the trap domains, finish what a crash left behind.
+        with writing(data_dir) as store:
+            trap_domains.record(store.con, settings["trap_domains"])
+            resume(store, core)
+            # What is left once someone waits for the store, the drain worker takes on.
+            recovered = drain(
+                spool, store, settings, core=core, on_note=note,
+                max_records=DRAIN_RECORDS, should_yield=store.others_waiting,
+            )  # fmt: skip
         if recovered.segments:
             note(f"recovered from the spool: {recovered.line()}")
-        worker = DrainWorker(spool, store, settings, core)
+        worker = DrainWorker(spool, settings, core, lease, state, note)
         spool.on_commit = worker.wake
         spool.start()
-        ctx = ServeContext(settings, spool, store, secret)
+        ctx = ServeContext(settings, spool, secret)
         for name in services:
             start, key = SERVICES[name]
             host, port = parse_listen(str(settings[key]))
@@ -318,9 +450,10 @@ async def serve(
                     f"{name}: cannot listen on {host}:{port} ({exc.strerror}); is the port free?"
                 ) from exc
             running.append(svc)
+            state.services.append({"name": svc.name, "host": svc.host, "port": svc.port})
             if on_ready is not None:
                 on_ready(svc)
-        # Services set up their store cursors above; only now does the writer thread start.
+        lease.publish(state)
         worker.start()
         await stop.wait()
     finally:
@@ -336,7 +469,6 @@ async def serve(
             worker.stop()
             total = worker.total
         else:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), writing(data_dir) as store:
                 drain(spool, store, settings, on_note=note)
-        store.close()
     return total

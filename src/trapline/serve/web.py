@@ -52,12 +52,13 @@ def _warm(state: WebState) -> None:
     def run() -> None:
         try:
             state.search.get()  # starts building the search index
-            state.cache.get(("overview",), lambda: views.overview(state.access, state.settings))
-            state.cache.get(
-                ("ip-index",),
-                lambda: iplookup.build_index(state.access, state.settings),
-                serialise=False,
-            )
+            with state.access.session():  # one read turn, given back when warm
+                state.cache.get(("overview",), lambda: views.overview(state.access, state.settings))
+                state.cache.get(
+                    ("ip-index",),
+                    lambda: iplookup.build_index(state.access, state.settings),
+                    serialise=False,
+                )
         except Exception:  # a warm-up failure shows again, with its reason, on first request
             log.exception("warming the dashboard caches failed")
         finally:
@@ -108,7 +109,7 @@ async def start_web(ctx: ServeContext, host: str, port: int) -> Running:
     """``serve`` service: the dashboard and API beside the traps, on the serve process's store."""
     check_address(ctx.settings, host, port)
     state = WebState(
-        StoreAccess(ctx.store, writable=True),
+        StoreAccess.taking_turns(ctx.data_dir, writable=True),
         ctx.settings,
         anonymous_read=bool(ctx.settings.get("web_anonymous_read")),
         site=ctx.extras.get("site"),

@@ -1,7 +1,8 @@
 """Open the DuckDB store and apply the schema.
 
-The store is the only shared state (ARCHITECTURE rule 3). One process writes at a time; DuckDB
-enforces that with a file lock, which we turn into a ``StoreLocked`` error that says what to do.
+The store is the only shared state (ARCHITECTURE rule 3). One process writes at a time: every
+open takes its turn through ``trapline.store.access`` (readers together, one writer alone) before
+DuckDB sees the file, so commands wait their turn instead of failing on DuckDB's own lock.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import duckdb
 
 from trapline.errors import StoreError, StoreLocked
 from trapline.store.damage import as_damage
+from trapline.store.turns import Turn
 
 DB_FILENAME = "trapline.duckdb"
 
@@ -51,42 +53,110 @@ def _apply(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                     raise
 
 
+# Store files this process has applied the schema to, with their column count afterwards: a
+# writer reopening for its next window skips the schema when the count still matches (a file
+# replaced meanwhile does not match).
+_SCHEMA_APPLIED: dict[str, int] = {}
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT count(*) FROM information_schema.columns").fetchall()
+    return int(row[0][0])
+
+
+# What DuckDB and the OS say when the disk is full or failing: conditions that pass.
+_TRANSIENT = ("no space left", "disk is full", "could not write", "failed to write", "i/o error")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A store error that passes by itself (disk full, I/O), not bad input: the data must stay
+    where it is (spool, raw archive) and be retried, never quarantined for it."""
+    if isinstance(exc, OSError | duckdb.IOException):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT)
+
+
 class Store:
     """A DuckDB connection on ``<data_dir>/trapline.duckdb`` with the schema applied."""
 
-    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        read_only: bool = False,
+        wait_s: float | None = None,
+        reentrant: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
+        self.read_only = read_only
         if read_only and not self.path.exists():
             raise StoreError(
                 f"no store at {self.path}; run `trapline ingest PATH` first or pass --data-dir"
             )
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create {self.data_dir}: {exc.strerror}; check --data-dir"
+            ) from exc
+        self._turn: Turn | None = Turn(
+            self.data_dir, exclusive=not read_only, wait_s=wait_s, reentrant=reentrant
+        )
+        self._turn.acquire()
+        try:
+            self.con = self._connect()
+        except BaseException:
+            self._turn.release()
+            raise
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        try:
+            con = duckdb.connect(str(self.path), read_only=self.read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(
-                    f"{self.path} is open in another trapline process (for example `trapline "
-                    "serve`); stop it or wait for it to finish, then retry"
+                    f"{self.path} is open in a process that does not take turns (an older "
+                    "trapline, or the duckdb shell); wait for it to finish, then retry"
                 ) from exc
             damaged = as_damage(exc, self.path)
             if damaged is not None:
                 raise damaged from exc
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create {self.data_dir}: {exc.strerror}; check --data-dir"
-            ) from exc
-        if not read_only:
-            for sql in schema_statements():
-                _apply(self.con, sql)
-        elif not _current(self.con):
-            # A store last written by an older trapline: upgrade it once (the schema is
-            # idempotent), then read as asked.
-            self.con.close()
+        if not self.read_only:
+            key = str(self.path.resolve())
+            if _SCHEMA_APPLIED.get(key) != _columns(con):  # once per file: windows are short
+                for sql in schema_statements():
+                    _apply(con, sql)
+                _SCHEMA_APPLIED[key] = _columns(con)
+        elif not _current(con):
+            # A store last written by an older trapline: upgrade it once in a write turn (the
+            # schema is idempotent), then come back to read as asked.
+            con.close()
+            assert self._turn is not None
+            self._turn.release()
             Store(self.data_dir).close()
-            self.con = duckdb.connect(str(self.path), read_only=True)
+            self._turn.acquire()
+            con = duckdb.connect(str(self.path), read_only=True)
+        return con
+
+    def others_waiting(self) -> bool:
+        """True when another reader or writer waits for the store (a long writer should call
+        ``take_turn`` at its next batch boundary)."""
+        turn = getattr(self, "_turn", None)
+        return turn is not None and not turn.nested and turn.someone_waiting()
+
+    def take_turn(self) -> None:
+        """Close the store, let those waiting have their turn, queue for the next one, reopen.
+        Settings made with ``SET`` are back to their defaults afterwards; cursors from ``view``
+        must be closed first."""
+        if self._turn is None or self._turn.nested:
+            return
+        self.con.close()
+        self._turn.release()
+        self._turn.acquire()
+        self.con = self._connect()
 
     def view(self) -> Store:
         """A second handle on this open store with its own DuckDB cursor, for another thread.
@@ -95,11 +165,17 @@ class Store:
         are: each sees every committed write and runs its own transactions (MVCC).
         """
         other = object.__new__(Store)
-        other.data_dir, other.path, other.con = self.data_dir, self.path, self.con.cursor()
+        other.data_dir, other.path, other.read_only = self.data_dir, self.path, self.read_only
+        other.con, other._turn = self.con.cursor(), None  # the turn stays with this handle
         return other
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            turn = getattr(self, "_turn", None)  # handles built field by field have none
+            if turn is not None:
+                turn.release()
 
     def __enter__(self) -> Store:
         return self
@@ -113,6 +189,14 @@ class Store:
         self.close()
 
 
-def open_store(data_dir: Path, *, read_only: bool = False) -> Store:
-    """Open (creating if needed) the store in ``data_dir``."""
-    return Store(data_dir, read_only=read_only)
+def open_store(
+    data_dir: Path,
+    *,
+    read_only: bool = False,
+    wait_s: float | None = None,
+    reentrant: bool = True,
+) -> Store:
+    """Open (creating if needed) the store in ``data_dir`` once it is this process's turn:
+    together with other readers, or alone as a writer (``wait_s``: see ``turns.Policy``;
+    ``reentrant=False`` for a store another thread may close)."""
+    return Store(data_dir, read_only=read_only, wait_s=wait_s, reentrant=reentrant)

@@ -175,7 +175,13 @@ def write_raw(con: duckdb.DuckDBPyConnection, rows: Sequence[RawRow]) -> int:
     """Archive ``rows`` (already de-duplicated) in one transaction; returns how many were written."""
     if not rows:
         return 0
-    table = raw_table(rows)
+    return write_raw_table(con, raw_table(rows))
+
+
+def write_raw_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
+    """Archive a ``raw_table`` built earlier (outside a write window) in one transaction."""
+    if table.num_rows == 0:
+        return 0
     con.register("_raw_batch", table)
     try:
         con.execute("BEGIN TRANSACTION")
@@ -188,7 +194,7 @@ def write_raw(con: duckdb.DuckDBPyConnection, rows: Sequence[RawRow]) -> int:
             raise
     finally:
         con.unregister("_raw_batch")
-    return len(rows)
+    return int(table.num_rows)
 
 
 def resolve_id(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> str:
@@ -241,13 +247,15 @@ def iter_raw(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> Iterable[Raw
         yield RawRow(str(rid), data, str(source or ""), envelope_from_json(env), label or "spam")
 
 
-def pending_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+def pending_ids(con: duckdb.DuckDBPyConnection, source_prefix: str = "") -> list[str]:
     """Archived ids with neither a ``messages`` nor a ``quarantine`` row: an interrupted run's
-    leftovers, parsed by the next ingest (resume)."""
+    leftovers, parsed by the next ingest (resume). ``source_prefix`` keeps those whose source
+    starts with it (the trap drain resumes trap mail, not a running ingest's work)."""
     rows = con.execute(
         "SELECT r.id FROM raw r "
         "ANTI JOIN messages m ON m.id = r.id "
         "ANTI JOIN (SELECT id FROM quarantine WHERE id IS NOT NULL) q ON q.id = r.id "
-        "ORDER BY r.id"
+        "WHERE starts_with(r.source, ?) ORDER BY r.id",
+        [source_prefix],
     ).fetchall()
     return [str(row[0]) for row in rows]

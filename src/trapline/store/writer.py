@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trapline.model import Address, Message, Quarantined, SourceProblem, clean_text, utcnow
+from trapline.store.duckdb import is_transient
 from trapline.store.raw import rollback
 
 _S = pa.string()
@@ -389,6 +390,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, batch: Batch) -> list[Quarantine
     except duckdb.InterruptException:
         raise
     except duckdb.Error as exc:
+        if is_transient(exc):  # disk full: not the messages' fault; the caller retries
+            raise
         ids = batch.message_ids + batch.quarantined_ids
         if len(ids) > 1:
             half = len(ids) // 2

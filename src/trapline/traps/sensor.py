@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import threading
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -98,23 +98,22 @@ def add_sensor(store: Store, name: str) -> tuple[str, str]:
 
 
 class StoreSensors:
-    """Sensor lookups for the web app, on a cursor of the serve process's own connection
-    (DuckDB: one cursor per thread; the lock keeps web threads from sharing it concurrently)."""
+    """Sensor lookups for the web app, each in its own short read window on the store
+    (``read`` is ``ServeContext.read``: a read-only store, closed when the lookup ends)."""
 
-    def __init__(self, store: Store) -> None:
-        self._cur = store.con.cursor()
-        self._lock = threading.Lock()
+    def __init__(self, read: Callable[[], AbstractContextManager[Store]]) -> None:
+        self._read = read
 
     def lookup(self, key: str) -> str | None:
-        with self._lock:
-            row = self._cur.execute(
+        with self._read() as store:
+            row = store.con.execute(
                 "SELECT id FROM sensors WHERE key_sha256 = ?", [key_hash(key)]
             ).fetchone()
         return str(row[0]) if row else None
 
     def visits(self, sensor_id: str, limit: int) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._cur.execute(
+        with self._read() as store:
+            cur = store.con.execute(
                 "SELECT id, address, visited_at, ip, user_agent, path, referer, ignored_robots "
                 "FROM visits WHERE sensor_id = ? ORDER BY seq DESC LIMIT ?",
                 [sensor_id, limit],
@@ -122,9 +121,6 @@ class StoreSensors:
             names = [d[0] for d in cur.description]
             rows = cur.fetchall()
         return [dict(zip(names, r, strict=True)) for r in rows]
-
-    def close(self) -> None:
-        self._cur.close()
 
 
 # --- HTTP side ----------------------------------------------------------------------------------

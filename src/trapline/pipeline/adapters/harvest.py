@@ -10,6 +10,7 @@ import pyarrow as pa
 from trapline.enrich.harvest import Link, plan, resolve
 from trapline.errors import ConfigError, NotConfigured
 from trapline.store.duckdb import Store
+from trapline.store.trap_domains import known as known_trap_domains
 from trapline.traps import addresses
 
 
@@ -30,6 +31,7 @@ def harvest_stage(store: Store, message_ids: list[str], settings: dict[str, Any]
         return ""
     secret, domains = _settings_inputs(settings)
     con = store.con
+    domains = known_trap_domains(domains, con)  # and those this store's traps issued
     con.register("_harvest_ids", pa.table({"id": pa.array(message_ids, pa.string())}))
     try:
         rows = con.execute(

@@ -1,17 +1,22 @@
-"""How the API and dashboard reach the store: one cursor per worker thread, reads by default.
+"""How the API and dashboard reach the store, reads by default.
 
-Inside ``trapline serve`` the web service shares the serve process's store (DuckDB allows one
-writing process; cursors of one database are thread-safe and see every commit). Standalone
-(``trapline web``) it opens the store read-only, so it runs beside other readers; writes (keys,
-imports) then answer 503 with what to do instead.
+Inside ``trapline serve`` and standalone (``trapline web``) the web app takes turns on the store
+like every other user (``trapline.store.access``): each request opens it read-only on first use
+and gives its turn back when the response is sent (``RequestTurns``), and a write (keys) takes a
+short write turn. So the web app never keeps a writer (the trap's drain, an ingest) waiting for
+longer than a request. Work outside a request (cache warm-up) runs in ``session()``. Standalone,
+writes answer 503 with what to do instead. ``StoreAccess(store, ...)`` instead shares one open
+store between threads (cursors), for callers that hold the store themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,50 @@ import duckdb
 
 from trapline.errors import ServiceError
 from trapline.store.duckdb import Store, open_store
+
+
+class _Turns:
+    """The stores one request (or session) opened; closed, turn given back, when it ends."""
+
+    def __init__(self) -> None:
+        self.stores: list[Store] = []
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            for store in self.stores:
+                with contextlib.suppress(Exception):
+                    store.close()
+            self.stores.clear()
+
+
+_TURNS: ContextVar[_Turns | None] = ContextVar("trapline_store_turns", default=None)
+
+
+@contextmanager
+def turn_scope() -> Iterator[None]:
+    """Scope of one request or session: stores opened inside it are closed at its end."""
+    turns = _Turns()
+    token = _TURNS.set(turns)
+    try:
+        yield
+    finally:
+        _TURNS.reset(token)
+        turns.close()
+
+
+class RequestTurns:
+    """ASGI middleware: every request runs in its own ``turn_scope``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        with turn_scope():
+            await self.app(scope, receive, send)
 
 
 class ReadOnlyStore(ServiceError):
@@ -29,8 +78,16 @@ class ReadOnlyStore(ServiceError):
 class StoreAccess:
     """Thread-local cursors on one open store, plus a lock for the rare write."""
 
-    def __init__(self, store: Store, *, writable: bool, owned: bool = False) -> None:
-        self.store = store
+    def __init__(
+        self,
+        store: Store | None,
+        *,
+        writable: bool,
+        owned: bool = False,
+        data_dir: Path | None = None,
+    ) -> None:
+        self._store = store
+        self.data_dir = Path(data_dir) if data_dir is not None else store.data_dir  # type: ignore[union-attr]
         self.writable = writable
         self._owned = owned
         self._local = threading.local()
@@ -45,14 +102,47 @@ class StoreAccess:
         self._version_cursor: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
+    def taking_turns(cls, data_dir: Path, *, writable: bool) -> StoreAccess:
+        """Access that opens the store per request (see the module docstring)."""
+        return cls(None, writable=writable, data_dir=data_dir)
+
+    @classmethod
     def open_read_only(cls, data_dir: Path) -> StoreAccess:
-        return cls(open_store(data_dir, read_only=True), writable=False, owned=True)
+        return cls.taking_turns(data_dir, writable=False)
+
+    @property
+    def store(self) -> Store:
+        """The shared store, or this request's (opened read-only on first use)."""
+        return self._store if self._store is not None else self._request_store()
+
+    def _request_store(self) -> Store:
+        turns = _TURNS.get()
+        if turns is None:
+            raise RuntimeError("store access outside a request: wrap the work in session()")
+        with turns.lock:
+            if not turns.stores:
+                # Not shared with this thread's other turns: the scope may end on another thread.
+                turns.stores.append(Store(self.data_dir, read_only=True, reentrant=False))
+            return turns.stores[0]
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """A read turn for work outside a request (a background thread), given back at exit;
+        inside a request or session it is that one's turn (a second would wait behind a
+        waiting writer that waits for the first)."""
+        if _TURNS.get() is not None:
+            yield
+            return
+        with turn_scope():
+            yield
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor (made on first use, reused after)."""
+        """This thread's cursor (made on first use, reused after), or this request's store."""
+        if self._store is None:
+            return self._request_store().con
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cur is None:
-            cur = self.store.con.cursor()
+            cur = self._store.con.cursor()
             self._local.cursor = cur
             with self._guard:
                 self._cursors.append(cur)
@@ -73,7 +163,15 @@ class StoreAccess:
         if not self.writable:
             raise ReadOnlyStore()
         with self.write_lock:
-            view = self.store.view()
+            if self._store is None:
+                # This request's read turn goes first: a write turn waits for every reader.
+                turns = _TURNS.get()
+                if turns is not None:
+                    turns.close()
+                with open_store(self.data_dir, reentrant=False) as store:
+                    yield store
+                return
+            view = self._store.view()
             try:
                 yield view
             finally:
@@ -139,7 +237,8 @@ class StoreAccess:
 
     def _refresh_version(self, release: bool = False) -> None:
         try:
-            self._version = self.version()
+            with self.session():
+                self._version = self.version()
             self._version_at = time.monotonic()
         finally:
             if release:
@@ -154,5 +253,5 @@ class StoreAccess:
             for cur in self._cursors:
                 cur.close()
             self._cursors.clear()
-        if self._owned:
-            self.store.close()
+        if self._owned and self._store is not None:
+            self._store.close()

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trapline import __version__
 from trapline.config import DEFAULTS
 from trapline.errors import Ambiguous, NotFound, ServiceError, TraplineError, UsageError
-from trapline.serve.api.access import StoreAccess
+from trapline.serve.api.access import RequestTurns, StoreAccess
 from trapline.serve.api.auth import Sessions
 from trapline.serve.api.cache import AggregateCache
 from trapline.serve.api.keys import KeyCache
@@ -100,6 +100,8 @@ def create_app(state: WebState) -> FastAPI:
         redoc_url=None,
     )
     app.state.web = state
+    # Each request takes its turn on the store and gives it back when the response is sent.
+    app.add_middleware(RequestTurns)
 
     @app.exception_handler(TraplineError)
     async def trapline_error(request: Request, exc: TraplineError) -> Response:

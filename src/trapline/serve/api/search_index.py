@@ -259,7 +259,8 @@ class SearchIndexHolder:
 
     def _build(self) -> None:
         try:
-            self.index = build(self.access)
+            with self.access.session():  # a read turn for the build, given back after
+                self.index = build(self.access)
             gc.freeze()
         except Exception:  # searches keep using SQL (or the previous index)
             log.exception("building the search index failed")

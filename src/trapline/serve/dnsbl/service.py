@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from trapline.serve.dnsbl.run import make_server, store_source
+from trapline.serve.dnsbl.run import make_server, read_only_source
 from trapline.serve.runner import Running, ServeContext, register_service
 
 
 async def _start_dns(ctx: ServeContext, host: str, port: int) -> Running:
-    """The ``serve`` service: reads through the serve process's own store."""
-    # Its own cursor, made before serve starts the writer thread; used by one thread at a time.
-    view = ctx.store.view()
-    server = make_server(ctx.settings, store_source(view, ctx.settings), host, port)
+    """The ``serve`` service: each reload reads the store in its own short read-only turn."""
+    server = make_server(ctx.settings, read_only_source(ctx.settings), host, port)
     await asyncio.to_thread(server.start)
 
     async def stop() -> None:
         await asyncio.to_thread(server.stop)
-        view.close()
 
     ctx.extras["dnsbl"] = server
     return Running("dns", server.host, server.port, stop)

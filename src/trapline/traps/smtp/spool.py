@@ -105,6 +105,7 @@ class Spool:
     _closing: bool = field(default=False, init=False)
     _seq: int = field(default=0, init=False)
     commits: int = field(default=0, init=False)  # segments written (for the benchmark)
+    accepted: int = field(default=0, init=False)  # message records made durable (each got 250)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -188,6 +189,7 @@ class Spool:
                 if p.future is not None:
                     p.future.set_exception(err)
             return
+        self.accepted += sum(1 for p in batch if p.record.kind == "message")
         for p in batch:
             if p.future is not None:
                 p.future.set_result(path.name if path else "")

@@ -1,0 +1,182 @@
+"""Concurrency benchmark: the trap's accept rate and read latency, alone and while an ingest runs.
+
+    python bench/concurrency.py                 # human-readable
+    python bench/concurrency.py --json          # one JSON object (the keys the store issue names)
+
+One ``trapline serve`` (a child process, ephemeral loopback ports) on a fresh data dir. Two
+phases of ``--seconds`` each, measured the same way in the same run:
+
+* alone: ``--clients`` SMTP clients (smtplib) send real spam from the SpamAssassin corpus as
+  fast as the trap accepts it, while this process reads the store every 100 ms the way a
+  command does (take a read turn, open read-only, a ``stats``-like count and top-origins query,
+  close);
+* during ingest: the same, while ``trapline ingest`` of the SpamAssassin corpus (6,046 messages)
+  runs in another process on the same data dir. The phase starts when that ingest has begun
+  writing and counts only reads made while it is still running.
+
+``smtp_msgs_per_s_*`` is 250 replies per second over the phase; ``read_p99_ms_*`` is the 99th
+percentile of the read windows' wall time (including waiting for a turn). Targets: the trap
+keeps at least half its rate during the ingest, and reads stay under 500 ms p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "data" / "mail" / "spamassassin-2002"
+
+
+def _env(data: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    env["TRAPLINE_DATA_DIR"] = str(data)
+    env["TRAPLINE_SMTP_PER_IP_PER_MINUTE"] = "100000000"
+    return env
+
+
+def _start_serve(data: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trapline", "serve", "--smtp", "127.0.0.1:0", "--http", "off"],
+        env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if m := re.match(r"smtp listening on 127\.0\.0\.1:(\d+)", line):
+            return proc, int(m[1])
+    raise RuntimeError("serve did not start")
+
+
+def _bodies(n: int) -> list[bytes]:
+    files = sorted(p for p in (CORPUS / "spam").iterdir() if p.name[0].isdigit())
+    return [p.read_bytes() for p in files[:n]]
+
+
+def _smtp_load(port: int, bodies: list[bytes], clients: int, stop: threading.Event) -> list[int]:
+    counts = [0] * clients
+
+    def one(k: int) -> None:
+        i = k
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+            smtp.ehlo(f"bench{k}.example.net")
+            while not stop.is_set():
+                smtp.mail(f"bench{k}@sender.example")
+                smtp.rcpt(f"rcpt{k}.{i}@traps.example.org")
+                if smtp.data(bodies[i % len(bodies)])[0] == 250:
+                    counts[k] += 1
+                i += clients
+
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    stop.wait()
+    for t in threads:
+        t.join(60)
+    return counts
+
+
+def _read_once(data: Path) -> float:
+    from trapline.store.access import reading
+
+    started = time.perf_counter()
+    with reading(data) as store:
+        store.con.execute("SELECT count(*) FROM messages").fetchall()
+        store.con.execute(
+            "SELECT origin_ip, count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
+        ).fetchall()
+    return (time.perf_counter() - started) * 1000
+
+
+def _phase(
+    data: Path, port: int, bodies: list[bytes], clients: int, seconds: float,
+    while_alive: subprocess.Popen[str] | None,
+) -> tuple[float, list[float]]:  # fmt: skip
+    stop = threading.Event()
+    result: list[list[int]] = []
+    sender = threading.Thread(target=lambda: result.append(_smtp_load(port, bodies, clients, stop)))
+    started = time.perf_counter()
+    sender.start()
+    reads: list[float] = []
+    while time.perf_counter() - started < seconds:
+        if while_alive is not None and while_alive.poll() is not None:
+            break  # the ingest finished: the rest would be measured alone
+        reads.append(_read_once(data))
+        time.sleep(0.1)
+    stop.set()
+    elapsed = time.perf_counter() - started
+    sender.join(120)
+    return sum(result[0]) / elapsed, reads
+
+
+def _p(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--clients", type=int, default=8)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    bodies = _bodies(200)
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
+        data = Path(tmp) / "data"
+        serve, port = _start_serve(data)
+        ingest: subprocess.Popen[str] | None = None
+        try:
+            # a store to read from before the first phase
+            _phase(data, port, bodies, args.clients, 2.0, None)
+            alone_rate, alone_reads = _phase(data, port, bodies, args.clients, args.seconds, None)
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "trapline", "ingest", str(CORPUS)],
+                env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            time.sleep(1.0)  # past start-up: the ingest is reading and writing
+            busy_rate, busy_reads = _phase(data, port, bodies, args.clients, args.seconds, ingest)
+            ingest_running = ingest.poll() is None
+            ingest.communicate(timeout=900)
+        finally:
+            if ingest is not None and ingest.poll() is None:
+                ingest.kill()
+                ingest.wait()
+            serve.send_signal(signal.SIGTERM)
+            serve.communicate(timeout=300)
+    out = {
+        "smtp_msgs_per_s_alone": round(alone_rate, 1),
+        "smtp_msgs_per_s_during_ingest": round(busy_rate, 1),
+        "read_p99_ms_alone": round(_p(alone_reads, 99), 1),
+        "read_p99_ms_during_ingest": round(_p(busy_reads, 99), 1),
+    }
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(
+        f"SMTP accepted: {out['smtp_msgs_per_s_alone']} msgs/s alone, "
+        f"{out['smtp_msgs_per_s_during_ingest']} during ingest "
+        f"({busy_rate / alone_rate:.0%} kept)"
+    )
+    print(
+        f"reads: p50 {_p(alone_reads, 50):.1f} / p99 {out['read_p99_ms_alone']} ms alone "
+        f"({len(alone_reads)} reads), p50 {_p(busy_reads, 50):.1f} / p99 "
+        f"{out['read_p99_ms_during_ingest']} ms during ingest ({len(busy_reads)} reads)"
+        + ("" if ingest_running else "; the ingest ended before the phase did")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""One store, many users: `trapline serve` keeps catching mail while commands read, ingest and
+analyse the same data dir (real processes, real sockets on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import shared
+from trap_helpers import TrapProcess, send_one, serve_env, spam_bodies, spooled_message_ids
+from trapline.store.access import reading
+
+HARVESTER_UA = "Mozilla/4.0 (compatible; EmailSiphon 1.0)"
+
+
+def _cli(
+    data: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trapline", *args],
+        env=env or serve_env(data), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _harvest(http_port: int, domain: str, n: int) -> list[str]:
+    """``n`` trap addresses, each from its own honeypot page view (one visit each)."""
+    pattern = re.compile(r"[A-Za-z0-9._%+-]+@" + re.escape(domain))
+    out: list[str] = []
+    with httpx.Client(headers={"user-agent": HARVESTER_UA}) as web:
+        while len(out) < n:
+            page = web.get(f"http://127.0.0.1:{http_port}/staff/").text
+            found = sorted(set(pattern.findall(page)))
+            assert len(found) == 1, found
+            out.append(found[0])
+    return out
+
+
+def _stored(data: Path) -> dict[str, int]:
+    with reading(data) as store:
+        con = store.con
+
+        def one(sql: str) -> int:
+            row = con.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+        return {
+            "raw": one("SELECT count(*) FROM raw"),
+            "messages": one("SELECT count(*) FROM messages"),
+            "quarantined": one("SELECT count(*) FROM quarantine WHERE id IS NOT NULL"),
+            "trap": one("SELECT count(*) FROM raw WHERE source LIKE 'smtp-trap:%'"),
+            "trap_unlinked": one(
+                "SELECT count(*) FROM messages WHERE source LIKE 'smtp-trap:%' "
+                "AND trap_visit_id IS NULL"
+            ),
+        }
+
+
+def test_commands_read_and_write_while_serve_runs(tmp_path: Path) -> None:
+    bodies = spam_bodies(40)  # skips before any process starts when the corpus is absent
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for i, body in enumerate(bodies[20:]):
+        (folder / f"{i:02d}.eml").write_bytes(body)
+    data = tmp_path / "data"
+    proc = TrapProcess(data, {"trap_domains": "traps.test", "serve_report_interval_s": 1}).start()
+    try:
+        (address,) = _harvest(proc.http_port, "traps.test", 1)
+        acked = 0
+        for body in bodies[:10]:
+            acked += send_one(proc.smtp_port, [address], body)[0] == 250
+        ingest = _cli(data, "ingest", str(folder))
+        assert ingest.returncode == 0, ingest.stderr
+        for body in bodies[10:20]:
+            acked += send_one(proc.smtp_port, [address], body)[0] == 250
+        # reads see trap mail within seconds: poll `stats` until all of it is there
+        deadline = time.monotonic() + 30
+        while True:
+            stats = _cli(data, "stats", "--json")
+            assert stats.returncode == 0, stats.stderr
+            if json.loads(stats.stdout)["messages"] >= acked + 20:
+                break
+            assert time.monotonic() < deadline, stats.stdout
+            time.sleep(0.2)
+        query = _cli(
+            data, "query", "select id from messages where trap_visit_id is not null", "--json"
+        )
+        assert query.returncode == 0, query.stderr
+        rows = json.loads(query.stdout)
+        assert len(rows) == acked == 20
+        shown = _cli(data, "show", rows[0]["id"][:12], "--json")
+        assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == rows[0]["id"]
+        campaigns = _cli(data, "analyze", "campaigns")
+        assert campaigns.returncode == 0, campaigns.stderr
+        status = _cli(data, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)["serve"]
+        assert report["running"] and report["pid"] == proc.pid
+        ports = {s["name"]: s["port"] for s in report["services"]}
+        assert ports == {"smtp": proc.smtp_port, "http": proc.http_port}
+        counters = report["counters"]
+        assert counters["accepted"] == 20 and counters["drained"] == 20 and counters["new"] == 20
+        assert counters["stages_run"] >= 1
+        assert "drain lag" in _cli(data, "status").stdout
+    finally:
+        log = proc.stop(signal.SIGTERM)
+    assert re.search(
+        r"serve: \d+ accepted, \d+ drained \(\d+ new\), \d+ stage runs, drain lag", log
+    )
+    assert _stored(data)["messages"] == 40
+    assert json.loads(_cli(data, "status", "--json").stdout)["serve"]["running"] is False
+
+
+def test_the_trap_domains_serve_used_are_known_without_a_config_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = TrapProcess(data, {"trap_domains": "traps.test"}).start()
+    try:
+        (address,) = _harvest(proc.http_port, "traps.test", 1)
+    finally:
+        proc.stop(signal.SIGTERM)
+    # no trap_domains setting now: the default (another domain) is all the config says
+    decoded = _cli(data, "address", "decode", address, "--json")
+    assert decoded.returncode == 0, decoded.stdout + decoded.stderr
+    info = json.loads(decoded.stdout)
+    assert info["valid"] and info["domain"] == "traps.test" and info["store"] == "ok"
+
+
+def test_a_second_serve_refuses_before_touching_the_spool(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = TrapProcess(data, {}).start()
+    try:
+        # a message the running serve is still receiving sits in spool/tmp
+        receiving = data / "spool" / "tmp" / "00000000000000000001-1-000001.seg"
+        receiving.write_bytes(b"half a segment")
+        second = subprocess.run(
+            [sys.executable, "-m", "trapline", "serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+            env=serve_env(data), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert f"already runs on {data}" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert receiving.read_bytes() == b"half a segment"
+        assert send_one(first.smtp_port, ["x@traps.example.org"], spam_bodies(1)[0])[0] == 250
+    finally:
+        first.stop(signal.SIGTERM)
+
+
+# --- the load test the store design answers to --------------------------------------------------
+
+LOAD_SECONDS = 60
+CLIENTS = 20
+
+
+def _run_load(tmp_path: Path, *, kill_serve_at: float | None) -> None:
+    """20 SMTP clients send real spam to harvested addresses for 60 s while `ingest` of the
+    SpamAssassin corpus, then `analyze campaigns`, run beside `serve`, and `stats`, `query` and
+    `show` run every second. With ``kill_serve_at``, serve is SIGKILLed then and restarted."""
+    corpus = shared("mail", "spamassassin-2002")
+    bodies = spam_bodies(200)
+    data = tmp_path / "data"
+    settings = {"trap_domains": "traps.test", "smtp_per_ip_per_minute": 1_000_000}
+    proc = TrapProcess(data, settings).start()
+    procs: list[subprocess.Popen[str]] = []
+    stop = threading.Event()
+    acked: list[str] = []
+    lock = threading.Lock()
+    codes: list[tuple[str, int, str]] = []
+    ports = {"smtp": proc.smtp_port}
+
+    def client(k: int, address: str) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as smtp:
+                    smtp.ehlo(f"bot{k}.example.net")
+                    while not stop.is_set():
+                        smtp.mail(f"bulk{k}@sender.example")
+                        smtp.rcpt(address)
+                        code, text = smtp.data(bodies[(k * 7 + i) % len(bodies)])
+                        i += 1
+                        if code == 250:
+                            with lock:
+                                acked.append(text.decode().rsplit(" ", 1)[-1])
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.2)  # serve was killed: reconnect once it is back
+
+    def reader() -> None:
+        while not stop.is_set():
+            for args in (
+                ("stats", "--json"),
+                ("query", "select id from messages limit 1", "--json"),
+            ):
+                got = _cli(data, *args)
+                codes.append((args[0], got.returncode, got.stderr[-300:]))
+                if args[0] == "query" and got.returncode == 0 and json.loads(got.stdout):
+                    mid = json.loads(got.stdout)[0]["id"]
+                    shown = _cli(data, "show", mid, "--json")
+                    codes.append(("show", shown.returncode, shown.stderr[-300:]))
+            stop.wait(1.0)
+
+    threads: list[threading.Thread] = []
+    try:
+        addresses = _harvest(proc.http_port, "traps.test", CLIENTS)
+        threads = [threading.Thread(target=client, args=(k, a)) for k, a in enumerate(addresses)]
+        threads.append(threading.Thread(target=reader))
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "trapline", "ingest", str(corpus)],
+            env=serve_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        procs.append(ingest)
+        killed = False
+        while time.monotonic() - started < LOAD_SECONDS:
+            if (
+                kill_serve_at is not None
+                and not killed
+                and time.monotonic() - started > kill_serve_at
+            ):
+                proc.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+                proc.proc.wait()  # type: ignore[union-attr]
+                killed = True
+                proc = TrapProcess(data, settings).start()
+                ports["smtp"] = proc.smtp_port
+            time.sleep(0.2)
+        out, err = ingest.communicate(timeout=600)
+        codes.append(("ingest", ingest.returncode, err[-300:]))
+        new = int(re.search(r"(\d+) new", out + err).group(1))  # type: ignore[union-attr]
+        campaigns = _cli(data, "analyze", "campaigns")
+        codes.append(("analyze", campaigns.returncode, campaigns.stderr[-300:]))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        proc.stop(signal.SIGTERM, timeout=300)
+    failed = [c for c in codes if c[1] != 0]
+    assert not failed, failed[:5]
+    assert {c[0] for c in codes} >= {"stats", "query", "show", "ingest", "analyze"}
+    got = _stored(data)
+    with reading(data) as store:
+        trap_ids = [
+            r[0] for r in store.con.execute(
+                "SELECT id FROM raw WHERE source LIKE 'smtp-trap:%'"
+            ).fetchall()
+        ]  # fmt: skip
+    spooled = spooled_message_ids(data)
+    assert len(acked) > 0 and len(set(acked)) == len(acked)
+    prefixes = {i[:16] for i in trap_ids}
+    assert [a for a in acked if a not in prefixes] == []  # no acknowledged message lost
+    assert len(spooled) == len(set(spooled)) and set(spooled) == set(trap_ids)  # each once
+    if kill_serve_at is None:
+        assert got["trap"] == len(acked)  # nothing was spooled without its 250
+        assert got["trap_unlinked"] == 0  # every trap message is linked to its visit
+    assert got["raw"] == got["trap"] + new
+    assert got["messages"] + got["quarantined"] == got["raw"]
+
+
+@pytest.mark.slow
+def test_a_minute_of_trap_mail_while_ingest_analyze_and_reads_run(tmp_path: Path) -> None:
+    _run_load(tmp_path, kill_serve_at=None)
+
+
+@pytest.mark.slow
+def test_serve_sigkilled_under_that_load_and_restarted_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    _run_load(tmp_path, kill_serve_at=LOAD_SECONDS / 3)
+
+
+def test_serve_counts_in_status_survive_no_serve(tmp_path: Path) -> None:
+    """Without a serve, status says so and names no writer."""
+    got = _cli(tmp_path, "status", "--json")
+    assert got.returncode == 0
+    report = json.loads(got.stdout)
+    assert report["serve"] == {"running": False} and report["store_writer"] is None
+    assert os.path.basename(report["data_dir"]) == tmp_path.name
