@@ -1,1 +1,2 @@
-"""Analyses over the store: campaigns (LSH links, components), botnets, networks, harvesters."""
+"""Analyses over the store: campaigns (LSH links, components), botnets, networks, harvesters,
+timeline (series and change points), takedown impact."""
