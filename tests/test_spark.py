@@ -49,13 +49,31 @@ def _run(data: Path, *args: str) -> Any:
     return result
 
 
+def stop_jvm(spark: Any) -> None:
+    """Stop the session and the JVM this process started (it holds ~1 GB for the rest of the
+    suite otherwise); only the process PySpark launched, by its handle."""
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def spark_session() -> Any:
     from trapline.distributed.spark import session
 
     spark = session("local[2]", "trapline-tests")
     yield spark
-    spark.stop()
+    stop_jvm(spark)
 
 
 @pytest.fixture(scope="module")
