@@ -113,10 +113,13 @@ def web(app: AppContext, listen: str | None, anonymous_read: bool) -> None:
         click.echo(f"web listening on http://{svc.host}:{svc.port}/ (read-only store)")
         sys.stdout.flush()
 
+    from trapline.serve.api.settings import WebSettings
+
+    web_settings = WebSettings.from_settings(app.settings)
     run_standalone(
         app.settings,
-        listen or str(app.settings["web_default_listen"]),
-        anonymous_read=anonymous_read or bool(app.settings.get("web_anonymous_read")),
+        listen or web_settings.default_listen,
+        anonymous_read=anonymous_read or web_settings.anonymous_read,
         on_ready=ready,
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 from trapline.errors import ServiceError, UsageError
 from trapline.serve.api.access import StoreAccess
 from trapline.serve.api.app import WebState, create_app
+from trapline.serve.api.settings import WebSettings
 from trapline.serve.runner import (
     Running,
     ServeContext,
@@ -111,7 +112,7 @@ async def start_web(ctx: ServeContext, host: str, port: int) -> Running:
     state = WebState(
         StoreAccess.taking_turns(ctx.data_dir, writable=True),
         ctx.settings,
-        anonymous_read=bool(ctx.settings.get("web_anonymous_read")),
+        anonymous_read=WebSettings.from_settings(ctx.settings).anonymous_read,
         site=ctx.extras.get("site"),
         started_at=time.time(),
     )

@@ -18,7 +18,6 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trapline import __version__
-from trapline.config import DEFAULTS
 from trapline.errors import Ambiguous, NotFound, ServiceError, TraplineError, UsageError
 from trapline.serve.api.access import RequestTurns, StoreAccess
 from trapline.serve.api.auth import Sessions
@@ -26,6 +25,7 @@ from trapline.serve.api.cache import AggregateCache
 from trapline.serve.api.keys import KeyCache
 from trapline.serve.api.responses import error_body
 from trapline.serve.api.search_index import SearchIndexHolder
+from trapline.serve.api.settings import WebSettings
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """Read what trapline caught and concluded: messages, campaigns, botnets, networks
@@ -53,11 +53,10 @@ class WebState:
 
     def __post_init__(self) -> None:
         self.cache = AggregateCache(self.access)
-        hours = self.settings.get("web_session_hours", DEFAULTS["web_session_hours"])
-        self.sessions = Sessions(int(hours) * 3600)
+        web = WebSettings.from_settings(self.settings)
+        self.sessions = Sessions(int(web.session_hours * 3600))
         self.keys = KeyCache()
-        refresh = self.settings.get("web_search_refresh_s", DEFAULTS["web_search_refresh_s"])
-        self.search = SearchIndexHolder(self.access, float(refresh))
+        self.search = SearchIndexHolder(self.access, web.search_refresh_s)
 
 
 def _status_of(exc: TraplineError) -> int:
