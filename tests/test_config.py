@@ -16,6 +16,7 @@ from trapline.analyze.lsh import ClusterParams
 from trapline.config import DEFAULTS, SettingsView, SmtpLimits, load_config, load_settings
 from trapline.errors import ConfigError
 from trapline.export.evidence import ExportSettings
+from trapline.serve.api.settings import WebSettings
 from trapline.serve.dnsbl.settings import DnsblSettings
 
 
@@ -69,7 +70,7 @@ def test_views_read_their_keys_with_defaults_from_the_one_table(tmp_path: Path) 
 
 
 def test_every_view_field_is_a_known_setting() -> None:
-    views = [SmtpLimits, ClusterParams, BotnetParams, DnsblSettings, ExportSettings]
+    views = [SmtpLimits, ClusterParams, BotnetParams, DnsblSettings, ExportSettings, WebSettings]
     assert {cls.__name__ for cls in SettingsView.__subclasses__()} <= {v.__name__ for v in views}
     for view in views:
         assert set(view.keys()) <= set(DEFAULTS), view
