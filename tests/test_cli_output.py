@@ -115,14 +115,18 @@ def test_campaign_list_one_line_each_at_80_columns(
     assert max(len(line) for line in lines) <= 80
 
 
+@pytest.mark.parametrize("by", ["asn", "prefix"])
 def test_networks_one_line_per_network_at_80_columns(
-    demo: Path, monkeypatch: pytest.MonkeyPatch
+    demo: Path, monkeypatch: pytest.MonkeyPatch, by: str
 ) -> None:
     import trapline.cli.routing as cli_routing
 
     monkeypatch.setattr(cli_routing, "_out", Console(width=80, file=io.StringIO()))
     buf = cli_routing._out.file
-    assert _run(demo, "networks", "--top", "5").exit_code == 0
+    assert _run(demo, "networks", "--by", by, "--top", "5").exit_code == 0
     lines = [line for line in buf.getvalue().splitlines() if line.strip()]  # type: ignore[attr-defined]
     assert len(lines) == 2 + 5 and max(len(line) for line in lines) <= 80
-    assert all(re.match(r"\d\s+AS\d+\s+\S", line) for line in lines[2:])  # rank, AS, a name
+    assert all(re.match(r"\s*\d\s+AS\d+\s+\S", line) for line in lines[2:])  # rank, AS, a name
+    # Every column fits: the last one (days) is whole in the header and on every row.
+    assert lines[0].rstrip().endswith("days")
+    assert all(re.search(r"\s\d+$", line.rstrip()) for line in lines[2:])

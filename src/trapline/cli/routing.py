@@ -376,7 +376,7 @@ def networks(
     for col in cols:
         table.add_column(col, justify="left" if col in ("asn", "name", "prefix") else "right",
                          no_wrap=True, overflow="ellipsis")  # fmt: skip
-    width = max(10, (36 if by == "asn" else 26) - 5 * len(kinds))
+    width = max(10, (36 if by == "asn" else 21) - 5 * len(kinds))
     for rank, s in enumerate(scores, 1):
         name = s.name or "-"
         table.add_row(
