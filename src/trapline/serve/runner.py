@@ -95,6 +95,24 @@ SERVICES: dict[str, tuple[ServiceStart, str]] = {}
 HTTP_ROUTES: list[BaseRoute] = []
 
 
+def listening_socket(service: str, host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening TCP socket for an HTTP service, or a ``ServiceError`` saying why not."""
+    # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it a kept-alive connection waits for delayed ACKs.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServiceError(
+            f"{service}: cannot listen on {host}:{port} ({exc.strerror}); is it free?"
+        ) from exc
+    sock.listen(backlog)
+    return sock
+
+
 def register_service(name: str, start: ServiceStart, listen_key: str) -> None:
     """Make ``trapline serve`` start ``start(ctx, host, port)`` on ``settings[listen_key]``
     (a new key is registered as a setting, off by default)."""
@@ -319,16 +337,7 @@ async def _start_http(ctx: ServeContext, host: str, port: int) -> Running:
     )
     ctx.extras["site"] = site
     app = create_app(site, [*ctx.http_routes, *HTTP_ROUTES])
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ServiceError(
-            f"http: cannot listen on {host}:{port} ({exc.strerror}); is it free?"
-        ) from exc
-    sock.listen(int(s["http_listen_backlog"]))
+    sock = listening_socket("http", host, port, int(s["http_listen_backlog"]))
     server = _QuietServer.make(app, **honeypot_http_limits(s))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trapline.errors import ServiceError, UsageError
+from trapline.errors import UsageError
 from trapline.serve.api.access import StoreAccess
 from trapline.serve.api.app import WebState, create_app
 from trapline.serve.api.settings import WebSettings
@@ -25,6 +24,7 @@ from trapline.serve.runner import (
     Running,
     ServeContext,
     _QuietServer,
+    listening_socket,
     parse_listen,
     register_service,
 )
@@ -68,27 +68,10 @@ def _warm(state: WebState) -> None:
     threading.Thread(target=run, name="web-warm", daemon=True).start()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-    # says TCP, and without it a kept-alive connection waits for delayed ACKs.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ServiceError(
-            f"web: cannot listen on {host}:{port} ({exc.strerror}); is it free?"
-        ) from exc
-    sock.listen(512)
-    return sock
-
-
 async def run_app(state: WebState, host: str, port: int) -> Running:
     """Start uvicorn for ``state`` on ``host:port``; returns once it listens."""
     app = create_app(state)
-    sock = _bind(host, port)
+    sock = listening_socket("web", host, port, 512)
     server = _QuietServer.make(app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
