@@ -90,10 +90,10 @@ class SparkSQL:
         if not names & BIG:
             return self.local.execute(sql, list(params))
         rows = self.spark.sql(bind(sql, params)).collect()
-        return _Result([_plain(tuple(r)) for r in rows])
+        return _Result([plain_value(tuple(r)) for r in rows])
 
 
-def _plain(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def plain_value(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in row)
 
 

@@ -29,7 +29,8 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() + "Z"
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """``value`` with store types JSON can hold: UTC times with ``Z``, dates, floats, hex."""
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, date):
@@ -39,9 +40,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_value(v) for k, v in value.items()}
     return value
 
 
@@ -50,7 +51,7 @@ def _rows(
 ) -> list[dict[str, Any]]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description or []]
-    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+    return [{n: plain_value(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
@@ -233,7 +234,7 @@ def show(con: duckdb.DuckDBPyConnection, id_or_prefix: str) -> dict[str, Any]:
 
 
 def _name_then(con: duckdb.DuckDBPyConnection, asn: int | None, when: str | None) -> str | None:
-    """The AS's name on the message's day (``when`` is ISO text from ``_plain``)."""
+    """The AS's name on the message's day (``when`` is ISO text from ``plain_value``)."""
     if asn is None:
         return None
     day = date.fromisoformat(when[:10]) if when else None
@@ -251,9 +252,9 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) ->
         if not names:
             return {"columns": [], "rows": [], "total": 0}
         if limit is None:
-            rows = [[_plain(v) for v in row] for row in cur.fetchall()]
+            rows = [[plain_value(v) for v in row] for row in cur.fetchall()]
             return {"columns": names, "rows": rows, "total": len(rows)}
-        rows = [[_plain(v) for v in row] for row in cur.fetchmany(limit)]
+        rows = [[plain_value(v) for v in row] for row in cur.fetchmany(limit)]
         total = len(rows)
         # The rest is only counted, in chunks, so a huge result costs no memory.
         while chunk := cur.fetchmany(10_000):

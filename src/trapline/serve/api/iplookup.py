@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from trapline.serve.api.access import StoreAccess
-from trapline.store.queries import _plain
+from trapline.store.queries import plain_value
 
 Row = tuple[Any, ...]
 
@@ -247,4 +247,4 @@ def lookup(idx: IpIndex, ip: str, now: float | None = None) -> dict[str, Any]:
         out[k] for k in ("origin", "relay", "campaigns", "botnets", "harvester", "smtp",
                          "dictionary_attacks", "listings", "dnsbl")
     )  # fmt: skip
-    return _plain(out)
+    return plain_value(out)

@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from trapline.store.queries import iso
+from trapline.store.queries import plain_value
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, (set, frozenset, tuple)):
+    """What orjson cannot write itself: store values (``plain_value``), sets, dataclasses."""
+    if isinstance(value, (set, frozenset)):
         return list(value)
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    converted = plain_value(value)
+    if converted is value:
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+    return converted
 
 
 def dumps(value: Any) -> bytes:

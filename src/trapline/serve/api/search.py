@@ -10,7 +10,7 @@ from typing import Any
 
 from trapline.errors import UsageError
 from trapline.serve.api.access import StoreAccess
-from trapline.store.queries import _plain
+from trapline.store.queries import plain_value
 
 # Newest first, messages without a time last; the id makes the order total (keyset pages).
 _ORDER = "ORDER BY received_at DESC NULLS LAST, id DESC"
@@ -145,7 +145,7 @@ def search_messages(
     rows = cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{n: _plain(v) for n, v in zip(names, r, strict=True)} for r in rows]
+    items = [{n: plain_value(v) for n, v in zip(names, r, strict=True)} for r in rows]
     nxt = encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
     return {"items": items, "next_cursor": nxt, "limit": limit}
 

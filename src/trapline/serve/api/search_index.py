@@ -31,7 +31,7 @@ from trapline.serve.api.search import (
     encode_cursor,
     search_messages,
 )
-from trapline.store.queries import _plain
+from trapline.store.queries import plain_value
 
 log = logging.getLogger("trapline.web")
 CHUNK = 1 << 16
@@ -214,7 +214,9 @@ def search(
         # Not a registered domain of any indexed URL (a longer host name, an IP): ask SQL.
         return search_messages(access, f, limit=limit, cursor=cursor)
     positions = page_positions(idx, f, limit, cursor)
-    rows = [{k: _plain(v) for k, v in r.items()} for r in idx.table.take(positions).to_pylist()]
+    rows = [
+        {k: plain_value(v) for k, v in r.items()} for r in idx.table.take(positions).to_pylist()
+    ]
     if idx.watermark is not None and access.version_now() != idx.version:
         # Messages stored since the snapshot (same watermark too: a batch may share it).
         fresh = search_messages(access, f, limit=limit, cursor=cursor, stored_since=idx.watermark)

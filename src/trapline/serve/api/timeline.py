@@ -15,7 +15,7 @@ from trapline.serve.api.auth import reader
 from trapline.serve.api.cache import params_key
 from trapline.serve.api.responses import cached_response
 from trapline.serve.api.search import utc_naive
-from trapline.store.queries import _plain
+from trapline.store.queries import plain_value
 
 router = APIRouter(dependencies=[Depends(reader)])
 By = Literal["none", "botnet", "campaign", "asn", "harvester-asn"]
@@ -44,7 +44,7 @@ def change_points(access: StoreAccess, settings: dict[str, Any]) -> list[dict[st
         return []
     found = []
     for cp in detect(s, Params.from_settings(settings)):
-        d = _plain(cp.as_dict())
+        d = plain_value(cp.as_dict())
         rel = d["relative_change"]
         who = ", ".join(
             f"{'AS' if a['kind'] == 'asn' else ''}{a['id']} {a['share']:.0%}"
@@ -80,7 +80,7 @@ def timeline(
 ) -> Response:
     st = request.app.state.web
     key = params_key("timeline", by=by, freq=freq, since=since, until=until, top=top)
-    entry = st.cache.get(key, lambda: _plain(series(
+    entry = st.cache.get(key, lambda: plain_value(series(
         st.access, by=by, freq=freq, since=utc_naive(since), until=utc_naive(until)).as_dict(top)))  # fmt: skip
     return cached_response(request, entry)
 
@@ -100,7 +100,7 @@ def changes(
 
     def compute() -> Any:
         s = series(st.access, by=by, freq=freq, since=utc_naive(since), until=utc_naive(until))
-        return [_plain(cp.as_dict()) for cp in detect(s, Params.from_settings(st.settings))]
+        return [plain_value(cp.as_dict()) for cp in detect(s, Params.from_settings(st.settings))]
 
     return cached_response(request, st.cache.get(key, compute))
 
@@ -118,6 +118,6 @@ def takedown(
 
     st = request.app.state.web
     key = params_key("takedown", network=network, at=at)
-    entry = st.cache.get(key, lambda: _plain(predict(
+    entry = st.cache.get(key, lambda: plain_value(predict(
         st.access.cursor(), network, utc_naive(at), settings=st.settings).as_dict()))  # fmt: skip
     return cached_response(request, entry)

@@ -16,7 +16,7 @@ import duckdb
 
 from trapline.serve.api.access import StoreAccess
 from trapline.store.duckdb import Store
-from trapline.store.queries import NETWORK_SQL, _plain
+from trapline.store.queries import NETWORK_SQL, plain_value
 
 
 def as_store(access: StoreAccess) -> Store:
@@ -29,7 +29,7 @@ def as_store(access: StoreAccess) -> Store:
 def rows(access: StoreAccess, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
     cur = access.cursor().execute(sql, args or [])
     names = [d[0] for d in cur.description or []]
-    return [{n: _plain(v) for n, v in zip(names, r, strict=True)} for r in cur.fetchall()]
+    return [{n: plain_value(v) for n, v in zip(names, r, strict=True)} for r in cur.fetchall()]
 
 
 def _safe_rows(
@@ -122,21 +122,21 @@ def campaigns(
         found = list_campaigns(access.cursor(), top=top, since=since, until=until)
     except duckdb.CatalogException:
         return []
-    return [{k: _plain(v) for k, v in r.items()} for r in found]
+    return [{k: plain_value(v) for k, v in r.items()} for r in found]
 
 
 def campaign(access: StoreAccess, ident: str) -> dict[str, Any]:
     from trapline.analyze.campaign_report import campaign_detail
 
     found = campaign_detail(access.cursor(), ident)
-    return {k: _plain(v) for k, v in found.items()}
+    return {k: plain_value(v) for k, v in found.items()}
 
 
 def botnets(access: StoreAccess, *, top: int = 50) -> list[dict[str, Any]]:
     from trapline.analyze.botnets import list_botnets
 
     try:
-        return [_plain(b) for b in list_botnets(access.cursor(), top=top, max_hosts=200)]
+        return [plain_value(b) for b in list_botnets(access.cursor(), top=top, max_hosts=200)]
     except duckdb.CatalogException:
         return []
 
@@ -157,7 +157,7 @@ def networks(
     found = network_scores(
         as_store(access), settings, by=by, top=top, since=since, until=until, asn=asn
     )
-    return [_plain(s.as_dict()) for s in found]
+    return [plain_value(s.as_dict()) for s in found]
 
 
 def dossier(access: StoreAccess, settings: dict[str, Any], asn: int) -> dict[str, Any]:
@@ -168,7 +168,7 @@ def dossier(access: StoreAccess, settings: dict[str, Any], asn: int) -> dict[str
     out = asdict(d)
     out["title"] = d.title
     out["score"] = d.score.as_dict() if d.score else None
-    return _plain(out)
+    return plain_value(out)
 
 
 def dossier_text(access: StoreAccess, settings: dict[str, Any], asn: int, fmt: str) -> str:
@@ -182,7 +182,7 @@ def harvesters(access: StoreAccess, limit: int = 50) -> list[dict[str, Any]]:
     from trapline.analyze.harvesters import harvesters as ranked
 
     try:
-        return [_plain(h.to_dict()) for h in ranked(as_store(access), limit)]
+        return [plain_value(h.to_dict()) for h in ranked(as_store(access), limit)]
     except duckdb.CatalogException:
         return []
 
@@ -193,7 +193,7 @@ def visits(
     from trapline.analyze.harvesters import recent_visits
 
     try:
-        return [_plain(v) for v in recent_visits(as_store(access), limit, sensor_id)]
+        return [plain_value(v) for v in recent_visits(as_store(access), limit, sensor_id)]
     except duckdb.CatalogException:
         return []
 
