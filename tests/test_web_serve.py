@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from trap_helpers import send_one, serve_env, spam_bodies
 from trapline.cli.main import cli
+from trapline.store.duckdb import open_store
 
 TRAP = "traps.example.org"
 
@@ -111,6 +112,23 @@ def test_dashboard_beside_the_traps(served: tuple[dict[str, int], dict[str, Any]
     for path in ("/api/v1/overview", "/login", "/openapi.json", "/api/docs", "/static/app.js"):
         r = httpx.get(honeypot + path)
         assert r.status_code == 404 and "trapline" not in r.text.lower(), path
+
+
+def test_cached_answers_need_no_store_turn_while_a_writer_holds_it(
+    served: tuple[dict[str, int], dict[str, Any], Path],
+) -> None:
+    """A known key and a cached aggregate are answered from memory: a long write (an ingest's
+    turn) does not hold up the dashboard's cached views."""
+    ports, keys, data = served
+    web = f"http://127.0.0.1:{ports['web']}"
+    analyst = _bearer(keys["analyst"])
+    paths = ("/api/v1/overview", "/api/v1/ip/203.0.113.10")
+    for path in paths:
+        assert httpx.get(web + path, headers=analyst, timeout=30).status_code == 200
+    with open_store(data, wait_s=60):  # this test process now holds the write turn
+        for path in paths:
+            r = httpx.get(web + path, headers=analyst, timeout=10)
+            assert r.status_code == 200, (path, r.text)
 
 
 def test_the_dashboard_refuses_the_honeypots_address(tmp_path: Path) -> None:

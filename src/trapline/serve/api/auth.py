@@ -87,7 +87,7 @@ def identify(request: Request) -> Principal | None:
     state = request.app.state.web
     key = bearer(request)
     if key is not None:
-        found = state.keys.authenticate(state.access.cursor(), key)
+        found = state.keys.authenticate(state.access.cursor, key)
         if found is None:
             raise AuthError(401, "unknown or revoked API key; make one with `trapline keys create`")
         return found

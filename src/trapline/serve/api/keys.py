@@ -12,6 +12,7 @@ import hmac
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,13 +154,16 @@ class KeyCache:
         self._seen: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, con: duckdb.DuckDBPyConnection, key: str) -> Principal | None:
+    def authenticate(
+        self, connect: Callable[[], duckdb.DuckDBPyConnection], key: str
+    ) -> Principal | None:
+        """``connect`` is called only on a miss: a cached key costs no store turn."""
         digest = key_hash(key)
         now = time.monotonic()
         hit = self._seen.get(digest)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        found = authenticate(con, key)
+        found = authenticate(connect(), key)
         with self._lock:
             if len(self._seen) >= self.max_entries:
                 self._seen.clear()
