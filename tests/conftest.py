@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,19 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+def wait_for(
+    condition: Callable[[], object], what: str, timeout: float = 120.0, every: float = 0.01
+) -> None:
+    """Poll ``condition`` (every ``every`` s) until it holds; fail naming ``what`` after
+    ``timeout`` s. Tests wait for the state they need, never for a fixed time: a busy machine
+    only makes them slower, never wrong."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from conftest import shared, wait_for
 from trap_helpers import TrapProcess, send_one, serve_env, spam_bodies
 from trapline.store.access import reading
 
@@ -61,13 +60,6 @@ def _status(data: Path) -> dict:  # type: ignore[type-arg]
     return dict(json.loads(got.stdout)["serve"])
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 def test_accepted_mail_reaches_the_store_once_space_returns(tmp_path: Path) -> None:
     bodies = spam_bodies(30)  # skips before anything starts when the corpus is absent
     with small_disk(tmp_path / "small", "48m") as disk:
@@ -77,17 +69,27 @@ def test_accepted_mail_reaches_the_store_once_space_returns(tmp_path: Path) -> N
         try:
             for body in bodies[:10]:
                 assert send_one(proc.smtp_port, ["a@traps.example.org"], body)[0] == 250
-            _wait(lambda: _status(data).get("counters", {}).get("drained") == 10, 60, "drain")
+            wait_for(
+                lambda: _status(data).get("counters", {}).get("drained") == 10,
+                "drain",
+                60,
+                every=0.2,
+            )
             filler = _fill(disk)
             for body in bodies[10:]:  # the spool is on another disk: the trap still accepts
                 assert send_one(proc.smtp_port, ["b@traps.example.org"], body)[0] == 250
-            _wait(lambda: _status(data)["counters"]["last_error"] != "", 60, "a failing drain")
+            wait_for(
+                lambda: _status(data)["counters"]["last_error"] != "",
+                "a failing drain",
+                60,
+                every=0.2,
+            )
             assert "mail stays spooled" in subprocess.run(
                 [sys.executable, "-m", "trapline", "status"],
                 env=serve_env(data), capture_output=True, text=True, timeout=60,
             ).stdout  # fmt: skip
             os.unlink(filler)  # space returns: nobody restarts anything
-            _wait(lambda: _status(data)["counters"]["drained"] == 30, 180, "recovery")
+            wait_for(lambda: _status(data)["counters"]["drained"] == 30, "recovery", 180, every=0.2)
         finally:
             log = proc.stop(signal.SIGTERM)
         assert "WARNING" in log and "free space in" in log, log

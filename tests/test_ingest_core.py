@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from conftest import wait_for
 from trap_helpers import TrapProcess, send_one, serve_env, spam_bodies
 from trapline.pipeline.core import IngestCore
 from trapline.pipeline.run import ingest
@@ -41,13 +41,6 @@ def _stage_env(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "FAILING_STAGE_CALLS": str(tmp_path / "calls.txt")}
 
 
-def _wait_for(path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def test_a_failing_stage_during_serve_is_rolled_back_reported_once_and_switched_off(
     tmp_path: Path,
 ) -> None:
@@ -57,7 +50,8 @@ def test_a_failing_stage_during_serve_is_rolled_back_reported_once_and_switched_
     proc = TrapProcess(data, {"post_ingest_stages": STAGES}, extra_env=env).start()
     try:
         assert send_one(proc.smtp_port, [f"first@{TRAP}"], bodies[0])[0] == 250
-        _wait_for(tmp_path / "calls.txt")  # the drain stored it and the stage failed on it
+        # the drain stored it and the stage failed on it
+        wait_for((tmp_path / "calls.txt").exists, "the failing stage to run", 60)
         for i, body in enumerate(bodies[1:]):
             assert send_one(proc.smtp_port, [f"next{i}@{TRAP}"], body)[0] == 250
     finally:

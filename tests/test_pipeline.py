@@ -14,13 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ROOT, shared
+from conftest import ROOT, shared, wait_for
 from trapline.errors import NotConfigured, SourceError
 from trapline.model import RawMessage
 from trapline.pipeline.run import ingest
@@ -61,10 +60,14 @@ def failing_stage(store: Store, message_ids: list[str], settings: dict[str, Any]
 
 
 def marker_stage(store: Store, message_ids: list[str], settings: dict[str, Any]) -> str:
-    """Used by the interrupt test: one line per committed batch, and a pause to widen the window."""
-    with open(os.environ["TEST_PIPELINE_MARKER"], "a") as fh:
+    """Used by the interrupt test: one line per committed batch. At batch ``TEST_PIPELINE_HOLD_AT``
+    it holds the run until the test has sent its signal (and made the release file), so the run
+    cannot finish before it is interrupted."""
+    marker = Path(os.environ["TEST_PIPELINE_MARKER"])
+    with marker.open("a") as fh:
         fh.write(f"{len(message_ids)}\n")
-    time.sleep(0.15)
+    if len(marker.read_text().split()) == int(os.environ["TEST_PIPELINE_HOLD_AT"]):
+        wait_for(marker.with_suffix(".release").exists, "the test to release the held run")
     return ""
 
 
@@ -253,10 +256,12 @@ CLI_INTERACTIVE = [
 
 
 def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_batches: int) -> int:
+    """Run a real ingest, hold it in the stage of batch ``after_batches`` and send ``sig`` there."""
     env = _cli_env(
         {
             "TRAPLINE_POST_INGEST_STAGES": "test_pipeline:marker_stage",
             "TEST_PIPELINE_MARKER": str(marker),
+            "TEST_PIPELINE_HOLD_AT": str(after_batches),
         }
     )
     proc = subprocess.Popen(
@@ -278,18 +283,22 @@ def _run_and_kill(corpus: Path, data_dir: Path, marker: Path, sig: int, after_ba
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if marker.exists() and len(marker.read_text().split()) >= after_batches:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be interrupted"
+        wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (marker.exists() and len(marker.read_text().split()) >= after_batches)
+            ),
+            f"batch {after_batches} to be committed",
+        )
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         if sig == signal.SIGKILL:
             # Like a power cut or the OOM killer: everything dies at once, workers included
             # (they also hold our stderr pipe open).
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             proc.send_signal(sig)  # Ctrl-C reaches the main process; workers ignore it
+            # Ctrl-C is honoured between batches, so the held stage must let the run go on.
+            marker.with_suffix(".release").touch()
         _out, err = proc.communicate(timeout=60)
     finally:
         # Reap the whole process group we started (workers orphaned by SIGKILL included).

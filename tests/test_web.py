@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import wait_for
 from trapline.config import load_settings
 from trapline.pipeline.drain import drain
 from trapline.serve.runner import _QuietServer
@@ -67,8 +68,7 @@ def web_server(tmp_path: Path) -> Iterator[Callable[..., Web]]:
             target=loop.run_until_complete, args=(server.serve(sockets=[sock]),)
         )
         thread.start()
-        while not server.started:
-            time.sleep(0.01)
+        wait_for(lambda: server.started or not thread.is_alive(), "the honeypot to start")
 
         def stop() -> None:
             server.should_exit = True

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import wait_for
 from test_web import SECRET, TRAP, Web, _addresses_in
 from trap_helpers import TrapProcess, inet_sockets, send_one, spam_bodies
 from trapline.config import load_settings
@@ -54,8 +55,7 @@ def limited_web(tmp_path: Path) -> Iterator[Callable[..., Web]]:
             target=loop.run_until_complete, args=(server.serve(sockets=[sock]),)
         )
         thread.start()
-        while not server.started:
-            time.sleep(0.01)
+        wait_for(lambda: server.started or not thread.is_alive(), "the honeypot to start")
 
         def stop() -> None:
             server.should_exit = True
