@@ -1,7 +1,7 @@
 """Ingest benchmark: the full pipeline with storage vs the naive stdlib baseline, same messages.
 
     python bench/ingest.py                      # SpamAssassin corpus repeated to >= 30,000 msgs
-    python bench/ingest.py --json               # one JSON object (keys named in issue 2)
+    python bench/ingest.py --json               # the same figures as one JSON object
     python bench/ingest.py --corpus ~/spam --min-messages 0 --no-stages
 
 The corpus is read once (through trapline's own source reader) and written out as one file per
@@ -11,10 +11,10 @@ same run and on the same files:
 
 * pipeline: ``trapline.pipeline.run.ingest`` into a fresh temporary store: reading, hashing, raw
   archive, parsing in the process pool, Arrow writes, one transaction per batch, checkpoint at
-  close. This is issue 2's pipeline and gives the top-level keys (``pipeline_msgs_per_s``,
+  close. This is the core pipeline and gives the top-level keys (``pipeline_msgs_per_s``,
   ``ratio``, ``peak_rss_mb``, ...);
-* everything the configured ingest does on top, for later issues: MinHash fingerprints in the
-  parse workers (``fingerprint_at_ingest``, issue 5) and the post-ingest stages (ASN
+* everything the configured ingest does on top: MinHash fingerprints in the
+  parse workers (``fingerprint_at_ingest``) and the post-ingest stages (ASN
   enrichment, harvester links; ``post_ingest_stages``), into a second fresh store, reported
   under ``with_stages`` with the same keys (skip it with ``--no-stages``);
 * baseline: what a user would write first: read each file, ``email.message_from_bytes(b,
@@ -158,7 +158,7 @@ def baseline(paths: list[Path]) -> float:
 def _timed_ingest(
     args: argparse.Namespace, corpus: Path, store: Path, *, core: bool
 ) -> dict[str, Any]:
-    """One pipeline run into a fresh store: issue 2's pipeline when ``core``, else everything
+    """One pipeline run into a fresh store: the core pipeline when ``core``, else everything
     the configured ingest does (fingerprints at ingest, post-ingest stages)."""
     from trapline.config import load_settings
     from trapline.pipeline.run import ingest

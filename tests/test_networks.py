@@ -63,18 +63,15 @@ def _crafted(folder: Path) -> Path:
         store.con.execute(
             "INSERT INTO urls (message_id, url, host) VALUES ('m6', 'http://13.0.1.1/buy', '13.0.1.1')"
         )
-        # A hand-made visits table: v1 issued the address m7 was sent to (a harvester); v2 did not.
-        store.con.execute("DROP TABLE IF EXISTS visits")
-        store.con.execute("CREATE TABLE visits (id VARCHAR, visited_at TIMESTAMP, ip VARCHAR)")
+        # Two visits in the store's own tables: v1 issued the address m7 was sent to (a
+        # harvester); v2 did not. Two dictionary attacks from 14.0.0.0/24.
         store.con.execute(
-            "INSERT INTO visits VALUES ('v1', '2008-06-15', '13.0.2.2'), ('v2', '2008-06-15', '11.0.9.9')"
-        )
-        store.con.execute("DROP TABLE IF EXISTS dictionary_attacks")
-        store.con.execute(
-            "CREATE TABLE dictionary_attacks (message_id VARCHAR, addr VARCHAR, sender_ip VARCHAR, seen_at TIMESTAMP)"
+            "INSERT INTO visits (id, seq, address, visited_at, ip) VALUES "
+            "('v1', 1, 'a1@t', '2008-06-15', '13.0.2.2'), ('v2', 2, 'a2@t', '2008-06-15', '11.0.9.9')"
         )
         store.con.execute(
-            "INSERT INTO dictionary_attacks VALUES ('d1', 'a@t', '14.0.0.1', '2008-06-20'), ('d2', 'b@t', '14.0.0.2', '2008-06-20')"
+            "INSERT INTO dictionary_attacks (message_id, addr, sender_ip, seen_at) VALUES "
+            "('d1', 'a@t', '14.0.0.1', '2008-06-20'), ('d2', 'b@t', '14.0.0.2', '2008-06-20')"
         )
         import_feeds(store, folder / "cc.csv")
         enrich_all(store, {})

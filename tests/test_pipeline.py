@@ -384,7 +384,7 @@ def test_a_dead_worker_stops_the_run_cleanly_and_the_rerun_resumes(tmp_path: Pat
 
 
 def test_hostile_inputs_are_each_stored_or_quarantined_and_counted(tmp_path: Path) -> None:
-    """Point 8 of issue 2, through the whole pipeline: real mail made hostile (synthetic, on
+    """Hostile input through the whole pipeline: real mail made hostile (synthetic, on
     top of the real corpora tests), plus junk; every input is accounted for."""
     real = sorted(shared("mail", "spamassassin-2002", "spam").iterdir())
     a, b, c = (p.read_bytes() for p in real[:3])

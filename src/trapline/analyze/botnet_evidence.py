@@ -7,14 +7,17 @@ every trait they agree on, plus the landing weight when they share a registered 
 URLs (domains seen in more than ``botnet_max_domain_campaigns`` campaigns are common
 infrastructure, not evidence). A trait value carried by 5+ campaigns that all came from fewer
 than ``botnet_relay_hosts_per_campaign`` sending hosts per campaign is a provider's outbound
-relay (webmail, an email service provider), not bot software, and is ignored. A pair links when its score reaches ``botnet_link_score``. The
-weights (``botnet_trait_weights``) are set so that no single trait links on its own and a
-full software fingerprint does: docs/campaigns.md gives the reasons for each number.
+relay (webmail, an email service provider), not bot software, and is ignored. A pair links
+when its score reaches ``botnet_link_score``. The weights (``botnet_trait_weights``) are set
+so that no single trait links on its own and a full software fingerprint does:
+docs/campaigns.md gives the reasons for each number.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import duckdb
 
 from trapline.analyze.sender_traits import fill_traits
 from trapline.config import DEFAULTS
@@ -38,7 +41,9 @@ def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, f
         raise ConfigError(f"botnet evidence settings: {exc}; use numbers") from exc
 
 
-def evidence_pairs(con: Any, settings: dict[str, Any]) -> list[tuple[str, str]]:
+def evidence_pairs(
+    con: duckdb.DuckDBPyConnection, settings: dict[str, Any]
+) -> list[tuple[str, str]]:
     """Campaign pairs whose software traits and landing domains add up to a link."""
     weights, threshold, max_domain, window_days, relay_ratio = _settings(settings)
     if threshold <= 0 or not any(weights.values()):

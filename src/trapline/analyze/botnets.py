@@ -14,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
 from trapline.analyze.botnet_evidence import evidence_pairs
 from trapline.analyze.graph import components
 from trapline.config import SettingsView
+from trapline.store.duckdb import Store
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,29 +43,17 @@ class BotnetRun:
     links: int
 
 
-def _has_column(con: Any, table: str, column: str) -> bool:
-    rows = con.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-        [table, column],
-    ).fetchall()
-    return bool(rows)
-
-
-def _host_sql(con: Any) -> str:
-    """(campaign_id, host, kind, ts) for every clustered message, IPs plus session shapes."""
-    parts = [
-        "SELECT campaign_id, origin_ip AS host, 'ip' AS kind, received_at AS ts FROM messages "
-        "WHERE campaign_id IS NOT NULL AND origin_ip IS NOT NULL"
-    ]
-    if _has_column(con, "raw", "envelope"):
-        # Trap mail keeps its SMTP envelope (with the session fingerprint) next to the bytes.
-        parts.append(
-            "SELECT m.campaign_id, 'smtp:' || json_extract_string(r.envelope, "
-            "'$.session_fingerprint'), 'session', m.received_at FROM messages m "
-            "JOIN raw r ON r.id = m.id WHERE m.campaign_id IS NOT NULL AND r.envelope IS NOT NULL "
-            "AND json_extract_string(r.envelope, '$.session_fingerprint') IS NOT NULL"
-        )
-    return " UNION ALL ".join(parts)
+# (campaign_id, host, kind, ts) for every clustered message: origin IPs, plus the session
+# shapes of trap mail, which keeps its SMTP envelope (with the session fingerprint) in raw.
+_HOSTS_SQL = (
+    "SELECT campaign_id, origin_ip AS host, 'ip' AS kind, received_at AS ts FROM messages "
+    "WHERE campaign_id IS NOT NULL AND origin_ip IS NOT NULL "
+    "UNION ALL "
+    "SELECT m.campaign_id, 'smtp:' || json_extract_string(r.envelope, "
+    "'$.session_fingerprint'), 'session', m.received_at FROM messages m "
+    "JOIN raw r ON r.id = m.id WHERE m.campaign_id IS NOT NULL AND r.envelope IS NOT NULL "
+    "AND json_extract_string(r.envelope, '$.session_fingerprint') IS NOT NULL"
+)
 
 
 _LINKS_SQL = """
@@ -89,11 +79,11 @@ WHERE p.shared >= {min_shared} AND p.shared >= {overlap} * least(h1.k, h2.k)
 """
 
 
-def analyze_botnets(store: Any, settings: dict[str, Any]) -> BotnetRun:
+def analyze_botnets(store: Store, settings: dict[str, Any]) -> BotnetRun:
     """Rebuild the botnet tables from campaigns and their sending hosts."""
     con = store.con
     p = BotnetParams.from_settings(settings)
-    con.execute(_LINKS_SQL.format(hosts=_host_sql(con), max_campaigns=int(p.max_host_campaigns)))
+    con.execute(_LINKS_SQL.format(hosts=_HOSTS_SQL, max_campaigns=int(p.max_host_campaigns)))
     pairs = con.execute(
         _PAIRS_SQL.format(
             secs=int(p.window_days * 86400),
@@ -131,7 +121,7 @@ def analyze_botnets(store: Any, settings: dict[str, Any]) -> BotnetRun:
     return BotnetRun(int(n_botnets), len(camps), int(n_hosts), len(pairs))
 
 
-def _write(con: Any) -> None:
+def _write(con: duckdb.DuckDBPyConnection) -> None:
     """Botnet rows: id from the oldest campaign (smallest root seq), hosts, families."""
     for table in ("botnets", "botnet_campaigns", "botnet_hosts"):
         con.execute(f"DELETE FROM {table}")
@@ -151,11 +141,10 @@ def _write(con: Any) -> None:
         FROM _bm bm JOIN _ch ch USING (campaign_id) GROUP BY 1, 2
         """
     )
-    families = _families_sql(con)
     con.execute(
         f"""
         INSERT INTO botnets
-        WITH fam AS ({families})
+        WITH fam AS ({_FAMILIES_SQL})
         SELECT bm.botnet_id, count(DISTINCT bm.campaign_id), any_value(h.n_hosts),
                sum(c.size), min(c.first_seen), max(c.last_seen),
                any_value(n.asns), coalesce(any_value(f.families), []), now()::TIMESTAMP
@@ -173,9 +162,10 @@ def _write(con: Any) -> None:
     )
 
 
-def _families_sql(con: Any) -> str:
-    """(botnet_id, family) from explicit mappings and, when present, C&C feed indicators."""
-    parts = [
+# (botnet_id, family) from explicit mappings and from feed indicators: feeds name the family
+# of C&C hosts and domains, so a botnet whose bots or landing domains appear there inherits it.
+_FAMILIES_SQL = " UNION ".join(
+    (
         "SELECT bh.botnet_id, fm.family FROM botnet_hosts bh JOIN botnet_family_map fm "
         "ON fm.match_kind = 'host' AND fm.value = bh.host",
         "SELECT bm.botnet_id, fm.family FROM _bm bm JOIN botnet_family_map fm "
@@ -183,23 +173,18 @@ def _families_sql(con: Any) -> str:
         "SELECT bm.botnet_id, fm.family FROM _bm bm JOIN campaigns c ON c.id = bm.campaign_id "
         "JOIN botnet_family_map fm ON fm.match_kind = 'domain' "
         "AND list_contains(c.domains, fm.value)",
-    ]
-    if _has_column(con, "feed_indicators", "family"):
-        # Feeds name the family of C&C hosts and domains: a botnet whose
-        # bots or landing domains appear there inherits the name.
-        parts.append(
-            "SELECT bh.botnet_id, fi.family FROM botnet_hosts bh JOIN feed_indicators fi "
-            "ON fi.indicator = bh.host WHERE fi.family IS NOT NULL"
-        )
-        parts.append(
-            "SELECT bm.botnet_id, fi.family FROM _bm bm JOIN campaigns c ON c.id = bm.campaign_id "
-            "JOIN feed_indicators fi ON fi.indicator_type = 'domain' "
-            "AND list_contains(c.domains, fi.indicator) WHERE fi.family IS NOT NULL"
-        )
-    return " UNION ".join(parts)
+        "SELECT bh.botnet_id, fi.family FROM botnet_hosts bh JOIN feed_indicators fi "
+        "ON fi.indicator = bh.host WHERE fi.family IS NOT NULL",
+        "SELECT bm.botnet_id, fi.family FROM _bm bm JOIN campaigns c ON c.id = bm.campaign_id "
+        "JOIN feed_indicators fi ON fi.indicator_type = 'domain' "
+        "AND list_contains(c.domains, fi.indicator) WHERE fi.family IS NOT NULL",
+    )
+)
 
 
-def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict[str, Any]]:
+def list_botnets(
+    con: duckdb.DuckDBPyConnection, *, top: int = 50, max_hosts: int = 1000
+) -> list[dict[str, Any]]:
     """Botnets by volume: campaigns, hosts (up to ``max_hosts``), networks, daily volume share.
 
     ``share_by_day`` is the botnet's messages over all stored messages that day, the series a
@@ -212,7 +197,6 @@ def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict
         [top],
     ).fetchall()
     out = []
-    has_feeds = _has_column(con, "feed_indicators", "family")
     for bid, n_c, n_h, msgs, first, last, asns, fams in rows:
         campaigns = [r[0] for r in con.execute(
             "SELECT campaign_id FROM botnet_campaigns WHERE botnet_id = ? ORDER BY 1", [bid]
@@ -241,7 +225,7 @@ def list_botnets(con: Any, *, top: int = 50, max_hosts: int = 1000) -> list[dict
                     [list(fams or [])],
                 ).fetchall()
             ]
-            if fams and has_feeds
+            if fams
             else []
         )
         out.append(

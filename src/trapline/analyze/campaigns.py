@@ -27,6 +27,7 @@ from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
 from trapline.fingerprint.templates import template_hash
 from trapline.model import utcnow
 from trapline.pipeline.adapters.fingerprint import fingerprint_ids, refingerprint_all
+from trapline.store.duckdb import Store
 from trapline.store.labels import ALL, SPAM, label_filter
 
 BACKFILL_BATCH = 20_000
@@ -85,7 +86,7 @@ def _keys_table(con: duckdb.DuckDBPyConnection, name: str, keys: np.ndarray) -> 
 
 
 def analyze_campaigns(
-    store: Any,
+    store: Store,
     settings: dict[str, Any],
     *,
     rebuild: bool = False,

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from trapline.store.raw import decompress
@@ -159,7 +159,7 @@ SCHEMA = pa.schema(
 BATCH = 5000
 
 
-def fill_traits(con: Any) -> int:
+def fill_traits(con: duckdb.DuckDBPyConnection) -> int:
     """Compute ``sender_traits`` for stored messages that have none; returns how many."""
     done = 0
     while True:

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
+
 from trapline.analyze.changes import Params, detect
-from trapline.analyze.timeline import RECEIVED, has_column, label_filter, series
+from trapline.analyze.timeline import RECEIVED, label_filter, series
 from trapline.config import DEFAULTS
 from trapline.errors import ConfigError, NotFound, UsageError
 
@@ -138,7 +140,7 @@ def _dependency_sql(net: _Net, table: str) -> str:
 
 
 def predict(
-    con: Any,
+    con: duckdb.DuckDBPyConnection,
     network: str,
     at: datetime | None = None,
     *,
@@ -149,21 +151,20 @@ def predict(
     weights = weights_from(settings)
     window = float({**DEFAULTS, **(settings or {})}["takedown_window_days"])
     net = _network(network)
-    (n_routing,) = con.execute("SELECT count(*) FROM routing_snapshots").fetchone()
+    (n_routing,) = con.execute("SELECT count(*) FROM routing_snapshots").fetchall()[0]
     if not n_routing:
         raise NotFound(
             "no routing data in the store: run `trapline routing import TABLE` and "
             "`trapline enrich` first, so trapline knows which addresses the network held"
         )
-    (last,) = con.execute(f"SELECT max(received_at) FROM messages WHERE {RECEIVED}").fetchone()
+    (last,) = con.execute(f"SELECT max(received_at) FROM messages WHERE {RECEIVED}").fetchall()[0]
     if last is None:
         raise NotFound("no mail with a received time in the store: run `trapline ingest PATH`")
     at = at or (last + timedelta(seconds=1))
     start = at - timedelta(days=window)
-    visit = "trap_visit_id" if has_column(con, "messages", "trap_visit_id") else "NULL"
     table = f"_takedown_{uuid.uuid4().hex}"  # cursors of one connection share temp tables
     con.execute(
-        f"CREATE TEMP TABLE {table} AS SELECT id, campaign_id, {visit} AS trap_visit_id "
+        f"CREATE TEMP TABLE {table} AS SELECT id, campaign_id, trap_visit_id "
         f"FROM messages m WHERE {RECEIVED.replace('received_at', 'm.received_at')} AND "
         f"{label_filter(con, label, 'm.')} AND m.received_at >= ? AND m.received_at < ?",
         [start, at],
@@ -175,10 +176,10 @@ def predict(
 
 
 def _predict(
-    con: Any, net: _Net, table: str, at: datetime, last: datetime, window: float,
+    con: duckdb.DuckDBPyConnection, net: _Net, table: str, at: datetime, last: datetime, window: float,
     weights: dict[str, float], label: str, settings: dict[str, Any] | None,
 ) -> Takedown:  # fmt: skip
-    (total,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    (total,) = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
     if not total:
         raise NotFound(
             f"no spam in the {window:g} days before {at:%Y-%m-%d %H:%M}: pick an --at inside "
@@ -212,11 +213,13 @@ def _predict(
     )
 
 
-def _observed(con: Any, at: datetime, label: str, settings: dict[str, Any] | None) -> float | None:
+def _observed(
+    con: duckdb.DuckDBPyConnection, at: datetime, label: str, settings: dict[str, Any] | None
+) -> float | None:
     """The size of an overall drop within a day of ``at``, if the data after it shows one."""
     (after,) = con.execute(
         f"SELECT count(*) FROM messages WHERE {RECEIVED} AND received_at >= ?", [at]
-    ).fetchone()
+    ).fetchall()[0]
     if not after:
         return None
     try:

@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from trapline.config import Config
+
+if TYPE_CHECKING:
+    from trapline.store.duckdb import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,7 +171,7 @@ def progress_bar(app: AppContext, what: str) -> Iterator[Callable[[int, int], No
         yield update
 
 
-def open_existing(app: AppContext, *, read_only: bool = True) -> Any:
+def open_existing(app: AppContext, *, read_only: bool = True) -> Store:
     """The store in --data-dir for a command that reads (or derives from) stored data: a
     missing store is an error that says what to do, never a new empty store."""
     from trapline.errors import StoreError

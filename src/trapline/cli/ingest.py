@@ -35,6 +35,7 @@ from trapline.cli.common import (
     to_json,
 )
 from trapline.pipeline.run import IngestSummary, ingest
+from trapline.store.duckdb import Store
 
 _err = console(stderr=True)
 _out = console()
@@ -187,7 +188,7 @@ def ingest_cmd(
         sys.exit(1)
 
 
-def _open_read(app: AppContext) -> Any:
+def _open_read(app: AppContext) -> Store:
     from trapline.store.duckdb import open_store
 
     return open_store(app.data_dir, read_only=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 from rich.table import Table
 
 from trapline.cli.common import AppContext, console, echo_json, json_option, pass_app, safe, to_json
@@ -36,11 +37,11 @@ _label_option = click.option(
 )  # fmt: skip
 
 
-def _default_by(con: Any) -> str:
-    (n,) = con.execute("SELECT count(*) FROM botnets").fetchone()
+def _default_by(con: duckdb.DuckDBPyConnection) -> str:
+    (n,) = con.execute("SELECT count(*) FROM botnets").fetchall()[0]
     if n:
         return "botnet"
-    (n,) = con.execute("SELECT count(*) FROM campaigns").fetchone()
+    (n,) = con.execute("SELECT count(*) FROM campaigns").fetchall()[0]
     return "campaign" if n else "none"
 
 

@@ -92,29 +92,17 @@ class ReparseSummary:
         return text + ("; campaigns rebuilt" if self.campaigns_rebuilt else "")
 
 
-def _table_exists(store: Store, name: str) -> bool:
-    found = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchall()
-    return bool(found[0][0])
-
-
 def _clear(store: Store, ids: list[str], key: str) -> bool:
     """Remove the parsed and derived rows of ``ids`` and record the trust set they will be
     parsed with, in one transaction; returns whether the store had campaigns."""
     con = store.con
-    had = _table_exists(store, "campaign_state") and bool(
-        con.execute("SELECT count(*) FROM campaign_state").fetchall()[0][0]
-    )
+    had = bool(con.execute("SELECT count(*) FROM campaign_state").fetchall()[0][0])
     con.register("_reparse_ids", pa.table({"id": pa.array(ids, pa.string())}))
     try:
         con.execute("BEGIN TRANSACTION")
         try:
             for table, column in DERIVED:
-                if _table_exists(store, table):
-                    con.execute(
-                        f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _reparse_ids)"
-                    )
+                con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _reparse_ids)")
             con.execute("UPDATE raw SET trust = ? WHERE id IN (SELECT id FROM _reparse_ids)", [key])
             con.execute("COMMIT")
         except BaseException:

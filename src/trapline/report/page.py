@@ -11,6 +11,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+import duckdb
+
 from trapline.analyze.changes import Params, detect
 from trapline.analyze.takedown import predict
 from trapline.analyze.timeline import series
@@ -30,7 +32,7 @@ def _twin(name: str, data: Any) -> str:
     return f'<script type="application/json" id="{escape(name)}-data">{text}</script>'
 
 
-def _networks(con: Any, top: int) -> list[dict[str, Any]]:
+def _networks(con: duckdb.DuckDBPyConnection, top: int) -> list[dict[str, Any]]:
     """Top origin networks by spam volume (the ranking with scores is `trapline networks`)."""
     rows = con.execute(
         """SELECT m.origin_asn, coalesce(any_value(n.name), ''), count(*) FROM messages m
@@ -42,7 +44,7 @@ def _networks(con: Any, top: int) -> list[dict[str, Any]]:
 
 
 def build(
-    con: Any,
+    con: duckdb.DuckDBPyConnection,
     *,
     settings: dict[str, Any],
     networks: tuple[str, ...] = (),
@@ -50,8 +52,8 @@ def build(
     freq: str = "day",
 ) -> Report:
     """The page and the data behind it (one dict, also the page's JSON twin)."""
-    (n_botnets,) = con.execute("SELECT count(*) FROM botnets").fetchone()
-    (n_campaigns,) = con.execute("SELECT count(*) FROM campaigns").fetchone()
+    (n_botnets,) = con.execute("SELECT count(*) FROM botnets").fetchall()[0]
+    (n_campaigns,) = con.execute("SELECT count(*) FROM campaigns").fetchall()[0]
     by = "botnet" if n_botnets else "campaign" if n_campaigns else "none"
     s = series(con, by=by, freq=freq)
     try:

@@ -23,58 +23,28 @@ from trapline.store.duckdb import Store
 log = logging.getLogger("trapline.dnsbl")
 
 
-def _has(store: Store, table: str, column: str | None = None) -> bool:
-    sql = "SELECT count(*) FROM information_schema.columns WHERE table_name = ?"
-    params = [table]
-    if column:
-        sql += " AND column_name = ?"
-        params.append(column)
-    rows = store.con.execute(sql, params).fetchall()
-    return bool(rows and rows[0][0])
+# Spam only: ham in the store must never list its sender.
+_SENDERS_SQL = """
+    SELECT origin_ip, epoch(max(coalesce(received_at, ingested_at)))::BIGINT AS last, count(*)
+    FROM messages WHERE origin_ip IS NOT NULL AND label = 'spam'
+    GROUP BY origin_ip"""
 
+_DICTIONARY_SQL = """
+    SELECT sender_ip, epoch(max(seen_at))::BIGINT AS last, count(*) FROM dictionary_attacks
+    WHERE sender_ip IS NOT NULL AND seen_at IS NOT NULL GROUP BY sender_ip"""
 
-def _spam_only(store: Store, alias: str = "") -> str:
-    # Spam only once messages carry a label (ham in the store must never list its sender).
-    return f" AND {alias}label = 'spam'" if _has(store, "messages", "label") else ""
-
-
-def _senders_sql(store: Store) -> str:
-    return f"""
-        SELECT origin_ip, epoch(max(coalesce(received_at, ingested_at)))::BIGINT AS last, count(*)
-        FROM messages WHERE origin_ip IS NOT NULL {_spam_only(store)}
-        GROUP BY origin_ip"""
-
-
-def _dictionary_sql(store: Store) -> str | None:
-    if not _has(store, "dictionary_attacks", "sender_ip"):
-        return None
-    return """
-        SELECT sender_ip, epoch(max(seen_at))::BIGINT AS last, count(*) FROM dictionary_attacks
-        WHERE sender_ip IS NOT NULL AND seen_at IS NOT NULL GROUP BY sender_ip"""
-
-
-def _linked_sql(store: Store) -> str:
-    parts = [
-        "SELECT id AS message_id, trap_visit_id AS v FROM messages WHERE trap_visit_id IS NOT NULL"
-    ]
-    if _has(store, "recipients", "trap_visit_id"):
-        parts.append(
-            "SELECT message_id, trap_visit_id FROM recipients WHERE trap_visit_id IS NOT NULL"
-        )
-    return " UNION ".join(parts)
-
-
-def _harvesters_sql(store: Store) -> str | None:
-    if not _has(store, "visits", "ip"):
-        return None
-    # ARCHITECTURE: a harvester is the visitor whose issued address later received spam.
-    return f"""
-        WITH linked AS ({_linked_sql(store)})
-        SELECT vi.ip, epoch(max(coalesce(m.received_at, m.ingested_at)))::BIGINT AS last,
-               count(DISTINCT l.message_id)
-        FROM linked l JOIN visits vi ON vi.id = l.v JOIN messages m ON m.id = l.message_id
-        WHERE vi.ip IS NOT NULL {_spam_only(store, "m.")}
-        GROUP BY vi.ip"""
+# ARCHITECTURE: a harvester is the visitor whose issued address later received spam.
+_HARVESTERS_SQL = """
+    WITH linked AS (
+        SELECT id AS message_id, trap_visit_id AS v FROM messages WHERE trap_visit_id IS NOT NULL
+        UNION
+        SELECT message_id, trap_visit_id FROM recipients WHERE trap_visit_id IS NOT NULL
+    )
+    SELECT vi.ip, epoch(max(coalesce(m.received_at, m.ingested_at)))::BIGINT AS last,
+           count(DISTINCT l.message_id)
+    FROM linked l JOIN visits vi ON vi.id = l.v JOIN messages m ON m.id = l.message_id
+    WHERE vi.ip IS NOT NULL AND m.label = 'spam'
+    GROUP BY vi.ip"""
 
 
 # A canonical dotted quad (no leading zeros): its key is computed by the store, in SQL.
@@ -85,10 +55,8 @@ _V4_KEY = (
 )
 
 
-def _rows(store: Store, sql: str | None, cutoff: int) -> list[tuple[str, int, int]]:
+def _rows(store: Store, sql: str, cutoff: int) -> list[tuple[str, int, int]]:
     """(canonical address, last, hits) of every row of ``sql`` within the age ``cutoff``."""
-    if sql is None:
-        return []
     rows = store.con.execute(
         f"SELECT * FROM ({sql}) t(ip, last, hits) WHERE ? = 0 OR last >= ?", [cutoff, cutoff]
     ).fetchall()
@@ -102,10 +70,8 @@ def _rows(store: Store, sql: str | None, cutoff: int) -> list[tuple[str, int, in
     return out
 
 
-def _ip_list(store: Store, name: str, sql: str | None, cutoff: int) -> IpList:
+def _ip_list(store: Store, name: str, sql: str, cutoff: int) -> IpList:
     """One list straight into keys: IPv4 keys made by the store, the rest through ``_rows``."""
-    if sql is None:
-        return IpList(name)
     merged = f"""
         SELECT trim(ip) AS ip, max(last) AS last, sum(hits)::BIGINT AS hits
         FROM ({sql}) t(ip, last, hits) WHERE {int(cutoff)} = 0 OR last >= {int(cutoff)}
@@ -152,17 +118,15 @@ def _httpbl(store: Store, harvesters: list[tuple[str, int, int]], cutoff: int) -
 
     for ip, last, hits in harvesters:
         add(ip, HTTPBL_HARVESTER, last, hits)
-    if _has(store, "comment_spam", "ip"):
-        sql = """SELECT ip, epoch(max(posted_at))::BIGINT, count(*) FROM comment_spam
-                 WHERE ip IS NOT NULL AND posted_at IS NOT NULL GROUP BY ip"""
-        for ip, last, hits in _rows(store, sql, cutoff):
-            add(ip, HTTPBL_COMMENT_SPAMMER, last, hits)
-    if _has(store, "visits", "ignored_robots"):
-        # A robot that fetched what robots.txt forbids: suspicious, as http:BL's type 1.
-        sql = """SELECT ip, epoch(max(visited_at))::BIGINT, count(*) FROM visits
-                 WHERE ip IS NOT NULL AND ignored_robots GROUP BY ip"""
-        for ip, last, hits in _rows(store, sql, cutoff):
-            add(ip, HTTPBL_SUSPICIOUS, last, hits)
+    sql = """SELECT ip, epoch(max(posted_at))::BIGINT, count(*) FROM comment_spam
+             WHERE ip IS NOT NULL AND posted_at IS NOT NULL GROUP BY ip"""
+    for ip, last, hits in _rows(store, sql, cutoff):
+        add(ip, HTTPBL_COMMENT_SPAMMER, last, hits)
+    # A robot that fetched what robots.txt forbids: suspicious, as http:BL's type 1.
+    sql = """SELECT ip, epoch(max(visited_at))::BIGINT, count(*) FROM visits
+             WHERE ip IS NOT NULL AND ignored_robots GROUP BY ip"""
+    for ip, last, hits in _rows(store, sql, cutoff):
+        add(ip, HTTPBL_SUSPICIOUS, last, hits)
     ips = sorted(ip for ip in found if ":" not in ip)  # http:BL answers IPv4 only
     return HttpblList(
         ips,
@@ -174,7 +138,7 @@ def _httpbl(store: Store, harvesters: list[tuple[str, int, int]], cutoff: int) -
 
 def _networks(store: Store, settings: dict[str, Any], cutoff: int) -> NetList:
     top = DnsblSettings.from_settings(settings).networks_top
-    if top <= 0 or not _has(store, "routing_prefixes"):
+    if top <= 0:
         return NetList()
     from trapline.analyze.networks import network_scores
 
@@ -211,14 +175,14 @@ def load_listings(store: Store, settings: dict[str, Any], now: float | None = No
     store.con.execute("SET enable_progress_bar = false")
     max_age_s = DnsblSettings.from_settings(settings).max_age_s
     cutoff = int(now) - max_age_s if max_age_s else 0
-    harvesters = _rows(store, _harvesters_sql(store), cutoff)
+    harvesters = _rows(store, _HARVESTERS_SQL, cutoff)
     return ListingData(
         built_at=int(now),
         max_age_s=max_age_s,
         lists={
-            "senders": _ip_list(store, "senders", _senders_sql(store), cutoff),
-            "dictionary": _ip_list(store, "dictionary", _dictionary_sql(store), cutoff),
-            "harvesters": _ip_list(store, "harvesters", _harvesters_sql(store), cutoff),
+            "senders": _ip_list(store, "senders", _SENDERS_SQL, cutoff),
+            "dictionary": _ip_list(store, "dictionary", _DICTIONARY_SQL, cutoff),
+            "harvesters": _ip_list(store, "harvesters", _HARVESTERS_SQL, cutoff),
         },
         networks=_networks(store, settings, cutoff),
         httpbl=_httpbl(store, harvesters, cutoff),
