@@ -7,9 +7,9 @@ One ``trapline serve`` (a child process, ephemeral loopback ports) on a fresh da
 phases of ``--seconds`` each, measured the same way in the same run:
 
 * alone: ``--clients`` SMTP clients (smtplib) send real spam from the SpamAssassin corpus as
-  fast as the trap accepts it, while this process reads the store every 100 ms the way a
+  fast as the trap accepts it, while a reader process reads the store every 100 ms the way a
   command does (take a read turn, open read-only, a ``stats``-like count and top-origins query,
-  close);
+  close; its own process, as a command is, not threads sharing the clients' interpreter);
 * during ingest: the same, while ``trapline ingest`` of the SpamAssassin corpus (6,046 messages)
   runs in another process on the same data dir. The phase starts when that ingest has begun
   writing and counts only reads made while it is still running.
@@ -99,6 +99,30 @@ def _read_once(data: Path) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _reader_main(data: Path) -> None:
+    """The reader process: one read every 100 ms; prints ``start_time latency_ms`` per read."""
+    while True:
+        started = time.time()
+        took = _read_once(data)
+        print(f"{started:.6f} {took:.3f}", flush=True)
+        time.sleep(0.1)
+
+
+def _start_reader(data: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--reader", str(data)],
+        env=_env(data), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _reads_between(reader: subprocess.Popen[str], start: float, end: float) -> list[float]:
+    """Stop the reader; the latencies of the reads it began between ``start`` and ``end``."""
+    reader.terminate()
+    out, _ = reader.communicate(timeout=60)
+    reads = (line.split() for line in out.splitlines() if line.strip())
+    return [float(ms) for t, ms in reads if start <= float(t) <= end]
+
+
 def _phase(
     data: Path, port: int, bodies: list[bytes], clients: int, seconds: float,
     while_alive: subprocess.Popen[str] | None,
@@ -108,14 +132,16 @@ def _phase(
     sender = threading.Thread(target=lambda: result.append(_smtp_load(port, bodies, clients, stop)))
     started = time.perf_counter()
     sender.start()
-    reads: list[float] = []
+    reader = _start_reader(data)
+    began = time.time()
     while time.perf_counter() - started < seconds:
         if while_alive is not None and while_alive.poll() is not None:
             break  # the ingest finished: the rest would be measured alone
-        reads.append(_read_once(data))
-        time.sleep(0.1)
+        time.sleep(0.05)
     stop.set()
+    ended = time.time()
     elapsed = time.perf_counter() - started
+    reads = _reads_between(reader, began, ended)
     sender.join(120)
     return sum(result[0]) / elapsed, reads
 
@@ -131,8 +157,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--reader", type=Path, help=argparse.SUPPRESS)  # the reader process
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    if args.reader is not None:
+        _reader_main(args.reader)
+        return
     bodies = _bodies(200)
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         data = Path(tmp) / "data"

@@ -432,6 +432,24 @@ def test_parse_workers_run_with_the_raised_gc_threshold_and_frozen_parent_object
     assert gc.get_threshold() != WORKER_GC_THRESHOLD  # the main process keeps its own settings
 
 
+def test_parse_workers_yield_the_cpu_to_the_trap_and_readers() -> None:
+    """An ingest's parse workers run nicer than the process that starts them, so on a busy
+    machine the trap and interactive commands are scheduled first."""
+    from trapline.config import DEFAULTS
+    from trapline.ingest.received import DEFAULT_TRUST
+    from trapline.pipeline.pool import start_pool
+
+    assert DEFAULTS["ingest_worker_nice"] > 0
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = start_pool(2, DEFAULT_TRUST, nice=3)
+    assert pool is not None
+    try:
+        assert pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result() == min(19, mine + 3)
+    finally:
+        pool.shutdown()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+
+
 def test_raw_messages_cross_the_worker_pipe_unchanged() -> None:
     import pickle
     from datetime import UTC, datetime

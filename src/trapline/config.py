@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # ingest
     "batch_size": 2000,  # messages per write transaction
     "workers": 0,  # parse processes; 0 = one per core
+    # Parse processes run this much nicer than the rest: on a busy machine the trap and
+    # interactive commands go first, a batch ingest takes what is left (0 = same priority).
+    "ingest_worker_nice": 5,
     # DuckDB's memory cap for the ingest writer: without it the buffer pool caches every block
     # written in the run and the writer's memory grows with the input ("" = DuckDB's default).
     "store_memory_limit": "256MB",

@@ -43,9 +43,12 @@ ForkingPickler.register(RawMessage, _reduce_raw)
 WORKER_GC_THRESHOLD = (10_000, 10, 10)
 
 
-def _init_worker(trust: Any, fingerprint: bool) -> None:
+def _init_worker(trust: Any, fingerprint: bool, nice: int = 0) -> None:
     # The main process owns Ctrl-C: it stops the pool and closes the store cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     # Parsing allocates millions of short-lived containers (headers, hops, URLs) and makes
     # almost no reference cycles, so at the default threshold the cyclic collector runs
     # thousands of times a chunk for nothing (~6% of a worker's CPU). Cycles (an exception
@@ -102,8 +105,10 @@ def _warm() -> int:
 
 
 def start_pool(
-    workers: int, trust: Any, *, fingerprint: bool = False
+    workers: int, trust: Any, *, fingerprint: bool = False, nice: int = 0
 ) -> ProcessPoolExecutor | None:
+    """``workers`` parse processes (None for one: the caller parses inline), ``nice`` steps
+    below this process's priority."""
     if workers <= 1:
         return None
     # Import the parser before forking so workers share its pages and skip the import cost.
@@ -121,7 +126,7 @@ def start_pool(
     if method == "forkserver":
         ctx.set_forkserver_preload(["trapline.pipeline.pool", "trapline.fingerprint.rows"])
     pool = ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(trust, fingerprint)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(trust, fingerprint, nice)
     )
     # With fork, the executor starts every worker at the first submit: do it now, before DuckDB
     # starts its threads in this process (forking a threaded process is asking for deadlocks).

@@ -33,6 +33,9 @@ from trapline.store.duckdb import Store, is_transient, open_store
 from trapline.store.labels import check_label
 from trapline.store.writer import Batch, merge, write_problems
 
+# How often a writer waiting on its parse workers looks whether someone waits for the store.
+_POLL_S = 0.02
+
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
 
@@ -125,15 +128,21 @@ class _Run:
 
     def drain(self, *, block_until_one: bool = False, everything: bool = False) -> None:
         blocking = block_until_one or everything
+        idle_since = time.monotonic()
         while self.in_flight:
-            timeout = 1.0 if blocking else 0
+            timeout = _POLL_S if blocking else 0
             finished, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
             self.stop.check()
             if not finished:
                 if not blocking:
                     return
-                unstick_if_a_worker_died(self.pool)
+                # Waiting on the workers needs no store: whoever waits for it goes first.
+                self.take_turn()
+                if time.monotonic() - idle_since >= 1.0:
+                    idle_since = time.monotonic()
+                    unstick_if_a_worker_died(self.pool)
                 continue
+            idle_since = time.monotonic()
             for fut in finished:
                 part = self.in_flight.pop(fut)
                 try:
@@ -159,6 +168,7 @@ class _Run:
             return
         batch = merge(self.done)
         self.done, self.done_rows = [], 0
+        self.take_turn()  # a reader that came while the batch gathered goes before the write
         written = self.core.write(self.store, batch)
         self.counts.parsed += len(written.stored)
         self.counts.quarantined += written.quarantined
@@ -254,7 +264,8 @@ def ingest(
     )
     core = IngestCore(settings, note, trust=trust, label=label)
     stages = core.stages
-    pool = start_pool(n_workers, core.trust, fingerprint=core.fingerprint)
+    nice = int(settings.get("ingest_worker_nice", DEFAULTS["ingest_worker_nice"]))
+    pool = start_pool(n_workers, core.trust, fingerprint=core.fingerprint, nice=nice)
     store: Store | None = None
     run: _Run | None = None
     interrupted = completed = False

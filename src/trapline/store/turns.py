@@ -219,7 +219,7 @@ class Turn:
                 announced = True
                 _policy.announce(f"waiting for the store ({_held_by(self.data_dir)})...")
             time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, 0.01)
 
 
 def lock_taken(path: Path, *, exclusive: bool = False) -> bool:
