@@ -31,12 +31,12 @@ CORPORA = {
 
 def census(out: Path) -> None:
     from trapline.ingest.parse import parse_many
-    from trapline.ingest.sources import read_sources
+    from trapline.ingest.sources import SourceReader
     from trapline.model import Message, RawMessage
 
     with out.open("w", encoding="utf-8") as fh:
         for corpus, path in CORPORA.items():
-            raws = [r for r in read_sources([path]) if isinstance(r, RawMessage)]
+            raws = [r for r in SourceReader([path]) if isinstance(r, RawMessage)]
             for record in parse_many(raws):
                 if not isinstance(record, Message):
                     continue

@@ -27,7 +27,7 @@ from conftest import TESTS_DATA, shared
 from trapline.errors import SourceError
 from trapline.ingest.compression import sniff
 from trapline.ingest.mbox import is_postmark, split_mbox, unquote_mboxrd
-from trapline.ingest.sources import SourceReader, read_sources
+from trapline.ingest.sources import SourceReader
 from trapline.model import RawMessage, SourceProblem
 
 NAZARIO = ("mail", "nazario-phishing-2005")
@@ -270,7 +270,7 @@ def test_stdin_mbox_and_single_from_bytesio() -> None:
     assert got[0].source == "<stdin>#0"
     assert reader.bytes_read == len(data)
     single = sorted(shared(*SA, "easy_ham").iterdir())[0].read_bytes()
-    assert list(read_sources(["-"], stdin=io.BytesIO(single))) == [RawMessage(single, "<stdin>")]
+    assert list(SourceReader(["-"], stdin=io.BytesIO(single))) == [RawMessage(single, "<stdin>")]
 
 
 def test_stdin_through_a_real_pipe() -> None:

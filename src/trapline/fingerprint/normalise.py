@@ -95,7 +95,7 @@ def _replace_urls(text: str) -> str:
 
 
 def _tokens(text: str) -> list[str]:
-    if text.isascii():  # 88% of SpamAssassin's bodies
+    if text.isascii():  # most bodies: bytes.translate is the fast path
         return text.encode("ascii").translate(_BYTES_TABLE).decode("ascii").split()
     return text.translate(_TABLE).split()
 

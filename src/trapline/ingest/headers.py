@@ -18,8 +18,6 @@ from functools import lru_cache
 
 from trapline.model import Address
 
-# A header line longer than this breaks RFC 5322 §2.1.1 (998 characters plus CRLF).
-MAX_LINE = 998
 # Forged dates: spamware writes years like 0102 (a Y2K bug), 1970 or 9744 (see data/README.md).
 EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=2)

@@ -172,8 +172,3 @@ def render(
     except Exception:  # selectolax is C; any failure means "no usable rendering", not a crash
         return RenderedHtml(text="", links=(), truncated=True)
     return RenderedHtml(text=rendered, links=tuple(_resolved(links)), truncated=truncated)
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML document (script, style and head removed, entities decoded)."""
-    return render(html).text

@@ -236,13 +236,6 @@ class SourceReader:
             )
 
 
-def read_sources(
-    paths: Sequence[str | Path], *, stdin: IO[bytes] | None = None
-) -> Iterator[RawMessage | SourceProblem]:
-    """Convenience: iterate ``SourceReader(paths, stdin=stdin)``."""
-    return iter(SourceReader(paths, stdin=stdin))
-
-
 def _whole(chunks: Iterable[bytes], name: str, limit: int) -> Iterator[RawMessage | SourceProblem]:
     """One message made of every (decompressed) byte of the input."""
     parts: list[bytes] = []

@@ -33,9 +33,8 @@ def _reduce_raw(raw: RawMessage) -> tuple[Any, ...]:
     return (RawMessage, (raw.data, raw.source, raw.envelope, raw.defects))
 
 
-# Chunks of raw messages cross the pipe pickled. A frozen slots dataclass pickles through the
-# generic __getstate__/__setstate__ (a fields() walk per message); its plain constructor is
-# ~1 us a message cheaper to unpickle in the worker. Only multiprocessing's pickler uses this.
+# Raw messages cross the pipe pickled: their plain constructor unpickles cheaper than a frozen
+# slots dataclass's generic per-field state (only multiprocessing's pickler uses this).
 ForkingPickler.register(RawMessage, _reduce_raw)
 
 
@@ -50,10 +49,8 @@ def _init_worker(trust: Any, fingerprint: bool, nice: int = 0) -> None:
         with contextlib.suppress(OSError):
             os.nice(nice)
     # Parsing allocates millions of short-lived containers (headers, hops, URLs) and makes
-    # almost no reference cycles, so at the default threshold the cyclic collector runs
-    # thousands of times a chunk for nothing (~6% of a worker's CPU). Cycles (an exception
-    # kept with its traceback) are still collected, just less often. Objects inherited from
-    # the parent are frozen: collections never walk them, nor copy their pages on write.
+    # almost no reference cycles, so the cyclic collector runs less often (cycles are still
+    # collected) and never walks, nor copies on write, the objects inherited from the parent.
     gc.freeze()
     gc.set_threshold(*WORKER_GC_THRESHOLD)
     global _worker_trust, _worker_fingerprint
@@ -95,7 +92,7 @@ def parse_task(raws: list[RawMessage], ids: list[str] | None = None) -> Batch:
     """One task: parse a chunk and return its write batch (compact to pickle back).
 
     ``ids[i]`` must be ``message_id_of(raws[i].data)``: the main process has them from its
-    dedupe step, and passing them spares the worker a SHA-256 of every message (~5.6 µs each).
+    dedupe step, and passing them spares the worker a SHA-256 of every message.
     """
     return batch_for(parse_records(raws, _worker_trust, ids), fingerprint=_worker_fingerprint)
 
@@ -120,7 +117,7 @@ def start_pool(
         importlib.import_module("trapline.fingerprint.rows")
         if rayon_started():
             # Forked workers would inherit rensa's dead thread pool and hang: start them from
-            # a fresh interpreter instead (0.20 s to start the pool instead of 0.03 s, measured; rare outside tests).
+            # a fresh interpreter instead (slower to start, and rare outside tests).
             method = "forkserver"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":

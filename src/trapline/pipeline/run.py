@@ -219,11 +219,10 @@ def _tune(store: Store, settings: dict[str, Any]) -> None:
     limit = settings.get("store_memory_limit", DEFAULTS["store_memory_limit"])
     if limit:
         store.con.execute("SET memory_limit = ?", [str(limit)])
-    # The cores belong to the parse workers; one DuckDB thread also wrote ~10% faster alone.
+    # The cores belong to the parse workers (and one DuckDB thread writes faster alone).
     store.con.execute("SET threads = 1")
-    # DuckDB checkpoints whenever the WAL passes 16 MB, rewriting half-filled row groups each
-    # time; at 256 MB the writer used ~20% less CPU on 60k messages with the same peak memory
-    # (memory_limit still bounds it). The cost is a larger WAL to replay after a crash.
+    # Fewer checkpoints rewrite fewer half-filled row groups (memory_limit still bounds memory);
+    # the cost is a larger WAL to replay after a crash.
     store.con.execute("SET checkpoint_threshold = '256MB'")
 
 
@@ -296,7 +295,7 @@ def ingest(
         stages.finish()
         run.tick(force=True)
         # The parse workers are done, so the checkpoint at close (DuckDB moving this run's
-        # log into the file, ~10% of a run's time) may use every core, not the one we kept.
+        # log into the file) may use every core, not the one we kept.
         store.con.execute("SET threads = ?", [os.cpu_count() or 1])
         completed = True
     except KeyboardInterrupt:

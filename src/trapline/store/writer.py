@@ -134,8 +134,8 @@ class Batch:
         return len(self.message_ids) + len(self.quarantined_ids)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Workers send batches back pickled: one Arrow IPC stream per table costs about half
-        # of pickling the tables column by column, and unpickles as fast.
+        # Workers send batches back pickled: one Arrow IPC stream per table is cheaper than
+        # pickling the tables column by column.
         streams = {name: _ipc_bytes(table) for name, table in self.tables.items()}
         return (_batch_from_ipc, (streams, self.message_ids, self.quarantined_ids))
 

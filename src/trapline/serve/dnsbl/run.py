@@ -12,7 +12,6 @@ from trapline.serve.dnsbl.settings import DnsblSettings
 if TYPE_CHECKING:
     from trapline.serve.dnsbl.server import DnsblServer
     from trapline.serve.dnsbl.zones import ListingData
-    from trapline.store.duckdb import Store
 
 
 def zone_names(settings: dict[str, Any]) -> list[str]:
@@ -45,15 +44,6 @@ def make_server(
         reload_every=view.reload_s,
         clock=clock or time.time,
     )
-
-
-def store_source(
-    store: Store, settings: dict[str, Any], clock: Callable[[], float] | None = None
-) -> Callable[[], ListingData]:
-    """A listing source reading through ``store`` (a handle of its own: reloads run on a thread)."""
-    from trapline.serve.dnsbl.listings import load_listings
-
-    return lambda: load_listings(store, settings, clock() if clock else None)
 
 
 def read_only_source(
