@@ -94,3 +94,11 @@ class TrapAddressError(TraplineError):
 
 class ServiceError(TraplineError):
     """A trapline service could not start; is the port free and the address local?"""
+
+
+# --- scale-out ---------------------------------------------------------------------------------
+
+
+class ObjectStoreError(TraplineError):
+    """An object-store path (s3a://, gs://, hdfs://) could not be used; the message says what
+    to add or check."""

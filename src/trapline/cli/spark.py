@@ -73,6 +73,7 @@ def spark_ingest(
 
     if split_mb < 1:
         raise click.BadParameter("must be at least 1", param_hint="--split-mb")
+    job.check_inputs(inputs)  # before the JVM starts
     session = job.session(master)
     try:
         summary = job.ingest(
@@ -111,7 +112,8 @@ def spark_analyze(
 ) -> None:
     """Network ranking, daily timeline and campaigns over a `spark ingest` dataset, in Spark.
 
-    Writes networks.json, timeline/ and campaign_members/ (Parquet) under --out; routing
+    Writes networks.json, timeline.json (messages per day and origin network, as
+    `trapline timeline --by asn --json`) and campaign_members/ (Parquet) under --out; routing
     snapshots and feeds come from the --data-dir store the ingest used.
 
     Example: trapline spark analyze ./parquet/ --out ./results/ --master local[2]
@@ -132,7 +134,8 @@ def spark_analyze(
     s = result.summary()
     click.echo(
         f"{s['networks']} networks ranked (top: {', '.join(f'AS{a}' for a in s['top_networks'][:5])}), "
-        f"{s['timeline_rows']} timeline rows, {s['clustered_messages']:,} messages in "
+        f"timeline by {s['timeline_by']} over {s['timeline_periods']:,} days "
+        f"({s['timeline_gaps']:,} gaps), {s['clustered_messages']:,} messages in "
         f"{s['campaigns']:,} campaigns ({s['component_rounds']} component rounds) -> {out}"
     )
 
@@ -141,7 +144,7 @@ def spark_analyze(
 def spark_job_path() -> None:
     """Print the path of the job script, for spark-submit on a cluster.
 
-    Example: spark-submit --master yarn "$(trapline spark job-path)" ingest s3a://b/spam/ --out s3a://b/out/
+    Example: spark-submit --master yarn "$(trapline spark job-path)" ingest /mnt/spam/ --out s3a://b/out/
     """
     from trapline.distributed import job
 

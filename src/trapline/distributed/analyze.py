@@ -1,10 +1,11 @@
 """Analyses at scale on Spark, over the Parquet dataset of ``spark ingest``.
 
 * **Networks**: ``analyze.networks.network_scores`` runs unchanged; its SQL goes through
-  ``SparkSQL``, one thin dialect layer (``?`` parameters as literals) that sends queries over
-  the big tables to Spark SQL and the rest (routing snapshots, AS names, feeds) to the local
-  store of ``--data-dir``, whose small tables are also registered in Spark.
-* **Timeline**: daily messages per origin network, one SQL text valid on DuckDB and Spark.
+  ``dialect.SparkSQL``, one thin dialect layer that sends queries over the big tables to Spark
+  SQL and the rest (routing snapshots, AS names, feeds) to the local store of ``--data-dir``,
+  whose small tables are also registered in Spark.
+* **Timeline**: ``analyze.timeline.series`` runs unchanged through the same layer: messages
+  per received day and origin network, collection gaps as gaps.
 * **Campaigns**: the link rule of ``analyze.lsh`` as Spark operations: LSH band keys per
   message (``fingerprint.minhash``), a window per bucket for its first and previous member,
   verification with ``equal_counts``, URL-template anchors as a join, then connected
@@ -16,92 +17,27 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from trapline.distributed.task import DAY, TABLES
+from trapline.distributed.dialect import BIG, SparkSQL, frame
+from trapline.distributed.spark import read_parquet
+from trapline.distributed.task import DAY
 from trapline.store.labels import SPAM, label_filter
 
-# Tables of the dataset; every other table name a query uses is read from the local store.
-BIG = frozenset(TABLES)
 SMALL = ("routing_snapshots", "as_names", "feed_indicators", "visits", "dictionary_attacks")
-_NAMES = re.compile(r"\b(?:from|join)\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
 NUM_PERM = 128
-
-
-def timeline_sql(label: str = SPAM) -> str:
-    """Messages per received day and origin AS; the same text runs on DuckDB and Spark SQL."""
-    return (
-        "SELECT CAST(received_at AS DATE) AS day, origin_asn AS asn, count(*) AS messages "
-        f"FROM messages WHERE received_at IS NOT NULL AND {label_filter(label)} "
-        "GROUP BY CAST(received_at AS DATE), origin_asn ORDER BY day, asn"
-    )
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime):
-        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
-    if isinstance(value, date):
-        return f"DATE '{value.isoformat()}'"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def bind(sql: str, params: Sequence[Any]) -> str:
-    """``sql`` with each ``?`` outside quotes replaced by a Spark SQL literal."""
-    out, values, quoted = [], iter(params), False
-    for ch in sql:
-        if ch == "'":
-            quoted = not quoted
-        out.append(_literal(next(values)) if ch == "?" and not quoted else ch)
-    return "".join(out)
-
-
-class _Result:
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self.rows = rows
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self.rows
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.rows[0] if self.rows else None
-
-
-class SparkSQL:
-    """A DuckDB-connection look-alike: big-table queries run on Spark, the rest locally."""
-
-    def __init__(self, spark: Any, local: Any) -> None:
-        self.spark, self.local = spark, local
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        names = {n.lower() for n in _NAMES.findall(sql)}
-        if not names & BIG:
-            return self.local.execute(sql, list(params))
-        rows = self.spark.sql(bind(sql, params)).collect()
-        return _Result([plain_value(tuple(r)) for r in rows])
-
-
-def plain_value(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in row)
 
 
 @dataclass(slots=True, frozen=True)
 class AnalyzeResult:
     out: str
     networks: list[dict[str, Any]]
-    timeline_rows: int
+    timeline: dict[str, Any]  # ``Series.as_dict()``, as the API and `timeline --json` give it
     campaigns: int
     clustered: int
     rounds: int
@@ -111,7 +47,9 @@ class AnalyzeResult:
             "out": self.out,
             "networks": len(self.networks),
             "top_networks": [n["asn"] for n in self.networks[:10]],
-            "timeline_rows": self.timeline_rows,
+            "timeline_by": self.timeline["by"],
+            "timeline_periods": len(self.timeline["periods"]),
+            "timeline_gaps": len(self.timeline["gaps"]),
             "campaigns": self.campaigns,
             "clustered_messages": self.clustered,
             "component_rounds": self.rounds,
@@ -120,14 +58,12 @@ class AnalyzeResult:
 
 def register_dataset(spark: Any, dataset: str) -> list[str]:
     """Temp views over the dataset's table folders (partition column dropped)."""
-    from pathlib import Path as _P
-
     found = []
     for name in sorted(BIG):
         folder = f"{dataset.rstrip('/')}/{name}"
-        if "://" not in dataset and not _P(folder).is_dir():
+        if "://" not in dataset and not Path(folder).is_dir():
             continue
-        df = spark.read.parquet(folder)
+        df = read_parquet(spark, folder)
         if DAY in df.columns:
             df = df.drop(DAY)
         df.createOrReplaceTempView(name)
@@ -142,15 +78,13 @@ def register_small(spark: Any, store: Any) -> None:
             table = store.con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
         except Exception:
             continue  # an older store without this table: the SQL that needs it is skipped
-        spark.createDataFrame(
-            table.to_pandas() if table.num_rows else [], _spark_schema(table)
-        ).createOrReplaceTempView(name)
+        frame(spark, table).createOrReplaceTempView(name)
 
 
-def _spark_schema(table: Any) -> Any:
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(table.schema)
+def dataset_connection(spark: Any, local: Any) -> SparkSQL:
+    """The dialect layer over the registered dataset, with ``local``'s small tables in Spark."""
+    register_small(spark, local)
+    return SparkSQL(spark, local.con)
 
 
 def run(
@@ -164,27 +98,31 @@ def run(
 ) -> AnalyzeResult:
     """Networks, timeline and campaigns over ``dataset``; results written under ``out``."""
     from trapline.analyze.networks import network_scores
+    from trapline.analyze.timeline import series
     from trapline.store.duckdb import Store, open_store
+    from trapline.store.queries import plain_value as json_value
 
     register_dataset(spark, dataset)
     if data_dir is None or not (data_dir / "trapline.duckdb").exists():
         raise_missing(data_dir)
     assert data_dir is not None
     with open_store(data_dir, read_only=True) as local:
-        register_small(spark, local)
+        con = dataset_connection(spark, local)
         shim = object.__new__(Store)
         shim.data_dir, shim.path = local.data_dir, local.path
-        shim.con = cast(Any, SparkSQL(spark, local.con))
+        shim.con = cast(Any, con)
         networks = [s.as_dict() for s in network_scores(shim, settings, label=label)]
-    timeline = spark.sql(timeline_sql(label))
-    timeline.write.mode("overwrite").parquet(f"{out.rstrip('/')}/timeline")
+        (routed,) = local.con.execute("SELECT count(*) FROM routing_snapshots").fetchone() or (0,)
+        by = "asn" if routed else "none"
+        timeline = json_value(series(con, by=by, freq="day", label=label).as_dict())
     members, rounds = campaign_members(spark, settings, label)
     members.write.mode("overwrite").parquet(f"{out.rstrip('/')}/campaign_members")
     counts = members.groupBy("campaign_id").count()
     n_campaigns = counts.count()
     clustered = members.count()
     _write_json(out, "networks.json", networks)
-    return AnalyzeResult(out, networks, timeline.count(), n_campaigns, clustered, rounds)
+    _write_json(out, "timeline.json", timeline)
+    return AnalyzeResult(out, networks, timeline, n_campaigns, clustered, rounds)
 
 
 def raise_missing(data_dir: Path | None) -> None:

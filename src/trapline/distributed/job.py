@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trapline.config import load_settings
     from trapline.distributed import spark as job
+    from trapline.errors import TraplineError
 
     settings = load_settings({"data_dir": args.data_dir})
     session = job.session(None)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=Path(args.data_dir) if args.data_dir else None,
             )
             print(json.dumps(result.summary(), default=str))
+    except TraplineError as exc:  # said plainly, as the CLI does, not as a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         session.stop()
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from trapline import __version__
 from trapline.distributed import splits, task
-from trapline.errors import TraplineError, UsageError
+from trapline.errors import ObjectStoreError, TraplineError, UsageError
 from trapline.export.tables import LAYOUT, MANIFEST
 
 
@@ -76,6 +76,70 @@ def session(master: str | None = None, app_name: str = "trapline") -> Any:
         ) from exc
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def read_parquet(spark: Any, path: str) -> Any:
+    """``spark.read.parquet(path)``, with a missing object-store connector said plainly."""
+    try:
+        return spark.read.parquet(path)
+    except Exception as exc:
+        raise object_store_error(spark, path, exc) from exc
+
+
+def object_store_error(spark: Any, path: str, exc: Exception) -> TraplineError:
+    """What to do when Spark (Hadoop) cannot open ``path``."""
+    text = str(exc)
+    scheme = path.split("://", 1)[0] if "://" in path else "file"
+    if scheme in ("s3a", "s3", "s3n") and (
+        "S3AFileSystem" in text or "No FileSystem for scheme" in text
+    ):
+        hadoop = _hadoop_version(spark)
+        return ObjectStoreError(
+            f"Spark cannot read {scheme}:// paths without the hadoop-aws connector: add "
+            f"--packages org.apache.hadoop:hadoop-aws:{hadoop} to spark-submit (or set "
+            f"spark.jars.packages to it), use s3a:// URIs, and give credentials in "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION)"
+        )
+    if "No FileSystem for scheme" in text:
+        return ObjectStoreError(
+            f"Spark has no connector for {scheme}:// ({path}): add the Hadoop connector jar for "
+            "that store to spark.jars.packages, or copy the dataset to a local folder"
+        )
+    first = next((ln for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return ObjectStoreError(f"Spark could not read {path}: {first[:300]}")
+
+
+def _hadoop_version(spark: Any) -> str:
+    try:
+        return str(spark.sparkContext._jvm.org.apache.hadoop.util.VersionInfo.getVersion())
+    except Exception:
+        return "<Spark's Hadoop version>"
+
+
+def check_output(out: str) -> None:
+    """Fail before any task runs when an object-store ``out`` cannot be written."""
+    if "://" not in out:
+        return
+    try:
+        filesystem, base = task.filesystem_for(out)
+        filesystem.create_dir(base, recursive=True)
+    except Exception as exc:  # pyarrow: unknown scheme, no network, no credentials
+        raise ObjectStoreError(
+            f"cannot write {out}: {str(exc).splitlines()[0][:300]}; for s3a:// give credentials "
+            "in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and AWS_REGION (AWS_ENDPOINT_URL for "
+            "other S3 services), or write to a local folder"
+        ) from exc
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Object-store inputs are not read by the tasks (they open local or mounted paths)."""
+    remote = [p for p in inputs if "://" in p]
+    if remote:
+        raise ObjectStoreError(
+            f"{remote[0]}: the ingest job reads input files by path on every executor, not "
+            "object-store URIs; mount the bucket on the executors (mountpoint-s3, s3fs, gcsfuse) "
+            "and give the mounted path, or copy the inputs to storage the executors share"
+        )
 
 
 def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:
@@ -138,6 +202,8 @@ def ingest(
     """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
     from trapline.pipeline.pool import fingerprint_at_ingest
 
+    check_inputs(inputs)
+    check_output(out)
     _check_out(out, force)
     plan = splits.plan([str(p) for p in inputs], target_bytes)
     routing, snapshot_ids = _routing(data_dir)

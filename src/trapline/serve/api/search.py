@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
+
 from trapline.errors import UsageError
 from trapline.serve.api.access import StoreAccess
 from trapline.store.queries import plain_value
@@ -135,12 +137,18 @@ def search_messages(
             where.append("(received_at < ? OR (received_at = ? AND id < ?) OR received_at IS NULL)")
             args += [when, when, mid]
     # Late materialisation: rank narrow rows, then read the wide columns of the page only.
-    sql = (
-        "WITH page AS (SELECT rowid AS r FROM messages "
-        f"WHERE {' AND '.join(where) or 'TRUE'} {_ORDER} LIMIT ?) "
-        f"SELECT {COLUMNS} FROM messages WHERE rowid IN (SELECT r FROM page) {_ORDER}"
-    )
-    cur = access.cursor().execute(sql, [*args, limit + 1])
+    cond = " AND ".join(where) or "TRUE"
+
+    def page(key: str) -> str:
+        return (
+            f"WITH page AS (SELECT {key} AS r FROM messages WHERE {cond} {_ORDER} LIMIT ?) "
+            f"SELECT {COLUMNS} FROM messages WHERE {key} IN (SELECT r FROM page) {_ORDER}"
+        )
+
+    try:
+        cur = access.cursor().execute(page("rowid"), [*args, limit + 1])
+    except duckdb.BinderException:  # an attached Parquet dataset: messages is a view, no rowid
+        cur = access.cursor().execute(page("id"), [*args, limit + 1])
     names = [d[0] for d in cur.description or []]
     rows = cur.fetchall()
     more = len(rows) > limit
