@@ -249,7 +249,8 @@ class StoreAccess:
         self._refresh_version()
 
     def close(self) -> None:
-        with self._guard:
+        # A version refresh may still be scanning on its thread: let it finish first.
+        with self._version_lock, self._guard:
             for cur in self._cursors:
                 cur.close()
             self._cursors.clear()
