@@ -105,6 +105,52 @@ def test_a_waiting_writer_keeps_new_readers_out(tmp_path: Path) -> None:
     assert order == ["writer", "late reader"]
 
 
+def test_a_waiting_reader_goes_before_a_writer_coming_back_for_its_next_window(
+    tmp_path: Path,
+) -> None:
+    """Readers first among those not yet at the gate: a reader waits for the window in
+    progress, not also for the ingest that yields and comes straight back for more."""
+    from trapline.store.turns import GATE_FILE, READERS_FILE, lock_taken
+
+    order: list[str] = []
+    ingest = Turn(tmp_path, exclusive=True, reentrant=False)
+    ingest.acquire()
+    drain_in, drain_go = threading.Event(), threading.Event()
+
+    def drain() -> None:  # a second writer, already queued at the gate
+        turn = Turn(tmp_path, exclusive=True, reentrant=False)
+        turn.acquire()
+        order.append("drain")
+        drain_in.set()
+        drain_go.wait(10)
+        turn.release()
+
+    def read() -> None:
+        turn = Turn(tmp_path, exclusive=False, reentrant=False)
+        turn.acquire()
+        order.append("reader")
+        turn.release()
+
+    threads = [threading.Thread(target=drain)]
+    threads[0].start()
+    while not lock_taken(tmp_path / GATE_FILE, exclusive=True):
+        time.sleep(0.005)
+    threads.append(threading.Thread(target=read))
+    threads[1].start()
+    while not lock_taken(tmp_path / READERS_FILE, exclusive=True):
+        time.sleep(0.005)
+    ingest.release()  # the ingest lets them in and at once queues for its next window
+    drain_in.wait(10)
+    comes_back = threading.Thread(target=lambda: (ingest.acquire(), order.append("ingest")))
+    comes_back.start()
+    time.sleep(0.05)  # the ingest is on its way while the drain writes
+    drain_go.set()
+    for t in [*threads, comes_back]:
+        t.join(10)
+    ingest.release()
+    assert order == ["drain", "reader", "ingest"]
+
+
 def test_a_thread_may_open_the_store_again_while_it_has_it(tmp_path: Path) -> None:
     with open_store(tmp_path) as outer:
         with open_store(tmp_path) as inner:  # shares the turn instead of waiting for itself

@@ -241,7 +241,8 @@ def drain(
     ``core`` is the writer's ingest core (``serve`` keeps one for its lifetime, so stages load
     once and stay switched off once they fail); without one, a core is made for this call.
     ``should_yield`` is asked between transactions of ``max_records``: when it says so (someone
-    waits for the store), the round ends early and the rest stays in the spool for the next."""
+    waits for the store), the round ends early and the rest stays in the spool for the next.
+    With ``prepared`` (``prepare_next``) the round stores the one group it covers."""
     result = DrainResult()
 
     def note(text: str) -> None:
@@ -254,7 +255,9 @@ def drain(
         core = IngestCore(settings, note)
     pending = spool.pending_segments()
     while pending:
-        if result.segments and should_yield is not None and should_yield():
+        # With work prepared outside the window, the window takes that group and ends: a
+        # further group would be parsed inside it, keeping readers waiting for that too.
+        if result.segments and (prepared is not None or (should_yield and should_yield())):
             break
         group: list[tuple[Path, list[SpoolRecord]]] = []
         n_records = 0
@@ -309,6 +312,5 @@ def _apply(
     if messages:
         result.new_messages += store_messages(store, core, messages, prepared)
         result.messages += len(messages)
-    for path, _ in group:
-        spool.mark_done(path)
+    spool.mark_done(*(path for path, _ in group))
     result.segments += len(group)

@@ -35,6 +35,8 @@ from trapline.store.writer import Batch, merge, write_problems
 
 # How often a writer waiting on its parse workers looks whether someone waits for the store.
 _POLL_S = 0.02
+# How long after letting someone in the writer keeps its writes small.
+_SHARED_S = 5.0
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
@@ -112,6 +114,7 @@ class _Run:
         self.in_flight: dict[Future[Batch], list[RawMessage]] = {}
         self.done: list[Batch] = []
         self.done_rows = 0
+        self.shared_until = 0.0  # until then, write in small steps (someone waited recently)
 
     # parse side
     def submit(self, items: list[Item]) -> None:
@@ -157,10 +160,15 @@ class _Run:
             if not everything:
                 return
 
+    def step(self) -> int:
+        """Rows per write: the batch size, or one chunk for a while after someone waited for the
+        store (the next waiter then waits for one small write, not a whole batch)."""
+        return self.chunk if time.monotonic() < self.shared_until else self.batch_size
+
     def _collect(self, batch: Batch) -> None:
         self.done.append(batch)
         self.done_rows += batch.n_rows
-        if self.done_rows >= self.batch_size:
+        if self.done_rows >= self.step():
             self.flush_parsed()
 
     def flush_parsed(self) -> None:
@@ -182,6 +190,7 @@ class _Run:
         self.core.stages.finish()  # the stage thread's cursor must go before the connection
         self.store.take_turn()
         self.after_turn()
+        self.shared_until = time.monotonic() + _SHARED_S
 
     def tick(self, *, force: bool = False) -> None:
         """Report progress: messages finished (stored, quarantined or duplicate) and the share
@@ -199,11 +208,19 @@ class _Run:
 
     # raw side
     def archive(self, buffer: list[Item]) -> list[Item]:
-        """Dedupe ``buffer`` within itself and against the store, commit the new bytes."""
-        got = self.core.archive(self.store, buffer)
-        self.counts.new += len(got.fresh)
-        self.counts.duplicates += got.duplicates
-        return got.fresh
+        """Dedupe ``buffer`` within itself and against the store, commit the new bytes (in
+        ``step`` sized transactions, letting waiting readers in between)."""
+        fresh: list[Item] = []
+        start = 0
+        while start < len(buffer):
+            end = start + self.step()
+            self.take_turn()
+            got = self.core.archive(self.store, buffer[start:end])
+            self.counts.new += len(got.fresh)
+            self.counts.duplicates += got.duplicates
+            fresh += got.fresh
+            start = end
+        return fresh
 
     def resume(self) -> None:
         """Parse what an interrupted run archived but never parsed."""

@@ -186,7 +186,8 @@ class DrainWorker(threading.Thread):
                 last_prune = now
                 with contextlib.suppress(OSError):
                     self.spool.prune_done()
-            time.sleep(0.1)  # let a burst gather into fewer, larger transactions
+            if len(self.spool.pending_segments()) < DRAIN_RECORDS:
+                time.sleep(0.1)  # let a burst gather into fewer, larger transactions
 
     def drain_once(self, *, now: bool = False) -> None:
         counters = self.state.counters
@@ -252,7 +253,11 @@ class DrainWorker(threading.Thread):
         self.wake()
         if self.is_alive():
             self.join()
-        self.drain_once(now=True)
+        while self.spool.pending_segments():  # a round per window: drain them all before exit
+            errors = self.state.counters.drain_errors
+            self.drain_once(now=True)
+            if self.state.counters.drain_errors > errors:
+                break  # failing (disk full): the spool keeps the rest for the next start
 
 
 def drain_lag(spool: Spool) -> float:

@@ -7,7 +7,11 @@ web API and DNSBL inside ``serve``) opens it only for a short window, behind a f
 reader/writer lock made of two ``flock`` files in the data directory:
 
 * ``store.gate``: a turnstile everyone passes on the way in and holds while waiting;
-* ``store.lock``: shared by readers, exclusive for a writer.
+* ``store.lock``: shared by readers, exclusive for a writer;
+* ``store.readers``: held (shared) by every reader on its way in. A writer about to pass the
+  gate lets them go first, for at most ``READERS_FIRST_S``: a read then waits for the window
+  in progress, not also for the writers queued behind it (a drain round, the next ingest
+  batch), and a writer still gets its turn when reads never stop.
 
 A writer waiting for the readers to leave holds the gate, so no new reader slips in before it;
 a reader waiting for a writer holds it too, so the next writer queues behind that reader. A long
@@ -42,6 +46,8 @@ log = logging.getLogger("trapline.store")
 GATE_FILE = "store.gate"
 LOCK_FILE = "store.lock"
 HOLDER_FILE = "store.holder"  # pid and command of the current writer, for the waiting message
+READERS_FILE = "store.readers"
+READERS_FIRST_S = 1.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -154,6 +160,20 @@ class Turn:
             if self.exclusive:
                 raise
             return
+        readers = -1
+        try:
+            if self.exclusive:
+                _let_readers_pass(self.data_dir, started + READERS_FIRST_S)
+            else:
+                with contextlib.suppress(PermissionError):  # files made by another user
+                    readers = _open(self.data_dir / READERS_FILE)
+                    fcntl.flock(readers, fcntl.LOCK_SH)  # never blocks: writers only probe it
+            self._pass(gate, started, deadline)
+        finally:
+            if readers >= 0:
+                os.close(readers)  # in (or given up): writers need not wait for this reader
+
+    def _pass(self, gate: int, started: float, deadline: float | None) -> None:
         try:
             self._wait(gate, fcntl.LOCK_EX, started, deadline)
             data = _open(self.data_dir / LOCK_FILE)
@@ -198,7 +218,9 @@ class Turn:
 
     def someone_waiting(self) -> bool:
         """True when another reader or writer is at the gate (a long writer should yield)."""
-        return lock_taken(self.data_dir / GATE_FILE, exclusive=True)
+        return lock_taken(self.data_dir / GATE_FILE, exclusive=True) or lock_taken(
+            self.data_dir / READERS_FILE, exclusive=True
+        )
 
     def _wait(self, fd: int, mode: int, started: float, deadline: float | None) -> None:
         pause, announced = 0.002, False
@@ -220,6 +242,12 @@ class Turn:
                 _policy.announce(f"waiting for the store ({_held_by(self.data_dir)})...")
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
+
+
+def _let_readers_pass(data_dir: Path, until: float) -> None:
+    """A writer on its way in: while readers are on theirs, let them pass (until ``until``)."""
+    while time.monotonic() < until and lock_taken(data_dir / READERS_FILE, exclusive=True):
+        time.sleep(0.002)
 
 
 def lock_taken(path: Path, *, exclusive: bool = False) -> bool:

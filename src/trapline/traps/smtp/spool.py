@@ -224,11 +224,13 @@ class Spool:
     def read(self, path: Path) -> list[SpoolRecord]:
         return decode_segment(path.read_bytes())
 
-    def mark_done(self, path: Path) -> None:
-        """Move a drained segment to ``done/`` (durably, so a restart does not redo it)."""
-        target = self.root / "done" / path.name
-        os.rename(path, target)
-        _fsync_dir(path.parent)
+    def mark_done(self, *paths: Path) -> None:
+        """Move drained segments to ``done/``, durably (so a restart does not redo them) with
+        one directory sync for them all, not one per segment."""
+        for path in paths:
+            os.rename(path, self.root / "done" / path.name)
+        for folder in {path.parent for path in paths}:
+            _fsync_dir(folder)
 
     def quarantine(self, path: Path) -> None:
         """Move a segment that cannot be decoded to ``bad/`` for a human to look at."""
