@@ -121,6 +121,63 @@ def test_commands_read_and_write_while_serve_runs(tmp_path: Path) -> None:
     assert json.loads(_cli(data, "status", "--json").stdout)["serve"]["running"] is False
 
 
+def test_every_listed_command_works_while_trap_mail_keeps_arriving(tmp_path: Path) -> None:
+    """The commands the store must serve beside a running trap, each run while a sender keeps
+    mail coming: reads answer, writes wait their turn, none fails for a lock."""
+    pyasn = shared("routing", "routeviews-pyasn")
+    drop = shared("blocklists", "spamhaus-drop-history", "monthly")
+    spam = shared("mail", "spamassassin-2002", "spam")
+    bodies = spam_bodies(20)  # skips before any process starts when the corpus is absent
+    data = tmp_path / "data"
+    proc = TrapProcess(data, {"trap_domains": "traps.test", "smtp_per_ip_per_minute": 1_000_000})
+    proc.start()
+    stop = threading.Event()
+    acked: list[int] = []
+
+    def sender(address: str) -> None:
+        i = 0
+        while not stop.is_set():
+            acked.append(send_one(proc.smtp_port, [address], bodies[i % len(bodies)])[0])
+            i += 1
+            stop.wait(0.05)
+
+    def ok(*args: str) -> str:
+        run = _cli(data, *args)
+        assert run.returncode == 0, (args, run.stderr[-500:])
+        return run.stdout
+
+    try:
+        (address,) = _harvest(proc.http_port, "traps.test", 1)
+        thread = threading.Thread(target=sender, args=(address,))
+        thread.start()
+        ok("routing", "import", str(pyasn / "ipasn_20080501_v12.dat.gz"))
+        ok("routing", "import", str(pyasn / "asnames.json"))
+        ok("ingest", str(spam))
+        ok("feeds", "import", str(drop))
+        ok("enrich")
+        ok("analyze", "campaigns")
+        ok("analyze", "botnets")
+        assert json.loads(ok("stats", "--json"))["messages"] > 500
+        top = json.loads(ok("networks", "--top", "5", "--json"))
+        assert top
+        asn = next(row["asn"] for row in top if row.get("asn"))
+        assert json.loads(ok("campaigns", "--top", "5", "--json"))
+        ok("botnets", "--json")
+        assert json.loads(ok("visits", "--json"))
+        assert json.loads(ok("address", "decode", address, "--json"))["visit_id"]
+        ok("dossier", f"AS{asn}", "--out", str(tmp_path / "dossier.html"))
+        assert (tmp_path / "dossier.html").stat().st_size > 1000
+        looked = json.loads(ok("routing", "lookup", "208.66.192.5", "--json"))
+        assert looked[0]["asn"] == 26780
+        trap = json.loads(ok("query", "select id from messages where source like "
+                             "'smtp-trap:%' limit 1", "--json"))  # fmt: skip
+        assert trap and json.loads(ok("show", trap[0]["id"], "--json"))["id"] == trap[0]["id"]
+    finally:
+        stop.set()
+        proc.stop(signal.SIGTERM)
+    assert acked and set(acked) == {250}
+
+
 def test_the_trap_domains_serve_used_are_known_without_a_config_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = TrapProcess(data, {"trap_domains": "traps.test"}).start()
