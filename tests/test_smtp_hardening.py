@@ -270,3 +270,16 @@ def test_aiosmtpd_private_members_still_exist() -> None:
     assert inspect.iscoroutinefunction(aiosmtpd.smtp.SMTP._handle_client)
     assert set(instance._smtp_methods) >= {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "NOOP"}
     assert hasattr(asyncio.StreamReader(), "_buffer")  # read to spot pipelining
+    assert hasattr(asyncio.StreamReader(), "_limit")  # lowered: DATA is read in pieces
+    # smtp_DATA is ours (it streams to the spool) but keeps aiosmtpd's checks and hook call
+    assert list(inspect.signature(aiosmtpd.smtp.SMTP._call_handler_hook).parameters) == [
+        "self",
+        "command",
+        "args",
+    ]
+    assert list(inspect.signature(aiosmtpd.smtp.SMTP.check_auth_needed).parameters) == [
+        "self",
+        "caller_method",
+    ]
+    assert list(inspect.signature(aiosmtpd.smtp.SMTP._set_post_data_state).parameters) == ["self"]
+    assert "DATA" in instance._smtp_methods and instance.envelope is None

@@ -135,8 +135,11 @@ DEFAULTS: dict[str, Any] = {
     "smtp_max_refused_rcpts": 20,  # relay-refused RCPTs per session before 421
     "smtp_listen_backlog": 1024,  # pending connections the kernel queues
     # Bytes all DATA commands in progress may reserve (each reserves smtp_max_message_bytes);
-    # beyond it DATA gets 451. Worst-case body memory is about 3x this (docs/security.md).
+    # beyond it DATA gets 451. Bounds unfinished messages, which are on disk in spool/tmp
+    # beyond smtp_data_memory_bytes each (docs/security.md has the worst cases).
     "smtp_inflight_data_bytes": 512 * 1024 * 1024,
+    # A message in DATA stays in memory up to this, then goes to a spool file as it arrives.
+    "smtp_data_memory_bytes": 128 * 1024,
     # hardening: the web honeypot's HTTP server under abuse (docs/security.md)
     "http_visits_per_ip_per_minute": 60,  # new trap addresses per client IP; then it sees its last
     "http_header_timeout_s": 10.0,  # a request's headers must arrive within this
@@ -360,3 +363,4 @@ class SmtpLimits(SettingsView):
     max_refused_rcpts: int
     listen_backlog: int
     inflight_data_bytes: int
+    data_memory_bytes: int

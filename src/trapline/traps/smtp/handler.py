@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from trapline.model import utcnow
 from trapline.traps.addresses import is_trap_domain
-from trapline.traps.smtp.spool import Spool, SpoolError, SpoolRecord
+from trapline.traps.smtp.spool import IncomingMessage, Spool, SpoolError, SpoolRecord
 
 
 class RateState(Protocol):
@@ -36,11 +36,13 @@ class TrapServer(Protocol):
 
     trace: SessionTrace
     hostname: str
+    incoming: IncomingMessage | None  # the message DATA is receiving
     loop: asyncio.AbstractEventLoop
     state: RateState
     max_recipients: int
     max_refused_rcpts: int
     per_ip_per_minute: int
+    data_in_memory: int
 
     def event_id(self) -> str: ...
 
@@ -251,36 +253,37 @@ class TrapHandler:
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: TrapServer, session: Any, envelope: Any) -> str:
+    def open_message(self, server: TrapServer, envelope: Any) -> IncomingMessage:
+        """Where the content DATA is about to bring goes, after its spool record's fields and
+        our trace line (dated now, when the message starts to arrive, as MTAs do)."""
         trace = server.trace
         when = datetime.now(UTC)  # zoned: the Received date must say +0000
-        n = trace.messages + 1
-        content: bytes = envelope.original_content or b""
-        data = received_header(trace, server.hostname, envelope.rcpt_tos, when, n) + content
         fp_text, fp = fingerprint(trace)
-        record = SpoolRecord(
-            "message",
-            {
-                "peer_ip": trace.peer_ip,
-                "peer_port": trace.peer_port,
-                "helo": trace.helo,
-                "mail_from": envelope.mail_from,
-                "rcpt_to": list(envelope.rcpt_tos),
-                "received_at": when.isoformat(),
-                "session_id": trace.session_id,
-                "session_fingerprint": fp,
-                "fingerprint_text": fp_text,
-            },
-            data,
+        received = received_header(
+            trace, server.hostname, envelope.rcpt_tos, when, trace.messages + 1
         )
+        fields = {
+            "peer_ip": trace.peer_ip,
+            "peer_port": trace.peer_port,
+            "helo": trace.helo,
+            "mail_from": envelope.mail_from,
+            "rcpt_to": list(envelope.rcpt_tos),
+            "received_at": when.isoformat(),
+            "session_id": trace.session_id,
+            "session_fingerprint": fp,
+            "fingerprint_text": fp_text,
+        }
+        record = SpoolRecord("message", fields, received)
+        return self.spool.open_message(record, server.data_in_memory)
+
+    async def handle_DATA(self, server: TrapServer, session: Any, envelope: Any) -> str:
+        incoming = server.incoming
+        assert incoming is not None  # the server wrote the content into it
         try:
-            future = self.spool.submit(record, durable=True)
-            assert future is not None
-            await asyncio.wrap_future(future)
+            await asyncio.wrap_future(incoming.commit())
         except SpoolError as exc:
-            log.error("cannot spool message from %s: %s", trace.peer_ip, exc)
+            log.error("cannot spool message from %s: %s", server.trace.peer_ip, exc)
             return REPLY_SPOOL_FAILED
-        # Only now, with the segment fsync'd and renamed, do we take responsibility (250).
-        trace.messages = n
-        digest = hashlib.sha256(data).hexdigest()
-        return f"250 2.0.0 Ok: queued as {digest[:16]}"
+        # Only now, with the message fsync'd and renamed into new/, do we take responsibility.
+        server.trace.messages += 1
+        return f"250 2.0.0 Ok: queued as {incoming.digest.hexdigest()[:16]}"

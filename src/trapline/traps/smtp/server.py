@@ -17,14 +17,15 @@ line length            ``500 5.5.6 Line too long (limit N bytes)``              
 sessions per IP        ``421 4.7.0 Too many sessions from <ip>``                   ``max_sessions_per_ip``
 idle commands          ``421 4.7.0 Too many commands without mail, closing``        ``max_idle_commands``
 refused recipients     ``421 4.7.1 Too many refused recipients, closing``           ``max_refused_rcpts``
-in-flight DATA memory  ``451 4.3.2 Server busy, try again later`` at DATA           ``inflight_budget``
+in-flight DATA bytes   ``451 4.3.2 Server busy, try again later`` at DATA           ``inflight_budget``
 =====================  ==========================================================  ==========
 
-Memory: a message being received is held in memory (aiosmtpd collects DATA lines and joins
-them), so every DATA reserves ``max_message_bytes`` of ``inflight_budget`` before its 354 and
-gives it back when it ends; a DATA that would overdraw the budget gets 451 (try later). The
-bytes held for message bodies are therefore at most ``inflight_budget``, about 3x that at the
-moment a message is joined, timestamped and spooled (docs/security.md has the numbers).
+Memory: DATA is not held in memory. ``smtp_DATA`` (aiosmtpd's, rewritten to stream) reads it in
+pieces of at most ``read_buffer_limit`` bytes and keeps the content in memory up to
+``data_in_memory``, then in a spool file written as it arrives (``data.receive``,
+``spool.IncomingMessage``): a session holds a few pieces whatever the message size. Every DATA still reserves ``max_message_bytes`` of ``inflight_budget`` before
+its 354 and gives it back when it ends; a DATA that would overdraw it gets 451 (try later). The
+budget now bounds the disk taken by unfinished messages in ``spool/tmp`` (docs/security.md).
 
 aiosmtpd contract: besides the documented hooks this subclass relies on a few private members of
 ``aiosmtpd.smtp.SMTP`` (``PRIVATE_CONTRACT`` below); pyproject pins the tested version range and
@@ -47,11 +48,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
 from trapline.config import SmtpLimits
 from trapline.errors import ConfigError
 from trapline.model import utcnow
+from trapline.traps.smtp.data import TOO_LONG, TOO_MUCH, DataDecoder, receive
 from trapline.traps.smtp.handler import (
     SessionTrace,
     TrapHandler,
@@ -59,14 +61,16 @@ from trapline.traps.smtp.handler import (
     helo_shape,
     timing,
 )
-from trapline.traps.smtp.spool import Spool, SpoolRecord
+from trapline.traps.smtp.spool import IncomingMessage, Spool, SpoolRecord
 
 log = logging.getLogger("trapline.smtp")
 
 # Members of aiosmtpd.smtp.SMTP this module uses that aiosmtpd does not document (tested by name).
 PRIVATE_CONTRACT = (
     "_smtp_methods", "_handle_client", "_timeout_cb", "_reset_timeout", "_getaddr", "_reader",
-    "command_size_limits", "transport", "data_size_limit", "loop",
+    "command_size_limits", "transport", "data_size_limit", "loop", "smtp_DATA", "_writer",
+    "check_helo_needed", "check_auth_needed", "_call_handler_hook", "_set_post_data_state",
+    "event_handler", "envelope",
 )  # fmt: skip
 _IDLE_VERBS = frozenset({"NOOP", "RSET", "HELP", "VRFY", "EXPN"})
 REPLY_IDLE = "421 4.7.0 Too many commands without mail, closing"
@@ -117,6 +121,9 @@ class TrapSMTP(SMTP):
     # Real spam breaks RFC 5321 §4.5.3.1.6's 1000-octet line limit (unwrapped HTML, long base64
     # lines); refusing it would lose exactly the mail we want, so allow 1 MiB per line.
     line_length_limit = 1 << 20
+    # The session's read buffer (asyncio pauses the socket at twice this): also the largest
+    # piece of DATA handled at once, so it bounds a session's memory, not the message size.
+    read_buffer_limit = 64 * 1024
     command_size_limit = 2048  # bots send long MAIL FROM parameters; 512 (RFC) is too strict
     # The defaults from config.DEFAULTS; ``server_class`` makes a subclass with the settings.
     max_message_bytes = _DEFAULT_LIMITS.max_message_bytes
@@ -129,6 +136,7 @@ class TrapSMTP(SMTP):
     max_idle_commands = _DEFAULT_LIMITS.max_idle_commands
     max_refused_rcpts = _DEFAULT_LIMITS.max_refused_rcpts
     inflight_budget = _DEFAULT_LIMITS.inflight_data_bytes
+    data_in_memory = _DEFAULT_LIMITS.data_memory_bytes
     state: TrapState = TrapState()
     spool: Spool | None = None
 
@@ -143,6 +151,7 @@ class TrapSMTP(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self.trace = SessionTrace("", "", 0, 0.0, utcnow())
         self._in_data = False
+        self.incoming: IncomingMessage | None = None  # the spool file of the message in DATA
         self._admitted = False
         self._counted = False  # holds a slot in the connection and per-IP counters
         self._refusal: tuple[str, str] | None = None
@@ -203,6 +212,40 @@ class TrapSMTP(SMTP):
             if self.transport is not None:
                 self._reset_timeout()
 
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the same checks and replies, but the content goes to a spool
+        file as it arrives and the handler's ``handle_DATA`` commits that file."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        self.incoming = self.event_handler.open_message(self, self.envelope)
+        decoder = DataDecoder(self.data_size_limit, self.line_length_limit)
+        try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await receive(self._reader, decoder, self.incoming.write, self.read_buffer_limit)
+            # RFC 5321 §4.2.5: limits are answered once the data has ended (push words them).
+            if decoder.state == TOO_LONG:
+                status = "500 Line too long (see RFC5321 4.5.3.1.6)"
+            elif decoder.state == TOO_MUCH:
+                status = "552 Error: Too much mail data"
+            else:
+                status = await self._call_handler_hook("DATA")
+        except asyncio.CancelledError:  # the connection went away during DATA (as aiosmtpd)
+            self._writer.close()
+            raise
+        finally:
+            self.incoming.discard()  # a no-op once committed
+            self.incoming = None
+        self._set_post_data_state()
+        await self.push(status)
+
     async def _refuse_and_close(self, kind: str, reply: str) -> None:
         self.note_limit(kind, reply)
         self.trace.end_reason = "limit"
@@ -242,6 +285,8 @@ class TrapSMTP(SMTP):
         if not first:  # STARTTLS re-enters here with the TLS transport
             self.trace.tls = True
             return
+        # aiosmtpd sizes the reader by the line limit; DATA comes in pieces, commands are short.
+        self._reader._limit = self.read_buffer_limit  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.trace = SessionTrace(
             uuid.uuid4().hex[:16], str(peer[0]), int(peer[1]), self.loop.time(), utcnow()
@@ -378,6 +423,7 @@ def server_class(settings: dict[str, Any], spool: Spool) -> type[TrapSMTP]:
         "max_idle_commands": limits.max_idle_commands,
         "max_refused_rcpts": limits.max_refused_rcpts,
         "inflight_budget": limits.inflight_data_bytes,
+        "data_in_memory": limits.data_memory_bytes,
         "state": TrapState(),
         "spool": spool,
     }

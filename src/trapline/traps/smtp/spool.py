@@ -15,16 +15,25 @@ processes never touch the store and the drain (``pipeline.drain``) is the store'
 
 Segment format: records back to back, each ``TRAPSPOOL1 <kind> <json-bytes> <data-bytes>\\n``
 followed by the JSON object, the raw data and ``\\n``.
+
+A message received over SMTP is never held whole in memory: ``open_message`` gives an
+``IncomingMessage`` that keeps a small message in memory (it joins the group commit) and moves
+a larger one to a file in ``tmp/``: the record head (fields, our ``Received:`` line) first, with
+a fixed-width data length, then the content as DATA arrives. When DATA ends the length is
+written into the head and the committer fsyncs the file and renames it into ``new/`` as a
+one-record segment: the bytes received are written once and never copied.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +62,22 @@ class SpoolRecord:
 
 @dataclass(slots=True)
 class _Pending:
-    record: SpoolRecord
+    record: SpoolRecord | None  # a record to write into the next segment, or ...
     future: Future[str] | None
+    file: Path | None = None  # ... a finished one-record segment in tmp/ (IncomingMessage)
+
+
+# A streamed message's head has a fixed-width data length, patched in once the data has ended.
+_WIDE_HEAD = b"%s %s %d %020d\n"
+
+
+def _json(fields: dict[str, Any]) -> bytes:
+    # ASCII JSON: lone surrogates (undecodable bytes from a client) are escaped, never fatal.
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def encode_record(record: SpoolRecord) -> bytes:
-    # ASCII JSON: lone surrogates (undecodable bytes from a client) are escaped, never fatal.
-    body = json.dumps(record.fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    body = _json(record.fields)
     head = b"%s %s %d %d\n" % (MAGIC, record.kind.encode(), len(body), len(record.data))
     return head + body + record.data + b"\n"
 
@@ -103,7 +121,8 @@ class Spool:
     _pending: list[_Pending] = field(default_factory=list, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
-    _seq: int = field(default=0, init=False)
+    _seq: int = field(default=0, init=False)  # segment names (committer thread)
+    _parts: Iterator[int] = field(default_factory=itertools.count, init=False)  # tmp/ files
     commits: int = field(default=0, init=False)  # segments written (for the benchmark)
     accepted: int = field(default=0, init=False)  # message records made durable (each got 250)
 
@@ -132,6 +151,21 @@ class Spool:
             if self._closing:
                 raise SpoolError("the spool is shut down; restart `trapline serve`")
             self._pending.append(_Pending(record, future))
+            self._lock.notify()
+        return future
+
+    def open_message(self, record: SpoolRecord, in_memory: int) -> IncomingMessage:
+        """A message being received (``record`` with what precedes the content as its data):
+        kept in memory up to ``in_memory`` bytes, beyond that in a file in ``tmp/``."""
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._parts):06d}.part"
+        return IncomingMessage(self, self.root / "tmp" / name, record, in_memory)
+
+    def _submit_file(self, path: Path) -> Future[str]:
+        future: Future[str] = Future()
+        with self._lock:
+            if self._closing:
+                raise SpoolError("the spool is shut down; restart `trapline serve`")
+            self._pending.append(_Pending(None, future, path))
             self._lock.notify()
         return future
 
@@ -180,25 +214,47 @@ class Spool:
         if not batch:
             return
         try:
-            path = self._write_segment([p.record for p in batch])
+            path = self._commit(batch)
         except Exception as exc:  # never let the committer die: fail this batch (451), go on
             log.error("spool write failed: %s", exc)
             reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             err = SpoolError(f"spool write failed ({reason}); check space in {self.root}")
             for p in batch:
+                if p.file is not None:  # not acknowledged, so not kept
+                    p.file.unlink(missing_ok=True)
                 if p.future is not None:
                     p.future.set_exception(err)
             return
-        self.accepted += sum(1 for p in batch if p.record.kind == "message")
+        self.accepted += sum(1 for p in batch if p.record is None or p.record.kind == "message")
         for p in batch:
             if p.future is not None:
-                p.future.set_result(path.name if path else "")
+                p.future.set_result(p.file.name if p.file is not None else path.name)
         if self.on_commit is not None:
             self.on_commit()
 
-    def _write_segment(self, records: list[SpoolRecord]) -> Path:
+    def _commit(self, batch: list[_Pending]) -> Path:
+        """Make a batch durable: finished message files fsync'd and renamed into ``new/``, the
+        records written as one segment, and one fsync of ``new/`` for all of them."""
+        for p in batch:
+            if p.file is not None:
+                fd = os.open(p.file, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                p.file = p.file.rename(self.root / "new" / self._name())
+        records = [p.record for p in batch if p.record is not None]
+        final = self._write_segment(records, sync_dir=False) if records else self.root / "new"
+        _fsync_dir(self.root / "new")
+        self.commits += 1
+        return final
+
+    def _name(self) -> str:
         self._seq += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.seg"
+        return f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.seg"
+
+    def _write_segment(self, records: list[SpoolRecord], *, sync_dir: bool = True) -> Path:
+        name = self._name()
         tmp = self.root / "tmp" / name
         final = self.root / "new" / name
         blob = b"".join(encode_record(r) for r in records)
@@ -211,8 +267,9 @@ class Spool:
         finally:
             os.close(fd)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)  # ... and so is the name that makes them visible
-        self.commits += 1
+        if sync_dir:
+            _fsync_dir(final.parent)  # ... and so is the name that makes them visible
+            self.commits += 1
         return final
 
     # --- reading (the drain) ----------------------------------------------------------------
@@ -246,3 +303,91 @@ class Spool:
                 path.unlink(missing_ok=True)
                 gone += 1
         return gone
+
+
+class IncomingMessage:
+    """A message being received: in memory up to ``in_memory`` bytes, then in a file in ``tmp/``
+    written as it arrives (see the module docstring). ``record`` is the message's record with
+    what precedes the content as its ``data`` (our trace line); ``digest`` hashes all its data.
+
+    ``write`` never raises: a write error (disk full) is kept and ``commit`` reports it as a
+    ``SpoolError``, so the session reads DATA to its end and answers 451, never half-way."""
+
+    def __init__(self, spool: Spool, path: Path, record: SpoolRecord, in_memory: int) -> None:
+        self.spool, self.path, self.record, self.in_memory = spool, path, record, in_memory
+        self.digest = hashlib.sha256(record.data)
+        self.size = 0  # content bytes so far
+        self.error: OSError | None = None
+        body = _json(record.fields)
+        # The data length is patched in at the end; the fixed width keeps the head's size.
+        self._head = _WIDE_HEAD % (MAGIC, record.kind.encode(), len(body), 0) + body + record.data
+        self._buffer = bytearray()  # the content while it is small
+        self._fd: int | None = None
+        self._queued = False  # the file went to the committer: no longer ours to drop
+
+    @property
+    def spilled(self) -> bool:
+        return self._fd is not None or self._queued or self.error is not None
+
+    def write(self, data: bytes) -> None:
+        """Append message content."""
+        self.digest.update(data)
+        if not self.spilled and self.size + len(data) <= self.in_memory:
+            self._buffer += data
+        else:
+            if not self.spilled:  # too big to keep: from now on the file holds it
+                try:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except OSError as exc:
+                    self.error = exc
+                self._write_at(self._head + self._buffer, 0)
+                self._buffer = bytearray()
+            self._write_at(data, len(self._head) + self.size)
+        self.size += len(data)
+
+    def commit(self) -> Future[str]:
+        """Queue the message; the future resolves once it is durable in ``new/``. Raises
+        ``SpoolError`` when it cannot be, and then leaves nothing behind."""
+        record = self.record
+        if not self.spilled:  # small: joins the next group-committed segment
+            content, self._buffer = bytes(self._buffer), bytearray()
+            full = SpoolRecord(record.kind, record.fields, record.data + content)
+            future = self.spool.submit(full, durable=True)
+            assert future is not None
+            return future
+        n_json, n_data = len(_json(record.fields)), len(record.data) + self.size
+        self._write_at(_WIDE_HEAD % (MAGIC, record.kind.encode(), n_json, n_data), 0)
+        self._write_at(b"\n", len(self._head) + self.size)
+        try:
+            if self.error is not None:
+                reason = self.error.strerror
+                raise SpoolError(f"spool write failed ({reason}); check space in {self.spool.root}")
+            assert self._fd is not None
+            os.close(self._fd)
+            self._fd = None
+            future = self.spool._submit_file(self.path)
+            self._queued = True
+            return future
+        except SpoolError:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Drop the message (refused or broken off); safe to call more than once."""
+        self._buffer = bytearray()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not self._queued:
+            self.path.unlink(missing_ok=True)
+
+    def _write_at(self, data: bytes | bytearray, offset: int) -> None:
+        if self._fd is None or self.error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:  # kept for commit; the file goes then
+            self.error = exc
