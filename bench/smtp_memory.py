@@ -6,10 +6,14 @@ thread each) open a session, get their 354, wait for each other, then all send t
 ~10 MB message: real SpamAssassin spam as a base64 attachment in 76-character lines (the shape
 of a big spam), dot-stuffed. Peak RSS is the child's ``VmHWM``; ``rss_after_mb`` its
 ``VmRSS`` once every session ended. The baseline tree (``--baseline``, default the untouched
-tree of the session) runs the same load in the same run.
+tree of the session) runs the same load in the same run. With ``--serve-cli`` the server is a
+whole ``trapline serve`` of each tree instead (its drain moves the mail into the store in the same
+process, so its peak counts that too); the figures are taken once every 250 came back and again
+(``drained_rss_mb``) after a SIGTERM-free wait for the spool to empty.
 
     python bench/smtp_memory.py                     # table
     python bench/smtp_memory.py --json              # one JSON object
+    python bench/smtp_memory.py --serve-cli --json  # against `trapline serve`
     python bench/smtp_memory.py --baseline /tmp/main-before/src --messages 60
 """
 
@@ -20,6 +24,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import smtplib
 import subprocess
 import sys
@@ -104,9 +109,9 @@ def big_message(size: int) -> bytes:
 
 
 def spooled_messages(spool: Path) -> int:
-    """Message records in the spool's durable segments, read by their heads only."""
+    """Message records in the spool's durable segments (drained or not), read by their heads."""
     count = 0
-    for path in (spool / "new").glob("*.seg"):
+    for path in [*(spool / "new").glob("*.seg"), *(spool / "done").glob("*.seg")]:
         with path.open("rb") as f:
             while head := f.readline():
                 _, kind, n_json, n_data = head.split()
@@ -142,17 +147,51 @@ def _client(port: int, body: bytes, k: int, gate: threading.Barrier, codes: list
         client.close()
 
 
-def run_tree(src: Path, body: bytes, messages: int) -> dict[str, Any]:
+def _serve_cli(src: Path, tmp: str, messages: int) -> tuple[subprocess.Popen[str], int]:
+    """``trapline serve`` of the tree in ``src`` with the bench's limits; (process, SMTP port)."""
+    env = dict(os.environ, PYTHONPATH=str(src), TRAPLINE_DATA_DIR=f"{tmp}/data")
+    known = subprocess.run(
+        [sys.executable, "-c", "import json; from trapline.config import DEFAULTS as D; "
+         "print(json.dumps({k: D[k] for k in D if k.startswith('smtp_')}))"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    defaults = json.loads(known.stdout)
+    wanted = {
+        "smtp_per_ip_per_minute": 10**9,
+        "smtp_max_connections": 10 * messages,
+        "smtp_max_sessions_per_ip": 10 * messages,
+        "smtp_data_timeout_s": 900.0,
+        "smtp_command_timeout_s": 900.0,
+        "smtp_inflight_data_bytes": (messages + 1) * defaults["smtp_max_message_bytes"],
+    }
+    env.update({f"TRAPLINE_{k.upper()}": str(v) for k, v in wanted.items() if k in defaults})
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from trapline.cli.main import cli; cli()",
+         "serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    for line in child.stdout:
+        if m := re.match(r"smtp listening on 127\.0\.0\.1:(\d+)", line):
+            threading.Thread(target=child.stdout.read, daemon=True).start()  # keep it flowing
+            return child, int(m[1])
+    raise RuntimeError(f"trapline serve from {src} did not start")
+
+
+def run_tree(src: Path, body: bytes, messages: int, serve_cli: bool = False) -> dict[str, Any]:
     """Load one tree's trap and return its memory figures and how many messages got 250."""
     env = dict(os.environ, PYTHONPATH=str(src))
     with tempfile.TemporaryDirectory(prefix="bench-smtp-memory-") as tmp:
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", tmp, "--messages", str(messages)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+        if serve_cli:
+            child, port = _serve_cli(src, tmp, messages)
+        else:
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--serve", tmp, "--messages", str(messages)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
         try:
-            assert child.stdout is not None and child.stdin is not None
-            port = int(child.stdout.readline())
+            assert child.stdout is not None
+            port = port if serve_cli else int(child.stdout.readline())
             idle = _memory(child.pid)["VmRSS"]
             gate = threading.Barrier(messages)
             codes: list[int] = []
@@ -167,16 +206,26 @@ def run_tree(src: Path, body: bytes, messages: int) -> dict[str, Any]:
                 thread.join()
             seconds = time.perf_counter() - started
             mem = _memory(child.pid)
-            child.stdin.close()
-            child.wait(timeout=120)
+            if serve_cli:  # the drain's share: wait until the spool is empty (bounded)
+                new = Path(tmp) / "data" / "spool" / "new"
+                deadline = time.monotonic() + 300
+                while list(new.glob("*.seg")) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                mem["drained"] = _memory(child.pid)["VmHWM"]
+                child.terminate()
+            else:
+                assert child.stdin is not None
+                child.stdin.close()
+            child.wait(timeout=300)
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-        accepted = spooled_messages(Path(tmp) / "spool")
+        accepted = spooled_messages(Path(tmp) / ("data/spool" if serve_cli else "spool"))
     return {
         "peak_rss_mb": round(mem["VmHWM"], 1),
         "rss_after_mb": round(mem["VmRSS"], 1),
+        "drained_peak_rss_mb": round(mem.get("drained", mem["VmHWM"]), 1),
         "idle_rss_mb": round(idle, 1),
         "ok": codes.count(250),
         "accepted": accepted,
@@ -192,14 +241,17 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, default=Path("/work/baseline/src"), help="baseline src dir"
     )
+    parser.add_argument(
+        "--serve-cli", action="store_true", help="load `trapline serve` (with its drain)"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve, args.messages))
         return
     body = big_message(int(args.size_mb * MB) - 4096)
-    mine = run_tree(ROOT / "src", body, args.messages)
-    base = run_tree(args.baseline, body, args.messages)
+    mine = run_tree(ROOT / "src", body, args.messages, args.serve_cli)
+    base = run_tree(args.baseline, body, args.messages, args.serve_cli)
     out = {
         "messages": args.messages,
         "message_mb": round(len(body) / MB, 2),
@@ -215,6 +267,9 @@ def main() -> None:
         "baseline_seconds": base["seconds"],
         "peak_ratio": round(mine["peak_rss_mb"] / base["peak_rss_mb"], 3),
     }
+    if args.serve_cli:  # the peak once the drain has stored everything
+        out["drained_peak_rss_mb"] = mine["drained_peak_rss_mb"]
+        out["baseline_drained_peak_rss_mb"] = base["drained_peak_rss_mb"]
     if mine["ok"] != mine["accepted"] or base["ok"] != base["accepted"]:
         raise SystemExit(f"250 replies and spooled messages differ: {mine} {base}")
     if args.json:
