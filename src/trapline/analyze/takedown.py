@@ -29,9 +29,10 @@ from typing import Any
 import duckdb
 
 from trapline.analyze.changes import Params, detect
-from trapline.analyze.timeline import RECEIVED, label_filter, series
+from trapline.analyze.timeline import RECEIVED, series
 from trapline.config import DEFAULTS
 from trapline.errors import ConfigError, NotFound, UsageError
+from trapline.store.labels import label_filter
 
 KINDS = ("cc", "sender", "landing", "harvester")
 
@@ -166,7 +167,7 @@ def predict(
     con.execute(
         f"CREATE TEMP TABLE {table} AS SELECT id, campaign_id, trap_visit_id "
         f"FROM messages m WHERE {RECEIVED.replace('received_at', 'm.received_at')} AND "
-        f"{label_filter(con, label, 'm.')} AND m.received_at >= ? AND m.received_at < ?",
+        f"{label_filter(label, 'm.label')} AND m.received_at >= ? AND m.received_at < ?",
         [start, at],
     )
     try:

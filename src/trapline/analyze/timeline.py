@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from trapline.errors import NotFound, UsageError
+from trapline.store.labels import label_filter
 
 BY = ("none", "botnet", "campaign", "asn", "harvester-asn")
 FREQ = ("hour", "day", "week")
@@ -88,22 +89,6 @@ class Series:
                 for c in self.coverage
             ],
         }
-
-
-def has_column(con: Any, table: str, column: str) -> bool:
-    rows = con.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-        [table, column],
-    ).fetchall()
-    return bool(rows)
-
-
-def label_filter(con: Any, label: str, alias: str = "") -> str:
-    """SQL condition for ``--label`` (spam by default; 'all' = every message)."""
-    if label == "all" or not has_column(con, "messages", "label"):
-        return "TRUE"
-    safe = label.replace("'", "''")
-    return f"{alias}label = '{safe}'"
 
 
 def _group_sql(con: Any, by: str) -> tuple[str, str, str]:
@@ -177,7 +162,7 @@ def series(
     # Integer buckets (weeks start on Monday: the epoch was a Thursday).
     shift = 4 * 86400 if freq == "week" else 0
     bucket = f"((epoch_us(m.received_at) - {shift * 10**6}) // {secs * 10**6})"
-    cond = label_filter(con, label, "m.")
+    cond = label_filter(label, "m.label")
     # One scan: per period and group, the counted messages and all messages (any label), the
     # latter being the evidence that collection was running.
     # unique names: cursors of one connection (web requests) share the temp catalog

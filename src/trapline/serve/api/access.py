@@ -24,6 +24,7 @@ import duckdb
 
 from trapline.errors import ServiceError
 from trapline.store.duckdb import Store, open_store
+from trapline.store.labels import SPAM, label_filter
 
 
 class _Turns:
@@ -94,7 +95,6 @@ class StoreAccess:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._guard = threading.Lock()
         self.write_lock = threading.Lock()
-        self._columns: dict[tuple[str, str], bool] = {}
         self._version: tuple[Any, ...] = ()
         self._version_at = 0.0
         self._refreshing = threading.Lock()
@@ -178,35 +178,9 @@ class StoreAccess:
                 view.close()
                 self.forget_version()
 
-    def has_column(self, table: str, column: str) -> bool:
-        """Whether ``table.column`` exists (schemas of other areas grow while we run)."""
-        key = (table, column)
-        if not self._columns.get(key):
-            row = (
-                self.cursor()
-                .execute(
-                    "SELECT count(*) FROM information_schema.columns "
-                    "WHERE table_name = ? AND column_name = ?",
-                    [table, column],
-                )
-                .fetchone()
-            )
-            self._columns[key] = bool(row and row[0])
-        return self._columns[key]
-
-    def has_table(self, table: str) -> bool:
-        row = (
-            self.cursor()
-            .execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
-            .fetchone()
-        )
-        return bool(row and row[0])
-
     def spam_only(self, alias: str = "") -> str:
-        """SQL condition keeping spam (analyses count spam only), or TRUE before labels exist."""
-        if self.has_column("messages", "label"):
-            return f"{alias}label = 'spam'"
-        return "TRUE"
+        """SQL condition keeping spam (analyses count spam only)."""
+        return label_filter(SPAM, f"{alias}label")
 
     def version(self) -> tuple[Any, ...]:
         """Cheap fingerprint of what is stored: changes whenever messages or analyses change."""
