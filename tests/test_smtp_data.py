@@ -360,3 +360,31 @@ def test_server_memory_is_bounded_by_pieces_not_by_the_message(
     assert sent.stdout.strip() == "ok", sent.stderr
     assert len(trap.records("message")) == 1
     assert peak < 2_000_000, f"server allocated {peak} bytes at most for a 10 MB message"
+
+
+def test_the_drain_stores_a_burst_of_big_messages_a_few_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain group stops at ``GROUP_BYTES`` of segments (the one that crosses it included),
+    so a burst of big mail is not read into memory at once; every message is still stored."""
+    from trapline.pipeline import drain as drain_module
+    from trapline.store.duckdb import open_store
+
+    monkeypatch.setattr(drain_module, "GROUP_BYTES", 1_000_000)
+    spool = Spool(tmp_path / "spool", linger_s=0.0)
+    spool.start()
+    try:
+        for i in range(4):
+            fields = {"peer_ip": "192.0.2.1", "rcpt_to": [f"x{i}@{TRAP}"], "session_id": f"s{i}"}
+            incoming = spool.open_message(SpoolRecord("message", fields, b""), in_memory=0)
+            incoming.write(f"Subject: big {i}\r\n\r\n".encode() + big_spam(400_000))
+            incoming.commit().result(timeout=10)
+    finally:
+        spool.close()
+    asked: list[int] = []  # drain asks between groups whether to yield the store
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "trap_domains": [TRAP]})
+    with open_store(tmp_path / "data") as store:
+        got = drain_module.drain(spool, store, settings, should_yield=lambda: bool(asked.append(1)))
+        stored = store.con.execute("SELECT count(*) FROM raw").fetchone()
+    assert got.messages == 4 and stored == (4,)
+    assert len(asked) == 1  # two groups: 3 segments (1.2 MB, crossing the cap), then 1

@@ -197,14 +197,27 @@ def store_messages(
     return len(got.fresh)
 
 
+# Bytes of segments per drain group: a burst of big messages is stored a few at a time, so the
+# drain's memory does not grow with how much mail the trap took at once.
+GROUP_BYTES = 16 * 1024 * 1024
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone or unreadable: the read says so
+        return 0
+
+
 def prepare_next(spool: Spool, core: IngestCore, max_records: int) -> Prepared | None:
     """Outside a write window: parse and compress the messages of the first group ``drain``
     will take (segments it cannot read are left to it)."""
     items: list[tuple[str, RawMessage]] = []
-    n_records = 0
+    n_records = n_bytes = 0
     for path in spool.pending_segments():
-        if n_records >= max_records:
+        if n_records >= max_records or n_bytes >= GROUP_BYTES:
             break
+        n_bytes += _size(path)
         try:
             recs = spool.read(path)
         except (SpoolError, ValueError, OSError):
@@ -260,9 +273,10 @@ def drain(
         if result.segments and (prepared is not None or (should_yield and should_yield())):
             break
         group: list[tuple[Path, list[SpoolRecord]]] = []
-        n_records = 0
-        while pending and n_records < max_records:
+        n_records = n_bytes = 0
+        while pending and n_records < max_records and n_bytes < GROUP_BYTES:
             path = pending.pop(0)
+            n_bytes += _size(path)
             try:
                 recs = spool.read(path)
             except (SpoolError, ValueError, OSError) as exc:
