@@ -139,6 +139,16 @@ def test_an_older_store_upgrades_and_reads_as_spam(tmp_path: Path) -> None:
     assert report["labels"] == {"spam": 4} and report["counted"] == 4
 
 
+def test_a_store_from_before_the_trust_column_upgrades_on_a_read(tmp_path: Path) -> None:
+    spam = _copy(shared("mail", "spamassassin-2002", "spam"), tmp_path / "spam", 2)
+    assert _run(tmp_path / "s", "--quiet", "ingest", str(spam)).exit_code == 0
+    con = duckdb.connect(str(tmp_path / "s" / "trapline.duckdb"))
+    con.execute("ALTER TABLE raw DROP COLUMN trust")
+    con.close()
+    with open_store(tmp_path / "s", read_only=True) as store:  # upgrades in a write turn first
+        assert store.con.execute("SELECT count(trust) FROM raw").fetchall() == [(0,)]
+
+
 def test_campaigns_cluster_spam_only_unless_asked(mixed: Path) -> None:
     env = {"TRAPLINE_POST_INGEST_STAGES": ""}
     assert _run(mixed, "analyze", "campaigns", env=env).exit_code == 0

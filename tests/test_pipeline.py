@@ -168,7 +168,9 @@ def test_post_ingest_stages_run_per_batch_and_switch_off_once(tmp_path: Path) ->
         on_note=notes.append,
         on_progress=lambda *a: ticks.append(a),
     )
-    assert len(STAGE_CALLS) >= 3, "one call per written batch"
+    # A write takes at most batch_size - 1 + one chunk (25) = 54 rows, so 90 need two or more;
+    # how many exactly depends on the order the workers finish in.
+    assert len(STAGE_CALLS) >= 2, "one call per written batch"
     # The last progress report says every message is finished and all input bytes are covered.
     assert ticks[-1][0] == 90 and ticks[-1][1] == ticks[-1][2] == sum(
         p.stat().st_size for p in corpus.iterdir()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from trap_helpers import serve_env, spam_bodies
 from trapline.errors import StoreBusy, StoreLocked
 from trapline.store import access
@@ -59,8 +60,7 @@ def test_readers_share_and_a_writer_waits_for_them(tmp_path: Path) -> None:
         order.append("second read")
     t2 = threading.Thread(target=write)
     t2.start()
-    while not Turn(tmp_path, exclusive=False).someone_waiting():  # the writer is at the gate
-        time.sleep(0.01)
+    wait_for(Turn(tmp_path, exclusive=False).someone_waiting, "the writer at the gate")
     release.set()
     t1.join(10)
     t2.join(10)
@@ -93,8 +93,7 @@ def test_a_waiting_writer_keeps_new_readers_out(tmp_path: Path) -> None:
     first_in.wait(10)
     threads.append(threading.Thread(target=writer))
     threads[1].start()
-    while not Turn(tmp_path, exclusive=False).someone_waiting():
-        time.sleep(0.01)
+    wait_for(Turn(tmp_path, exclusive=False).someone_waiting, "the writer at the gate")
     threads.append(threading.Thread(target=late_reader))
     threads[2].start()
     time.sleep(0.3)  # the late reader had every chance to slip past the writer; it must not
@@ -133,12 +132,10 @@ def test_a_waiting_reader_goes_before_a_writer_coming_back_for_its_next_window(
 
     threads = [threading.Thread(target=drain)]
     threads[0].start()
-    while not lock_taken(tmp_path / GATE_FILE, exclusive=True):
-        time.sleep(0.005)
+    wait_for(lambda: lock_taken(tmp_path / GATE_FILE, exclusive=True), "the drain at the gate")
     threads.append(threading.Thread(target=read))
     threads[1].start()
-    while not lock_taken(tmp_path / READERS_FILE, exclusive=True):
-        time.sleep(0.005)
+    wait_for(lambda: lock_taken(tmp_path / READERS_FILE, exclusive=True), "the reader on its way")
     ingest.release()  # the ingest lets them in and at once queues for its next window
     drain_in.wait(10)
     comes_back = threading.Thread(target=lambda: (ingest.acquire(), order.append("ingest")))

@@ -27,11 +27,15 @@ def schema_statements() -> list[str]:
     return [f.read_text(encoding="utf-8") for f in files]
 
 
+# The columns added last to tables older stores already have (schema/00_core.sql's ALTERs).
+_NEWEST_COLUMNS = "SELECT m.label, r.label, r.trust, u.part FROM messages m, raw r, urls u LIMIT 0"
+
+
 def _current(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the store has the newest core column (older stores lack it until written)."""
+    """Whether the store has the newest core columns (older stores lack them until written)."""
     # Binding a query is cheaper than the information_schema views; runs at every open.
     try:
-        con.execute("SELECT label FROM messages LIMIT 0").fetchall()
+        con.execute(_NEWEST_COLUMNS).fetchall()
     except duckdb.Error:
         return False
     return True
