@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from trapline.analyze.botnet_evidence import EvidenceParams
 from trapline.analyze.botnets import BotnetParams
 from trapline.analyze.lsh import ClusterParams
 from trapline.config import DEFAULTS, SettingsView, SmtpLimits, load_config, load_settings
@@ -70,7 +71,8 @@ def test_views_read_their_keys_with_defaults_from_the_one_table(tmp_path: Path) 
 
 
 def test_every_view_field_is_a_known_setting() -> None:
-    views = [SmtpLimits, ClusterParams, BotnetParams, DnsblSettings, ExportSettings, WebSettings]
+    views = [SmtpLimits, ClusterParams, BotnetParams, EvidenceParams, DnsblSettings,
+             ExportSettings, WebSettings]  # fmt: skip
     assert {cls.__name__ for cls in SettingsView.__subclasses__()} <= {v.__name__ for v in views}
     for view in views:
         assert set(view.keys()) <= set(DEFAULTS), view
@@ -81,6 +83,10 @@ def test_a_value_of_the_wrong_type_is_a_clear_error() -> None:
         SmtpLimits.from_settings({"smtp_max_recipients": "many"})
     with pytest.raises(ConfigError, match="campaign_lsh_bands x campaign_lsh_rows"):
         ClusterParams.from_settings({"campaign_lsh_bands": 64})
+    with pytest.raises(ConfigError, match="botnet_trait_weights"):
+        EvidenceParams.from_settings({"botnet_trait_weights": {"mailer": "heavy"}})
+    weights = EvidenceParams.from_settings({"botnet_trait_weights": {"mailer": "0.5"}})
+    assert weights.trait_weights == {"mailer": 0.5}
 
 
 def test_config_show_names_every_source(tmp_path: Path) -> None:

@@ -67,9 +67,13 @@ def test_readers_share_and_a_writer_waits_for_them(tmp_path: Path) -> None:
     assert order == ["read", "second read", "read done", "write"]
 
 
-def test_a_waiting_writer_keeps_new_readers_out(tmp_path: Path) -> None:
-    """Fairness: a stream of readers cannot starve a writer. Once a writer waits at the gate,
-    a reader arriving after it gets its turn only after the writer."""
+def test_a_waiting_writer_keeps_new_readers_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fairness: a stream of readers cannot starve a writer. Once a writer has given readers
+    their head start (``READERS_FIRST_S``, here none), a reader arriving after it gets its turn
+    only after the writer."""
+    monkeypatch.setattr("trapline.store.turns.READERS_FIRST_S", 0.0)
     with open_store(tmp_path):
         pass
     order: list[str] = []
@@ -104,11 +108,12 @@ def test_a_waiting_writer_keeps_new_readers_out(tmp_path: Path) -> None:
     assert order == ["writer", "late reader"]
 
 
-def test_a_waiting_reader_goes_before_a_writer_coming_back_for_its_next_window(
+def test_a_waiting_reader_goes_before_the_writers_queued_for_their_next_window(
     tmp_path: Path,
 ) -> None:
-    """Readers first among those not yet at the gate: a reader waits for the window in
-    progress, not also for the ingest that yields and comes straight back for more."""
+    """Readers first (for ``READERS_FIRST_S``): a reader waits for the window in progress, not
+    also for a writer already queued at the gate (the drain's next round) nor for the ingest
+    that yields and comes straight back for more."""
     from trapline.store.turns import GATE_FILE, READERS_FILE, lock_taken
 
     order: list[str] = []
@@ -145,7 +150,7 @@ def test_a_waiting_reader_goes_before_a_writer_coming_back_for_its_next_window(
     for t in [*threads, comes_back]:
         t.join(10)
     ingest.release()
-    assert order == ["drain", "reader", "ingest"]
+    assert order == ["reader", "drain", "ingest"]
 
 
 def test_a_thread_may_open_the_store_again_while_it_has_it(tmp_path: Path) -> None:

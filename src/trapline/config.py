@@ -313,6 +313,9 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
             return tuple(str(v).strip() for v in items if str(v).strip())
         if origin in (int, float, str):
             return origin(value)
+        if origin is dict:  # dict[str, number]: a table of weights
+            of = typing.get_args(kind)[1] if typing.get_args(kind) else str
+            return {str(k): of(v) for k, v in dict(value).items()}
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"setting {key}={value!r} is not a valid {getattr(origin, '__name__', origin)}; "

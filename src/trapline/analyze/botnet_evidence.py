@@ -15,37 +15,37 @@ docs/campaigns.md gives the reasons for each number.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import duckdb
 
 from trapline.analyze.sender_traits import fill_traits
-from trapline.config import DEFAULTS
-from trapline.errors import ConfigError
+from trapline.config import SettingsView
 
 TRAITS = ("msgid_shape", "boundary_shape", "header_order", "mailer", "helo_shape")
 
 
-def _settings(settings: dict[str, Any]) -> tuple[dict[str, float], float, int, float, float]:
-    s = {**DEFAULTS, **settings}
-    try:
-        weights = {k: float(v) for k, v in dict(s["botnet_trait_weights"]).items()}
-        return (
-            weights,
-            float(s["botnet_link_score"]),
-            int(s["botnet_max_domain_campaigns"]),
-            float(s["botnet_window_days"]),
-            float(s["botnet_relay_hosts_per_campaign"]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"botnet evidence settings: {exc}; use numbers") from exc
+@dataclass(slots=True, frozen=True)
+class EvidenceParams(SettingsView):
+    """The ``botnet_*`` settings of the software and landing evidence (docs/campaigns.md)."""
+
+    prefix: ClassVar[str] = "botnet_"
+    trait_weights: dict[str, float]
+    link_score: float
+    max_domain_campaigns: int
+    window_days: float
+    relay_hosts_per_campaign: float
 
 
-def evidence_pairs(
-    con: duckdb.DuckDBPyConnection, settings: dict[str, Any]
-) -> list[tuple[str, str]]:
+def evidence_pairs(con: duckdb.DuckDBPyConnection, p: EvidenceParams) -> list[tuple[str, str]]:
     """Campaign pairs whose software traits and landing domains add up to a link."""
-    weights, threshold, max_domain, window_days, relay_ratio = _settings(settings)
+    weights, threshold = p.trait_weights, p.link_score
+    max_domain, window_days, relay_ratio = (
+        p.max_domain_campaigns,
+        p.window_days,
+        p.relay_hosts_per_campaign,
+    )
     if threshold <= 0 or not any(weights.values()):
         return []
     fill_traits(con)

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from trapline.analyze.botnet_evidence import evidence_pairs
+from trapline.analyze.botnet_evidence import EvidenceParams, evidence_pairs
 from trapline.analyze.graph import components
 from trapline.config import SettingsView
 from trapline.store.duckdb import Store
@@ -93,7 +93,7 @@ def analyze_botnets(store: Store, settings: dict[str, Any]) -> BotnetRun:
     ).fetchall()
     # Sending-software fingerprints and shared landing domains link campaigns whose bots the
     # trap saw too rarely to share hosts (analyze/botnet_evidence.py).
-    pairs = sorted(set(pairs) | set(evidence_pairs(con, settings)))
+    pairs = sorted(set(pairs) | set(evidence_pairs(con, EvidenceParams.from_settings(settings))))
     # Candidate campaigns: those with enough hosts to be a bot set on their own.
     camps = [
         r[0]

@@ -53,7 +53,6 @@ class Plan:
     splits: tuple[Split, ...]
     problems: tuple[SourceProblem, ...]  # inputs that cannot be read at all
     skipped: tuple[str, ...]  # non-mail files passed over while walking (README, ...)
-    total_bytes: int
 
 
 def _entries(paths: Sequence[str], skipped: list[str]) -> Iterator[FileEntry | SourceProblem]:
@@ -121,7 +120,7 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
     problems: list[SourceProblem] = []
     splits: list[Split] = []
     group: list[FileEntry] = []
-    group_bytes = total = 0
+    group_bytes = 0
 
     def flush() -> None:
         nonlocal group, group_bytes
@@ -134,7 +133,6 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
             problems.append(entry)
             continue
         size = entry.size or 0
-        total += size
         big_mbox = (
             size > target_bytes
             and not entry.single
@@ -150,7 +148,7 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
         group.append(entry)
         group_bytes += size
     flush()
-    return Plan(tuple(splits), tuple(problems), tuple(skipped), total)
+    return Plan(tuple(splits), tuple(problems), tuple(skipped))
 
 
 def read_split(split: Split) -> Iterator[RawMessage | SourceProblem]:

@@ -37,6 +37,8 @@ from trapline.store.writer import Batch, merge, write_problems
 _POLL_S = 0.02
 # How long after letting someone in the writer keeps its writes small.
 _SHARED_S = 5.0
+# ... and how small: messages per parse chunk, archive and write meanwhile.
+_SHARED_STEP = 100
 
 # (messages finished, bytes they stand for, total input bytes or None when unknown)
 ProgressFn = Callable[[int, int, int | None], None]
@@ -119,8 +121,9 @@ class _Run:
     # parse side
     def submit(self, items: list[Item]) -> None:
         """Parse ``(id, raw)`` pairs in chunks; the ids spare the workers hashing again."""
-        for start in range(0, len(items), self.chunk):
-            part = items[start : start + self.chunk]
+        size = min(self.chunk, self.step())
+        for start in range(0, len(items), size):
+            part = items[start : start + size]
             if self.pool is None:
                 self._collect(self.core.parse(part))
                 continue
@@ -161,9 +164,9 @@ class _Run:
                 return
 
     def step(self) -> int:
-        """Rows per write: the batch size, or one chunk for a while after someone waited for the
-        store (the next waiter then waits for one small write, not a whole batch)."""
-        return self.chunk if time.monotonic() < self.shared_until else self.batch_size
+        """Messages per write: the batch size, or a small step for a while after someone waited
+        for the store (the next waiter then waits for one small write, not a whole batch)."""
+        return _SHARED_STEP if time.monotonic() < self.shared_until else self.batch_size
 
     def _collect(self, batch: Batch) -> None:
         self.done.append(batch)

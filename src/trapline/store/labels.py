@@ -13,7 +13,6 @@ from pathlib import PurePath
 from trapline.errors import UsageError
 
 SPAM = "spam"
-HAM = "ham"
 ALL = "all"  # not a label: "every message, whatever its label" in reports
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 # Folder or file names that usually hold legitimate mail (SpamAssassin's easy_ham/hard_ham,

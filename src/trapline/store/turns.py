@@ -8,12 +8,13 @@ reader/writer lock made of two ``flock`` files in the data directory:
 
 * ``store.gate``: a turnstile everyone passes on the way in and holds while waiting;
 * ``store.lock``: shared by readers, exclusive for a writer;
-* ``store.readers``: held (shared) by every reader on its way in. A writer about to pass the
-  gate lets them go first, for at most ``READERS_FIRST_S``: a read then waits for the window
-  in progress, not also for the writers queued behind it (a drain round, the next ingest
-  batch), and a writer still gets its turn when reads never stop.
+* ``store.readers``: held (shared) by every reader on its way in. A writer on its way in
+  (before the gate or waiting at it) lets them go first, for its first ``READERS_FIRST_S``: a
+  read then waits for the window in progress, not also for the writers queued behind it (a
+  drain round, the next ingest batch), and a writer still gets its turn when reads never stop.
 
-A writer waiting for the readers to leave holds the gate, so no new reader slips in before it;
+Past that head start, a writer waiting for the readers to leave holds the gate, so no new
+reader slips in before it;
 a reader waiting for a writer holds it too, so the next writer queues behind that reader. A long
 writer (an ingest) calls ``Store.take_turn()`` between batches: when the gate shows somebody
 waiting, it closes the store, lets them in, and queues for its next window. ``flock`` locks
@@ -160,27 +161,45 @@ class Turn:
             if self.exclusive:
                 raise
             return
+        if self.exclusive:
+            os.close(gate)
+            readers_until = started + READERS_FIRST_S
+            while True:  # give way to readers (for a while), then queue at the gate
+                _let_readers_pass(self.data_dir, readers_until)
+                gate = _open(self.data_dir / GATE_FILE)
+                if self._pass(gate, started, deadline, readers_until):
+                    return
         readers = -1
         try:
-            if self.exclusive:
-                _let_readers_pass(self.data_dir, started + READERS_FIRST_S)
-            else:
-                with contextlib.suppress(PermissionError):  # files made by another user
-                    readers = _open(self.data_dir / READERS_FILE)
-                    fcntl.flock(readers, fcntl.LOCK_SH)  # never blocks: writers only probe it
+            with contextlib.suppress(PermissionError):  # files made by another user
+                readers = _open(self.data_dir / READERS_FILE)
+                fcntl.flock(readers, fcntl.LOCK_SH)  # never blocks: writers only probe it
             self._pass(gate, started, deadline)
         finally:
             if readers >= 0:
                 os.close(readers)  # in (or given up): writers need not wait for this reader
 
-    def _pass(self, gate: int, started: float, deadline: float | None) -> None:
+    def _pass(
+        self, gate: int, started: float, deadline: float | None, readers_until: float = 0.0
+    ) -> bool:
+        """Through the gate to the data lock. A writer that readers come up behind while it
+        waits at the gate steps out again (until ``readers_until``): returns False."""
+        give_way = None
+        if self.exclusive:
+            readers = self.data_dir / READERS_FILE
+
+            def give_way() -> bool:
+                return time.monotonic() < readers_until and lock_taken(readers, exclusive=True)
+
         try:
-            self._wait(gate, fcntl.LOCK_EX, started, deadline)
+            if not self._wait(gate, fcntl.LOCK_EX, started, deadline, give_way):
+                return False
             data = _open(self.data_dir / LOCK_FILE)
             try:
-                self._wait(
-                    data, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH, started, deadline
-                )
+                mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+                if not self._wait(data, mode, started, deadline, give_way):
+                    os.close(data)
+                    return False
             except BaseException:
                 os.close(data)
                 raise
@@ -189,6 +208,7 @@ class Turn:
         self._fd = data
         if self.exclusive:
             _write_holder(self.data_dir)
+        return True
 
     def release(self) -> None:
         if not self._active:
@@ -222,12 +242,22 @@ class Turn:
             self.data_dir / READERS_FILE, exclusive=True
         )
 
-    def _wait(self, fd: int, mode: int, started: float, deadline: float | None) -> None:
+    def _wait(
+        self,
+        fd: int,
+        mode: int,
+        started: float,
+        deadline: float | None,
+        give_way: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Take ``mode`` on ``fd`` (True), or stop waiting when ``give_way`` says so (False)."""
         pause, announced = 0.002, False
         while True:
+            if give_way is not None and give_way():
+                return False
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
                 pass
             now = time.monotonic()

@@ -11,7 +11,6 @@ import gc
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ class Cached:
     body: bytes  # the JSON text, so a hit costs no serialisation
     etag: str
     version: tuple[Any, ...]
-    computed_at: float
 
 
 class AggregateCache:
@@ -61,7 +59,7 @@ class AggregateCache:
             gc.freeze()  # long-lived aggregates: keep the collector from walking them again
             body = dumps(value) if serialise else b""
             etag = '"' + hashlib.sha256(body or repr(version).encode()).hexdigest()[:32] + '"'
-            entry = Cached(value, body, etag, version, time.time())
+            entry = Cached(value, body, etag, version)
             with self._guard:
                 if len(self._entries) >= self.max_entries:
                     self._entries.pop(next(iter(self._entries)))

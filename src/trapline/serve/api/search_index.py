@@ -71,7 +71,7 @@ def build(access: StoreAccess) -> SearchIndex:
     finally:
         own.close()
     assert found is not None
-    table: pa.Table = found.combine_chunks()  # take() on one chunk: microseconds, not 70 ms
+    table: pa.Table = found.combine_chunks()  # take() on one chunk, not across chunks
     when = pc.cast(table["received_at"], pa.int64()).to_numpy(zero_copy_only=False)
     times = np.where(pc.is_null(table["received_at"]).to_numpy(zero_copy_only=False), NO_TIME, when)
     asn = pc.fill_null(table["origin_asn"], -1).to_numpy().astype(np.int64)
@@ -112,7 +112,7 @@ def _domain_positions(access: StoreAccess, ids: pa.Array) -> dict[str, np.ndarra
     codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     pos = found["pos"].combine_chunks().to_numpy(zero_copy_only=False)
     # One key per code, positions ascending and distinct (a message links a domain many times).
-    packed = np.sort(codes * (len(ids) + 1) + pos)  # np.unique hashes: 10x slower here
+    packed = np.sort(codes * (len(ids) + 1) + pos)  # a sort, not np.unique's hashing
     packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]
     codes, pos = packed // (len(ids) + 1), packed % (len(ids) + 1)
     cuts = np.flatnonzero(np.diff(codes)) + 1
