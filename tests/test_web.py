@@ -50,33 +50,42 @@ class Web:
             time.sleep(0.02)
 
 
+def start_honeypot(
+    spool_dir: Path,
+    stops: list[Callable[[], None]],
+    limits: dict[str, Any] | None = None,
+    **site_args: Any,
+) -> Web:
+    """A honeypot with its own spool on a free loopback port (uvicorn ``limits``, ``TrapSite``
+    overrides); its stop is appended to ``stops``."""
+    spool = Spool(spool_dir, linger_s=0.0)
+    spool.start()
+    site = TrapSite(secret=SECRET, trap_domains=[TRAP], spool=spool, **site_args)
+    server = _QuietServer.make(create_app(site), **(limits or {}))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),))
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), "the honeypot to start")
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join()
+        spool.close()
+
+    stops.append(stop)
+    return Web(f"http://127.0.0.1:{sock.getsockname()[1]}", site, spool)
+
+
 @pytest.fixture
 def web_server(tmp_path: Path) -> Iterator[Callable[..., Web]]:
     """Factory: a honeypot on a free loopback port, with ``TrapSite`` overrides."""
     stops: list[Callable[[], None]] = []
 
     def make(**site_args: Any) -> Web:
-        spool = Spool(tmp_path / f"spool{len(stops)}", linger_s=0.0)
-        spool.start()
-        site = TrapSite(secret=SECRET, trap_domains=[TRAP], spool=spool, **site_args)
-        server = _QuietServer.make(create_app(site))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=loop.run_until_complete, args=(server.serve(sockets=[sock]),)
-        )
-        thread.start()
-        wait_for(lambda: server.started or not thread.is_alive(), "the honeypot to start")
-
-        def stop() -> None:
-            server.should_exit = True
-            thread.join()
-            spool.close()
-
-        stops.append(stop)
-        return Web(f"http://127.0.0.1:{sock.getsockname()[1]}", site, spool)
+        return start_honeypot(tmp_path / f"spool{len(stops)}", stops, **site_args)
 
     yield make
     for stop in stops:

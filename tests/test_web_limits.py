@@ -4,7 +4,6 @@ budgets, visit numbers past 2^24, no 500 when the spool fails, and rate-limited 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
@@ -12,7 +11,6 @@ import resource
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,19 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import wait_for
-from test_web import SECRET, TRAP, Web, _addresses_in
+from test_web import SECRET, TRAP, Web, _addresses_in, start_honeypot
 from trap_helpers import TrapProcess, inet_sockets, send_one, spam_bodies
 from trapline.config import load_settings
-from trapline.serve.runner import _QuietServer
 from trapline.traps import addresses
 from trapline.traps.http_limits import (
     RepeatFilter,
     honeypot_http_limits,
     http_connection_limit,
 )
-from trapline.traps.smtp.spool import Spool
-from trapline.traps.web import TrapSite, VisitIssuer, create_app
+from trapline.traps.web import VisitIssuer
 
 
 @pytest.fixture
@@ -42,28 +37,8 @@ def limited_web(tmp_path: Path) -> Iterator[Callable[..., Web]]:
     stops: list[Callable[[], None]] = []
 
     def make(settings: dict[str, Any] | None = None, **site_args: Any) -> Web:
-        s = load_settings(settings or {})
-        spool = Spool(tmp_path / f"spool{len(stops)}", linger_s=0.0)
-        spool.start()
-        site = TrapSite(secret=SECRET, trap_domains=[TRAP], spool=spool, **site_args)
-        server = _QuietServer.make(create_app(site), **honeypot_http_limits(s))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=loop.run_until_complete, args=(server.serve(sockets=[sock]),)
-        )
-        thread.start()
-        wait_for(lambda: server.started or not thread.is_alive(), "the honeypot to start")
-
-        def stop() -> None:
-            server.should_exit = True
-            thread.join()
-            spool.close()
-
-        stops.append(stop)
-        return Web(f"http://127.0.0.1:{sock.getsockname()[1]}", site, spool)
+        limits = honeypot_http_limits(load_settings(settings or {}))
+        return start_honeypot(tmp_path / f"spool{len(stops)}", stops, limits, **site_args)
 
     yield make
     for stop in stops:
