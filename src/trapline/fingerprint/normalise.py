@@ -23,7 +23,7 @@ WORD_NGRAM = 3
 MIN_WORDS_FOR_WORD_SHINGLES = 8
 CHAR_NGRAM = 5
 
-# Applied to lowercased text, so no IGNORECASE (it costs a third of the run time here).
+# Applied to lowercased text, so no IGNORECASE (it would slow this hot pattern down).
 _URL_RE = re.compile(r"(?:(?:https?|hxxps?|ftp)://|www\.)([a-z0-9.\-\[\]]+)[^\s<>\"')]*")
 # Everything that is not a letter/digit/underscore becomes a space, every digit becomes "0":
 # one C-level str.translate instead of a regex per word.
