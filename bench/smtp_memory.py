@@ -7,8 +7,8 @@ thread each) open a session, get their 354, wait for each other, then all send t
 of a big spam), dot-stuffed. Peak RSS is the child's ``VmHWM``; ``rss_after_mb`` its
 ``VmRSS`` once every session ended. The baseline tree (``--baseline``, default the untouched
 tree of the session) runs the same load in the same run. With ``--serve-cli`` the server is a
-whole ``trapline serve`` of each tree instead (its drain moves the mail into the store in the same
-process, so its peak counts that too); the figures are taken once every 250 came back and again
+whole ``trapline serve`` of each tree instead (its drain moves the mail into the store, in the
+same process or in a child of it: the figures are summed over the process and its children); the figures are taken once every 250 came back and again
 (``drained_rss_mb``) after a SIGTERM-free wait for the spool to empty.
 
     python bench/smtp_memory.py                     # table
@@ -120,12 +120,28 @@ def spooled_messages(spool: Path) -> int:
     return count
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a serve's drain runs in a child process of its own)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += _tree(int(child))
+    return found
+
+
 def _memory(pid: int) -> dict[str, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in {"VmHWM", "VmRSS"}:
-            fields[key] = int(value.split()[0]) / 1024  # kB → MiB
+    """VmHWM and VmRSS in MiB, summed over ``pid`` and its children: the sum of the peaks is an
+    upper bound of the peak of the sum."""
+    fields = {"VmHWM": 0.0, "VmRSS": 0.0}
+    for one in _tree(pid):
+        try:
+            status = Path(f"/proc/{one}/status").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in fields:
+                fields[key] += int(value.split()[0]) / 1024  # kB → MiB
     return fields
 
 

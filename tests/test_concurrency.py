@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import shared
+from conftest import shared, wait_for
 from trap_helpers import TrapProcess, send_one, serve_env, spam_bodies, spooled_message_ids
 from trapline.store.access import reading
 
@@ -209,6 +209,67 @@ def test_a_second_serve_refuses_before_touching_the_spool(tmp_path: Path) -> Non
         assert send_one(first.smtp_port, ["x@traps.example.org"], spam_bodies(1)[0])[0] == 250
     finally:
         first.stop(signal.SIGTERM)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _drain_pid(data: Path) -> int:
+    got = _cli(data, "status", "--json")
+    assert got.returncode == 0, got.stderr
+    pid = json.loads(got.stdout)["serve"]["drain_pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def test_the_drain_runs_in_its_own_process_and_dies_with_a_killed_serve(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bodies = spam_bodies(2)
+    first = TrapProcess(data, {}).start()
+    try:
+        drain = _drain_pid(data)
+        assert drain != first.pid and _running(drain)
+        assert send_one(first.smtp_port, ["a@traps.example.org"], bodies[0])[0] == 250
+        wait_for(lambda: _stored(data)["trap"] == 1, "the drain to store the first message")
+        first.stop(signal.SIGKILL)
+        wait_for(lambda: not _running(drain), "the drain to die with its serve")
+    finally:
+        first.kill_if_running()
+    second = TrapProcess(data, {}).start()
+    try:
+        assert send_one(second.smtp_port, ["b@traps.example.org"], bodies[1])[0] == 250
+        wait_for(lambda: _stored(data)["trap"] == 2, "the restarted serve to store the second")
+    finally:
+        second.stop(signal.SIGTERM)
+
+
+def test_sigterm_to_the_whole_process_group_still_drains_everything_and_exits(
+    tmp_path: Path,
+) -> None:
+    """``timeout``, a terminal's Ctrl-C and service managers signal the group, drain included:
+    the drain leaves stopping to serve, which drains what it accepted and exits."""
+    data = tmp_path / "data"
+    bodies = spam_bodies(5)
+    proc = TrapProcess(data, {}, prefix=("setsid",)).start()  # its own group, not pytest's
+    try:
+        drain = _drain_pid(data)
+        for k, body in enumerate(bodies):
+            assert send_one(proc.smtp_port, [f"m{k}@traps.example.org"], body)[0] == 250
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.proc is not None
+        out, _ = proc.proc.communicate(timeout=120)
+        assert proc.proc.returncode == 0, proc.log + out
+        assert "stopped;" in out and not _running(drain)
+    finally:
+        proc.kill_if_running()
+    stored = _stored(data)
+    assert stored["trap"] == 5 and stored["messages"] == 5
 
 
 # --- the load test the store design answers to --------------------------------------------------

@@ -18,7 +18,10 @@ def _lines(report: dict[str, Any]) -> list[str]:
     else:
         where = ", ".join(f"{s['name']} {s['host']}:{s['port']}" for s in serve.get("services", []))
         up = time.time() - float(serve.get("started_at") or time.time())
-        out.append(f"serve: running, pid {serve.get('pid')}, up {up:.0f}s; {where or 'starting'}")
+        drain = f" (drain pid {serve['drain_pid']})" if serve.get("drain_pid") else ""
+        out.append(
+            f"serve: running, pid {serve.get('pid')}{drain}, up {up:.0f}s; {where or 'starting'}"
+        )
         c = serve.get("counters") or {}
         out.append(
             f"  {c.get('accepted', 0)} accepted, {c.get('drained', 0)} drained "

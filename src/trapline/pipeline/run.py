@@ -12,6 +12,7 @@ Post-ingest stages (``trapline.pipeline.stages``) run on their own thread and cu
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -28,6 +29,7 @@ from trapline.model import RawMessage, SourceProblem, message_id_of, utcnow
 from trapline.pipeline.core import IngestCore, Item
 from trapline.pipeline.pool import StopFlag, parse_task, start_pool, unstick_if_a_worker_died
 from trapline.pipeline.stages import NoteFn
+from trapline.serve.status import serve_running
 from trapline.store import raw as rawstore
 from trapline.store.duckdb import Store, is_transient, open_store
 from trapline.store.labels import check_label
@@ -193,7 +195,7 @@ class _Run:
         self.core.stages.finish()  # the stage thread's cursor must go before the connection
         self.store.take_turn()
         self.after_turn()
-        self.shared_until = time.monotonic() + _SHARED_S
+        self.shared_until = max(self.shared_until, time.monotonic() + _SHARED_S)
 
     def tick(self, *, force: bool = False) -> None:
         """Report progress: messages finished (stored, quarantined or duplicate) and the share
@@ -307,6 +309,9 @@ def ingest(
                 stages.start_background(store)
 
         run = _Run(store, pool, core, chunk, size, reader, on_progress, after_turn)
+        if serve_running(Path(settings["data_dir"])):
+            # Its drain and services take turns all the time: small steps from the first write.
+            run.shared_until = math.inf
         run.stop.install()
         run.resume()
         _main_loop(run, reader, note)

@@ -1,9 +1,9 @@
 """``trapline serve``: every trap service in one process, on loopback unless told otherwise.
 
-Services write only to the spool (a 250 means the message is fsynced there), and a drain worker
-thread moves the spool into the store in short write windows, taking turns with every other
-reader and writer of the store (``trapline.store.access``): the store stays usable by commands
-while the trap runs. One serve per data dir (``serve.lock``); it reports what it does once per
+Services write only to the spool (a 250 means the message is fsynced there), and a drain
+process (``serve.drainer``) moves the spool into the store in short write windows, taking turns
+with every other reader and writer of the store (``trapline.store.access``): the store stays
+usable by commands while the trap runs. One serve per data dir (``serve.lock``); it reports what it does once per
 ``serve_report_interval_s`` and in ``serve.lock`` for ``trapline status``. Start-up first drains
 whatever a previous run left in the spool (crash recovery), then starts each service and reports
 one line per listening service. SIGINT/SIGTERM stop listening, flush the spool and drain it.
@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import importlib
 import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
@@ -36,12 +34,11 @@ from starlette.routing import BaseRoute
 
 from trapline.config import register_defaults
 from trapline.errors import ServiceError, UsageError
-from trapline.pipeline.core import IngestCore
-from trapline.pipeline.drain import DrainResult, drain, prepare_next, resume
-from trapline.serve.status import ServeCounters, ServeLease, ServeState
-from trapline.store import trap_domains
+from trapline.pipeline.drain import DrainResult
+from trapline.serve.drainer import DrainProcess
+from trapline.serve.status import ServeLease, ServeState
 from trapline.store.access import reading, writing
-from trapline.store.duckdb import Store, is_transient
+from trapline.store.duckdb import Store
 from trapline.traps import addresses
 from trapline.traps.smtp.spool import Spool
 
@@ -135,141 +132,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise UsageError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:2525)")
     return host or "127.0.0.1", int(port)
-
-
-# --- the drain worker ---------------------------------------------------------------------------
-
-
-# Records per drain transaction while serving: a reader waits for at most one of them.
-DRAIN_RECORDS = 200
-
-
-class DrainWorker(threading.Thread):
-    """Drains the spool into the store when woken or every second, opening the store only for
-    each round (a write window), so commands and other writers get their turns in between."""
-
-    def __init__(
-        self,
-        spool: Spool,
-        settings: dict[str, Any],
-        core: IngestCore,
-        lease: ServeLease,
-        state: ServeState,
-        note: Callable[[str], None],
-    ) -> None:
-        super().__init__(name="trap-drain", daemon=True)
-        self.spool, self.settings, self.core = spool, settings, core
-        self.data_dir = Path(str(settings["data_dir"]))
-        self.lease, self.state, self.note = lease, state, note
-        self._wake = threading.Event()
-        self._stopping = False
-        self.total = DrainResult()
-        self._reported = ServeCounters()
-        self._failures = 0  # failed rounds in a row (back off: 2, 4, ... 60 s)
-        self._retry_at = 0.0
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        last_prune = last_report = time.monotonic()
-        interval = float(self.settings.get("serve_report_interval_s") or 60.0)
-        while not self._stopping:
-            self._wake.wait(1.0)
-            self._wake.clear()
-            self.drain_once()
-            now = time.monotonic()
-            if now - last_report >= interval:
-                last_report = now
-                self.report()
-            if now - last_prune > 3600:
-                last_prune = now
-                with contextlib.suppress(OSError):
-                    self.spool.prune_done()
-            if len(self.spool.pending_segments()) < DRAIN_RECORDS:
-                time.sleep(0.1)  # let a burst gather into fewer, larger transactions
-
-    def drain_once(self, *, now: bool = False) -> None:
-        counters = self.state.counters
-        waiting = time.monotonic() < self._retry_at and not now
-        if self.spool.pending_segments() and not waiting:
-            try:
-                # Parsing and compressing happen before the write turn, not inside it.
-                ready = prepare_next(self.spool, self.core, DRAIN_RECORDS)
-                with writing(self.data_dir) as store:
-                    # Small transactions, and the round ends when someone waits for the store.
-                    got = drain(
-                        self.spool, store, self.settings, core=self.core,
-                        max_records=DRAIN_RECORDS, should_yield=store.others_waiting,
-                        prepared=ready,
-                    )  # fmt: skip
-            except Exception as exc:  # the data stays in the spool; a later round retries
-                counters.drain_errors += 1
-                self._failures += 1
-                delay = min(60.0, 2.0 ** min(self._failures, 6))
-                self._retry_at = time.monotonic() + delay
-                counters.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                if is_transient(exc):  # disk full or failing: the operator must see it
-                    log.warning(
-                        "drain failed (%s); the spool keeps every accepted message, retrying "
-                        "in %.0fs: free space in %s",
-                        counters.last_error, delay, self.data_dir,
-                    )  # fmt: skip
-                else:
-                    log.exception(
-                        "drain failed; the spool keeps the data, retrying in %.0fs", delay
-                    )
-            else:
-                if self._failures:
-                    log.warning("drain works again after %d failed rounds", self._failures)
-                self._failures, self._retry_at, counters.last_error = 0, 0.0, ""
-                self.total.segments += got.segments
-                self.total.messages += got.messages
-                self.total.new_messages += got.new_messages
-                counters.drain_rounds += 1
-        counters.accepted = self.spool.accepted
-        counters.drained, counters.new = self.total.messages, self.total.new_messages
-        counters.stages_run = sum(self.core.stages.calls.values())
-        counters.drain_lag_s = drain_lag(self.spool)
-        self.lease.publish(self.state)
-
-    def report(self) -> None:
-        """One line per interval: what arrived, what reached the store, how far behind it is."""
-        now, was = self.state.counters, self._reported
-        self.note(
-            f"serve: {now.accepted - was.accepted} accepted, {now.drained - was.drained} drained "
-            f"({now.new - was.new} new), {now.stages_run - was.stages_run} stage runs, "
-            f"drain lag {now.drain_lag_s:.1f}s"
-            + (
-                f", {now.drain_errors - was.drain_errors} drain errors"
-                if now.drain_errors > was.drain_errors
-                else ""
-            )
-        )
-        self._reported = dataclasses.replace(now)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.wake()
-        if self.is_alive():
-            self.join()
-        while self.spool.pending_segments():  # a round per window: drain them all before exit
-            errors = self.state.counters.drain_errors
-            self.drain_once(now=True)
-            if self.state.counters.drain_errors > errors:
-                break  # failing (disk full): the spool keeps the rest for the next start
-
-
-def drain_lag(spool: Spool) -> float:
-    """Seconds the oldest undrained segment has waited (segment names start with their time)."""
-    pending = spool.pending_segments()
-    if not pending:
-        return 0.0
-    try:
-        born = int(pending[0].name.split("-", 1)[0]) / 1e9
-    except ValueError:
-        return 0.0
-    return max(0.0, time.time() - born)
 
 
 # --- the built-in services ----------------------------------------------------------------------
@@ -430,27 +292,18 @@ async def _serve(
     spool = Spool(spool_dir(settings))
     state = ServeState(pid=os.getpid(), started_at=time.time(), data_dir=str(data_dir))
     running: list[Running] = []
-    worker: DrainWorker | None = None
+    worker: DrainProcess | None = None
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
             loop.add_signal_handler(sig, stop.set)
     try:
-        # One ingest core for this process: stages load once, and one that fails stays off.
-        core = IngestCore(settings, note)
-        # The first write window: record the trap domains, finish what a crash left behind.
-        with writing(data_dir) as store:
-            trap_domains.record(store.con, settings["trap_domains"])
-            resume(store, core)
-            # What is left once someone waits for the store, the drain worker takes on.
-            recovered = drain(
-                spool, store, settings, core=core, on_note=note,
-                max_records=DRAIN_RECORDS, should_yield=store.others_waiting,
-            )  # fmt: skip
-        if recovered.segments:
-            note(f"recovered from the spool: {recovered.line()}")
-        worker = DrainWorker(spool, settings, core, lease, state, note)
+        # The drain's first write window records the trap domains and finishes what a crash
+        # left behind; the ports open after it.
+        worker = DrainProcess(spool, settings, lease, state, note)
+        worker.start()
+        state.drain_pid = worker.pid
         spool.on_commit = worker.wake
         spool.start()
         ctx = ServeContext(settings, spool, secret)
@@ -468,7 +321,6 @@ async def _serve(
             if on_ready is not None:
                 on_ready(svc)
         lease.publish(state)
-        worker.start()
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -482,7 +334,4 @@ async def _serve(
         if worker is not None:
             worker.stop()
             total = worker.total
-        else:
-            with contextlib.suppress(Exception), writing(data_dir) as store:
-                drain(spool, store, settings, on_note=note)
     return total

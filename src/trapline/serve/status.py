@@ -44,6 +44,7 @@ class ServeState:
     pid: int
     started_at: float
     data_dir: str
+    drain_pid: int | None = None  # the drain process (``serve.drainer``)
     services: list[dict[str, Any]] = field(default_factory=list)
     counters: ServeCounters = field(default_factory=ServeCounters)
     updated_at: float = 0.0

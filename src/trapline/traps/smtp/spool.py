@@ -126,13 +126,22 @@ class Spool:
     commits: int = field(default=0, init=False)  # segments written (for the benchmark)
     accepted: int = field(default=0, init=False)  # message records made durable (each got 250)
 
+    writer: bool = True  # False: a process that only drains; tmp/ belongs to the writer
+
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         for sub in ("tmp", "new", "done", "bad"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not self.writer:
+            return
         # Anything left in tmp/ was never renamed, so nobody got a 250 for it: discard.
         for leftover in (self.root / "tmp").iterdir():
             leftover.unlink(missing_ok=True)
+
+    @classmethod
+    def reader(cls, root: Path) -> Spool:
+        """The drain's view of a spool another process writes: reads, marks done, quarantines."""
+        return cls(root, writer=False)
 
     # --- writing ----------------------------------------------------------------------------
 
