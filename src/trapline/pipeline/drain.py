@@ -209,9 +209,21 @@ def _size(path: Path) -> int:
         return 0
 
 
-def prepare_next(spool: Spool, core: IngestCore, max_records: int) -> Prepared | None:
-    """Outside a write window: parse and compress the messages of the first group ``drain``
-    will take (segments it cannot read are left to it)."""
+@dataclass(slots=True, frozen=True)
+class ReadyGroup:
+    """One drain group read and prepared outside a write window: the window stores exactly
+    these segments (newer ones wait for the next round, so nothing is parsed inside it)."""
+
+    segments: list[tuple[Path, list[SpoolRecord]]]
+    unreadable: list[tuple[Path, str]]  # (segment, why): moved to bad/ by the drain
+    prepared: Prepared | None  # None when the group holds no message
+
+
+def prepare_next(spool: Spool, core: IngestCore, max_records: int) -> ReadyGroup | None:
+    """Outside a write window: read the next group of segments (up to ``max_records`` records
+    or ``GROUP_BYTES``) and parse and compress its messages. None when the spool is empty."""
+    segments: list[tuple[Path, list[SpoolRecord]]] = []
+    unreadable: list[tuple[Path, str]] = []
     items: list[tuple[str, RawMessage]] = []
     n_records = n_bytes = 0
     for path in spool.pending_segments():
@@ -220,14 +232,18 @@ def prepare_next(spool: Spool, core: IngestCore, max_records: int) -> Prepared |
         n_bytes += _size(path)
         try:
             recs = spool.read(path)
-        except (SpoolError, ValueError, OSError):
+        except (SpoolError, ValueError, OSError) as exc:
+            unreadable.append((path, str(exc)))
             continue
+        segments.append((path, recs))
         n_records += len(recs)
         for rec in recs:
             if rec.kind == "message":
                 raw = raw_message(rec, path.name)
                 items.append((raw.id, raw))
-    return core.prepare(items) if items else None
+    if not segments and not unreadable:
+        return None
+    return ReadyGroup(segments, unreadable, core.prepare(items) if items else None)
 
 
 def resume(store: Store, core: IngestCore) -> None:
@@ -247,7 +263,7 @@ def drain(
     max_records: int = 2000,
     on_note: NoteFn | None = None,
     should_yield: Callable[[], bool] | None = None,
-    prepared: Prepared | None = None,
+    ready: ReadyGroup | None = None,
 ) -> DrainResult:
     """Move everything durable in the spool into the store; safe to call at any time.
 
@@ -255,7 +271,7 @@ def drain(
     once and stay switched off once they fail); without one, a core is made for this call.
     ``should_yield`` is asked between transactions of ``max_records``: when it says so (someone
     waits for the store), the round ends early and the rest stays in the spool for the next.
-    With ``prepared`` (``prepare_next``) the round stores the one group it covers."""
+    With ``ready`` (``prepare_next``) the round stores that one group and nothing else."""
     result = DrainResult()
 
     def note(text: str) -> None:
@@ -266,11 +282,19 @@ def drain(
 
     if core is None:
         core = IngestCore(settings, note)
+    if ready is not None:
+        # Work prepared outside the window: store that group and end, since anything more
+        # would be parsed inside the window and keep readers waiting for it too.
+        for path, why in ready.unreadable:
+            note(f"spool segment {path.name} unreadable ({why}); moved to bad/")
+            spool.quarantine(path)
+            result.bad_segments += 1
+        if ready.segments:
+            _store_group(spool, store, core, ready.segments, result, note, ready.prepared)
+        return result
     pending = spool.pending_segments()
     while pending:
-        # With work prepared outside the window, the window takes that group and ends: a
-        # further group would be parsed inside it, keeping readers waiting for that too.
-        if result.segments and (prepared is not None or (should_yield and should_yield())):
+        if result.segments and should_yield and should_yield():
             break
         group: list[tuple[Path, list[SpoolRecord]]] = []
         n_records = n_bytes = 0
@@ -286,26 +310,41 @@ def drain(
                 continue
             group.append((path, recs))
             n_records += len(recs)
-        try:
-            _apply(spool, store, core, group, result, prepared)
-        except Exception as exc:
-            if is_transient(exc):  # disk full: the spool keeps everything; retried later
-                raise
-            if len(group) == 1:  # a poison segment must not block everything behind it
-                note(f"spool segment {group[0][0].name} cannot be stored ({exc}); moved to bad/")
-                spool.quarantine(group[0][0])
-                result.bad_segments += 1
-                continue
-            for one in group:  # find the culprit; the others go through (replays are no-ops)
-                try:
-                    _apply(spool, store, core, [one], result, prepared)
-                except Exception as inner:
-                    if is_transient(inner):
-                        raise
-                    note(f"spool segment {one[0].name} cannot be stored ({inner}); moved to bad/")
-                    spool.quarantine(one[0])
-                    result.bad_segments += 1
+        _store_group(spool, store, core, group, result, note)
     return result
+
+
+def _store_group(
+    spool: Spool,
+    store: Store,
+    core: IngestCore,
+    group: list[tuple[Path, list[SpoolRecord]]],
+    result: DrainResult,
+    note: NoteFn,
+    prepared: Prepared | None = None,
+) -> None:
+    """Store one group; when it fails, find the segment that cannot be stored and move it to
+    ``bad/`` while the others go through (replays are no-ops). Disk full is raised: the spool
+    keeps everything for a later round."""
+    try:
+        _apply(spool, store, core, group, result, prepared)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        if len(group) == 1:  # a poison segment must not block everything behind it
+            note(f"spool segment {group[0][0].name} cannot be stored ({exc}); moved to bad/")
+            spool.quarantine(group[0][0])
+            result.bad_segments += 1
+            return
+        for one in group:
+            try:
+                _apply(spool, store, core, [one], result, prepared)
+            except Exception as inner:
+                if is_transient(inner):
+                    raise
+                note(f"spool segment {one[0].name} cannot be stored ({inner}); moved to bad/")
+                spool.quarantine(one[0])
+                result.bad_segments += 1
 
 
 def _apply(

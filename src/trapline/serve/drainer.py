@@ -349,7 +349,7 @@ class _Child:
                     got = drain(
                         self.spool, store, self.settings, core=self.core,
                         max_records=DRAIN_RECORDS, should_yield=store.others_waiting,
-                        prepared=ready,
+                        ready=ready,
                     )  # fmt: skip
             except Exception as exc:  # the data stays in the spool; a later round retries
                 self._failed(exc)
