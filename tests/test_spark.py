@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,36 @@ def stop_jvm(spark: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def spark_session() -> Any:
+def s3() -> Iterator[str | None]:
+    """An S3 endpoint on 127.0.0.1 (port 0): moto's S3 emulation (``moto[server]``), not AWS,
+    reached by pyarrow's real S3 client over real HTTP; None when moto is not installed.
+
+    Started before the Spark session, so its executors inherit the (fake) credentials and the
+    switch that keeps the AWS client off the EC2 metadata address: no request leaves loopback.
+    """
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ACCESS_KEY_ID", "trapline-test")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "trapline-test")
+            env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+                env.delenv(name, raising=False)
+            yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def spark_session(s3: str | None) -> Any:
     from trapline.distributed.spark import session
 
     spark = session("local[2]", "trapline-tests")
@@ -407,17 +439,264 @@ def test_spark_analysis_equals_the_local_analyses(
 
 
 def test_object_store_paths_fail_with_what_to_do(spark_session: Any) -> None:
-    """No network here: s3a:// is checked only as far as it fails without a connector."""
+    """Without a connector or a known scheme, each path fails with what to do."""
     from trapline.distributed import spark as job
-    from trapline.errors import ObjectStoreError
+    from trapline.errors import ObjectStoreError, SourceError
 
     # Spark reads s3a:// through Hadoop: without hadoop-aws, say which package to add.
     with pytest.raises(ObjectStoreError, match=r"--packages org\.apache\.hadoop:hadoop-aws:\d"):
         job.read_parquet(spark_session, "s3a://bucket/trapline/messages")
-    # Tasks open inputs by path: a URI is refused before the job runs, with the way round it.
-    with pytest.raises(ObjectStoreError, match="mount the bucket"):
-        job.check_inputs(["./spam/", "s3a://bucket/spam/2008-01/"])
     with pytest.raises(ObjectStoreError, match="cannot write nosuch://bucket/out"):
         job.check_output("nosuch://bucket/out")
-    result = CliRunner().invoke(cli, ["spark", "ingest", "s3a://bucket/spam/", "--out", "x"])
-    assert result.exit_code == 1 and "mount the bucket" in result.output
+    # Inputs: a scheme pyarrow has no filesystem for is refused before Spark starts.
+    result = CliRunner().invoke(cli, ["spark", "ingest", "nosuch://bucket/spam/", "--out", "x"])
+    assert result.exit_code == 1
+    assert "cannot open nosuch:// URIs" in result.output and "s3a://" in result.output
+    with pytest.raises(SourceError, match=r"2009-\*/\*\.mbox: nothing matches the pattern"):
+        splits.plan([f"file://{shared('mail')}/2009-*/*.mbox"], 1 << 20)
+
+
+# --- inputs given as URIs ------------------------------------------------------------------------
+
+BUCKET = "trapline-test"
+
+
+def _mbox_head(path: Path, messages: int) -> bytes:
+    """The first ``messages`` messages of a real mbox, cut at a separator line."""
+    data = path.read_bytes()
+    cuts = [m.start() + 1 for m in re.finditer(rb"\n\nFrom ", data)]
+    return data[: cuts[messages - 1] + 1]
+
+
+def _nested_corpus(base: Path) -> Path:
+    """Real mail in a dated layout: a gzipped mbox, a plain mbox cut into ranges, .eml files
+    whose names have spaces and punctuation, and a hidden file a pattern must not match."""
+    nazario = shared("mail", "nazario-phishing-2005")
+    for month in ("2008-01", "2008-02", "2008-03"):
+        (base / month).mkdir(parents=True)
+    (base / "2008-01" / "a.mbox.gz").write_bytes(
+        gzip.compress(_mbox_head(nazario / "phishing0.mbox", 20))
+    )
+    (base / "2008-02" / "b.mbox").write_bytes(_mbox_head(nazario / "phishing1.mbox", 30))
+    for f in sorted(shared("mail", "personal-spam-2023-2025", "2023").iterdir())[:5]:
+        shutil.copy(f, base / "2008-03" / f.name)
+    (base / "2008-03" / ".hidden.eml").write_bytes(b"not mail")
+    return base
+
+
+SPLIT = 80_000  # bytes per task: the plain mbox is cut into ranges read by offset
+
+
+def _table(out: str, name: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """A table of a job's output (a folder or an s3a:// URI), its rows in a stable order,
+    without write times and source names (which name the input as given)."""
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    from trapline.distributed.task import filesystem_for
+    from trapline.distributed.uris import ObjectStores
+
+    filesystem, base = filesystem_for(out, ObjectStores.from_settings(settings))
+    table = ds.dataset(
+        f"{base}/{name}",
+        filesystem=filesystem or fs.LocalFileSystem(),
+        format="parquet",
+        partitioning="hive",
+    ).to_table()
+    drop = {"ingested_at", "logged_at", "enriched_at", "computed_at", "source"}
+    rows = table.select([c for c in table.column_names if c not in drop]).to_pylist()
+    return sorted(rows, key=lambda r: json.dumps(r, default=str, sort_keys=True))
+
+
+@pytest.fixture(scope="module")
+def nested(tmp_path_factory: pytest.TempPathFactory, spark_session: Any) -> dict[str, Any]:
+    """The nested corpus, and the job's output for it given as local paths (the shell's
+    expansion of the pattern, in its order)."""
+    from trapline.distributed import spark as job
+
+    base = tmp_path_factory.mktemp("nested")
+    corpus = _nested_corpus(base / "spam")
+    paths = [str(p) for month in sorted(corpus.iterdir()) for p in sorted(month.glob("[!.]*"))]
+    out = base / "local-out"
+    summary = job.ingest(
+        spark_session, paths, str(out), settings=load_settings({}), target_bytes=SPLIT
+    )
+    assert summary.messages == 55 and summary.problems == 0 and summary.splits == 5
+    return {"corpus": corpus, "out": str(out), "summary": summary}
+
+
+def _same_as_local(nested: dict[str, Any], out: str, settings: dict[str, Any], prefix: str) -> None:
+    local = load_settings({})
+    for name in ("messages", "raw", "hops", "recipients", "urls", "signatures"):
+        got, want = _table(out, name, settings), _table(nested["out"], name, local)
+        assert len(want) > 0 and got == want, name
+    # Sources name the input as given: the URI instead of the path, item numbers the same.
+    con = duckdb.connect()
+    local_sources = con.execute(
+        f"SELECT source FROM read_parquet('{nested['out']}/messages/*/*.parquet') ORDER BY id"
+    ).fetchall()
+    import pyarrow.dataset as ds
+
+    from trapline.distributed.task import filesystem_for
+    from trapline.distributed.uris import ObjectStores
+
+    filesystem, base = filesystem_for(out, ObjectStores.from_settings(settings))
+    if filesystem is None:
+        from pyarrow import fs
+
+        filesystem = fs.LocalFileSystem()
+    remote = ds.dataset(f"{base}/messages", filesystem=filesystem, format="parquet").to_table()
+    remote_sources = sorted(
+        zip(remote["id"].to_pylist(), remote["source"].to_pylist(), strict=True)
+    )
+    root = str(nested["corpus"])
+    assert [s for _, s in remote_sources] == [prefix + s[len(root) :] for (s,) in local_sources]
+    assert any(re.search(r"2008-02/b\.mbox@[1-9][0-9]*#0$", s) for _, s in remote_sources)
+
+
+@pytest.mark.slow
+def test_file_uri_patterns_read_the_same_messages_as_local_paths(
+    nested: dict[str, Any], spark_session: Any, tmp_path: Path
+) -> None:
+    """``file://`` URIs go through pyarrow (listing, patterns, ranged reads of the mbox) and
+    give, row for row, what the job gives for the same files named as local paths."""
+    from trapline.distributed import spark as job
+
+    root = nested["corpus"]
+    for pattern, n in (("2008-*/*", 55), ("2008-0[12]/*.mbox*", 50), ("*/?.mbox.gz", 20)):
+        plan = splits.plan([f"file://{root}/{pattern}"], SPLIT)
+        got = sum(1 for s in plan.splits for r in splits.read_split(s) if isinstance(r, RawMessage))
+        assert got == n, pattern
+    out = tmp_path / "uri-out"
+    summary = job.ingest(
+        spark_session,
+        [f"file://{root}/2008-*/*"],
+        str(out),
+        settings=load_settings({}),
+        target_bytes=SPLIT,
+    )
+    assert summary.splits == nested["summary"].splits and summary.messages == 55
+    _same_as_local(nested, str(out), load_settings({}), f"file://{root}")
+    # A folder URI is walked by the local walker's rules: hidden files skipped, not matched.
+    plan = splits.plan([f"file://{root}/"], SPLIT)
+    assert len(plan.splits) == 5 and plan.skipped == (f"file://{root}/2008-03/.hidden.eml",)
+
+
+def _s3_settings(endpoint: str) -> dict[str, Any]:
+    return load_settings({"s3_endpoint": endpoint, "s3_region": "us-east-1"})
+
+
+def _upload(endpoint: str, corpus: Path, prefix: str) -> None:
+    """The corpus into the bucket as it lies on disk (bytes as they are: no compression)."""
+    from pyarrow import fs
+
+    host = endpoint.split("://", 1)[1]
+    s3fs = fs.S3FileSystem(
+        endpoint_override=host,
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+        allow_delayed_open=True,
+    )
+    s3fs.create_dir(BUCKET)
+    for path in sorted(corpus.rglob("*")):
+        if path.is_file():
+            key = f"{BUCKET}/{prefix}/{path.relative_to(corpus)}"
+            with s3fs.open_output_stream(key, compression=None) as fh:
+                fh.write(path.read_bytes())
+
+
+@pytest.mark.slow
+def test_s3a_patterns_read_and_write_through_an_s3_server_on_loopback(
+    nested: dict[str, Any], s3: str | None, spark_session: Any
+) -> None:
+    """The user story against moto's S3 emulation on 127.0.0.1 (not AWS; no network): the
+    pattern is listed at the driver, every executor opens its objects with pyarrow's S3
+    client, and the dataset is written to the bucket; the rows are those of the local run."""
+    if s3 is None:
+        pytest.skip("moto[server] is not installed (pip install -e '.[dev]')")
+    from trapline.distributed import spark as job
+
+    _upload(s3, nested["corpus"], "spam")
+    settings = _s3_settings(s3)
+    out = f"s3a://{BUCKET}/trapline"
+    summary = job.ingest(
+        spark_session, [f"s3a://{BUCKET}/spam/2008-*/*"], out, settings=settings, target_bytes=SPLIT
+    )
+    assert summary.splits == nested["summary"].splits and summary.messages == 55
+    assert summary.task_errors == 0
+    _same_as_local(nested, out, settings, f"s3a://{BUCKET}/spam")
+    from pyarrow import fs
+
+    filesystem, base = (
+        fs.S3FileSystem(endpoint_override=s3.split("://", 1)[1], scheme="http", region="us-east-1"),
+        f"{BUCKET}/trapline",
+    )
+    with filesystem.open_input_stream(f"{base}/_trapline.json") as fh:
+        manifest = json.loads(fh.read())
+    assert manifest["tables"]["messages"]["rows"] == 55
+
+
+def test_an_input_gone_before_its_task_reads_it_is_quarantined(
+    tmp_path: Path, s3: str | None
+) -> None:
+    """Listed at planning, gone at reading (deleted, or permission withdrawn): the task
+    records it in quarantine with the reason and stores the rest, locally and from a bucket."""
+    import pyarrow.parquet as pq
+
+    from trapline.distributed import task
+    from trapline.distributed.uris import ObjectStores, locate
+
+    corpus = _nested_corpus(tmp_path / "spam")
+    stores = [("file", f"file://{corpus}", load_settings({}))]
+    if s3 is not None:
+        _upload(s3, corpus, "gone")
+        stores.append(("s3a", f"s3a://{BUCKET}/gone", _s3_settings(s3)))
+    for kind, root, settings in stores:
+        plan = splits.plan([f"{root}/2008-0[13]/*"], 1 << 20, ObjectStores.from_settings(settings))
+        (split,) = plan.splits  # a.mbox.gz and the .eml files, one task
+        filesystem, path = locate(f"{root}/2008-01/a.mbox.gz", ObjectStores.from_settings(settings))
+        filesystem.delete_file(path)
+        out = tmp_path / f"out-{kind}"
+        ctx = task.TaskContext(str(out), (), settings)
+        result = task.ingest_split(0, split, ctx)
+        assert result.error is None and result.messages == 5 and result.problems == 1, kind
+        rows = pq.read_table(out / "quarantine").to_pylist()
+        assert [(r["source"], r["reason"]) for r in rows] == [
+            (f"{root}/2008-01/a.mbox.gz", "vanished")
+        ], kind
+
+
+def test_a_uri_folder_is_walked_by_the_local_walkers_rules(tmp_path: Path) -> None:
+    """Maildirs (cur/new one message per file, tmp skipped, .Folders walked), non-mail names
+    and hidden files: the walk of a store listing equals ``maildir.walk`` of the same tree."""
+    from trapline.distributed.uris import entries
+    from trapline.ingest.maildir import walk
+
+    spam = sorted(shared("mail", "spamassassin-2002", "spam").iterdir())[:12]
+    root = tmp_path / "tree"
+    layout = {
+        "Maildir/cur/1.host:2,S": spam[0],
+        "Maildir/new/2.host": spam[1],
+        "Maildir/tmp/3.host": spam[2],
+        "Maildir/.Junk/cur/4.host:2,": spam[3],
+        "Maildir/.Junk/new/.hidden": spam[4],
+        "Maildir/dovecot-uidlist": spam[5],
+        "Maildir/new/sub/5": spam[6],
+        "b/README.md": spam[7],
+        "b/c/x.eml": spam[8],
+        "b/.git/y": spam[9],
+        "a.mbox": spam[10],
+        "LICENSE": spam[11],
+    }
+    for rel, src in layout.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / rel)
+    (root / "Maildir" / ".Junk" / "tmp").mkdir()
+    want_skipped: list[str] = []
+    want = [(e.path, e.single, e.size) for e in walk(str(root), want_skipped)]
+    got_skipped: list[str] = []
+    got = [(e.path, e.single, e.size) for e in entries(f"file://{root}", None, got_skipped)]
+    assert len(want) == 5 and any(single for _, single, _ in want)
+    assert got == [(f"file://{p}", single, size) for p, single, size in want]
+    assert sorted(got_skipped) == sorted(f"file://{p}" for p in want_skipped)

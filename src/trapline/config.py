@@ -152,6 +152,9 @@ DEFAULTS: dict[str, Any] = {
     # hardening: routing imports. A table cut short (truncated download, fewer prefixes than its
     # header declares) is stored marked partial and not used to map mail unless this is true.
     "routing_allow_partial": False,
+    # object stores (docs/scaling.md): `spark ingest` inputs and outputs given as s3a:// URIs
+    "s3_endpoint": "",  # another S3 service, as http://127.0.0.1:9000; "" = AWS itself
+    "s3_region": "",  # "" = AWS_REGION / AWS_DEFAULT_REGION, else the bucket's own
     # exports (docs/exports.md)
     "export_min_campaign_size": 2,  # STIX/MISP: smaller campaigns are single messages, not news
     "arf_from": "abuse-reports@trapline.invalid",  # From: of abuse reports; set your desk's address

@@ -65,15 +65,19 @@ def spark_ingest(
 ) -> None:
     """Ingest mail into Parquet with the store's schema, partitioned by received day.
 
-    Routing snapshots come from the --data-dir store (trapline routing import FILE first).
+    INPUTS are files, folders, or URIs read through pyarrow (s3a://, gs://, hdfs://, file://),
+    with * ? [..] patterns in any part of a URI (quote them); the executors read the objects
+    themselves. Other S3 services: the s3_endpoint setting. Routing snapshots come from the
+    --data-dir store (trapline routing import FILE first).
 
-    Example: trapline spark ingest ./spam/ --out ./parquet/ --master local[2]
+    Example: trapline spark ingest 's3a://bucket/spam/2008-*/*.mbox.gz' --out s3a://bucket/trapline/
     """
     from trapline.distributed import spark as job
+    from trapline.distributed.uris import ObjectStores
 
     if split_mb < 1:
         raise click.BadParameter("must be at least 1", param_hint="--split-mb")
-    job.check_inputs(inputs)  # before the JVM starts
+    job.check_inputs(inputs, ObjectStores.from_settings(app.settings))  # before the JVM starts
     session = job.session(master)
     try:
         summary = job.ingest(
@@ -144,7 +148,7 @@ def spark_analyze(
 def spark_job_path() -> None:
     """Print the path of the job script, for spark-submit on a cluster.
 
-    Example: spark-submit --master yarn "$(trapline spark job-path)" ingest /mnt/spam/ --out s3a://b/out/
+    Example: spark-submit --master yarn "$(trapline spark job-path)" ingest 's3a://b/spam/2008-*/' --out s3a://b/out/
     """
     from trapline.distributed import job
 

@@ -27,6 +27,7 @@ import numpy as np
 from trapline.distributed.dialect import BIG, SparkSQL, frame
 from trapline.distributed.spark import read_parquet
 from trapline.distributed.task import DAY
+from trapline.distributed.uris import ObjectStores
 from trapline.store.labels import SPAM, label_filter
 
 SMALL = ("routing_snapshots", "as_names", "feed_indicators", "visits", "dictionary_attacks")
@@ -120,8 +121,9 @@ def run(
     counts = members.groupBy("campaign_id").count()
     n_campaigns = counts.count()
     clustered = members.count()
-    _write_json(out, "networks.json", networks)
-    _write_json(out, "timeline.json", timeline)
+    stores = ObjectStores.from_settings(settings)
+    _write_json(out, "networks.json", networks, stores)
+    _write_json(out, "timeline.json", timeline, stores)
     return AnalyzeResult(out, networks, timeline, n_campaigns, clustered, rounds)
 
 
@@ -134,11 +136,11 @@ def raise_missing(data_dir: Path | None) -> None:
     )
 
 
-def _write_json(out: str, name: str, value: Any) -> None:
+def _write_json(out: str, name: str, value: Any, stores: ObjectStores) -> None:
     from trapline.distributed.task import filesystem_for
 
     text = json.dumps(value, default=str, indent=2) + "\n"
-    filesystem, base = filesystem_for(out)
+    filesystem, base = filesystem_for(out, stores)
     if filesystem is None:
         Path(base).mkdir(parents=True, exist_ok=True)
         Path(base, name).write_text(text, encoding="utf-8")

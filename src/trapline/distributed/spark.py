@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from trapline import __version__
-from trapline.distributed import splits, task
+from trapline.distributed import splits, task, uris
+from trapline.distributed.uris import ObjectStores
 from trapline.errors import ObjectStoreError, TraplineError, UsageError
 from trapline.export.tables import LAYOUT, MANIFEST
 
@@ -116,30 +117,26 @@ def _hadoop_version(spark: Any) -> str:
         return "<Spark's Hadoop version>"
 
 
-def check_output(out: str) -> None:
+def check_output(out: str, stores: ObjectStores | None = None) -> None:
     """Fail before any task runs when an object-store ``out`` cannot be written."""
     if "://" not in out:
         return
     try:
-        filesystem, base = task.filesystem_for(out)
+        filesystem, base = task.filesystem_for(out, stores)
         filesystem.create_dir(base, recursive=True)
     except Exception as exc:  # pyarrow: unknown scheme, no network, no credentials
         raise ObjectStoreError(
             f"cannot write {out}: {str(exc).splitlines()[0][:300]}; for s3a:// give credentials "
-            "in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and AWS_REGION (AWS_ENDPOINT_URL for "
-            "other S3 services), or write to a local folder"
+            "in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and AWS_REGION (the s3_endpoint "
+            "setting for other S3 services), or write to a local folder"
         ) from exc
 
 
-def check_inputs(inputs: Sequence[str]) -> None:
-    """Object-store inputs are not read by the tasks (they open local or mounted paths)."""
-    remote = [p for p in inputs if "://" in p]
-    if remote:
-        raise ObjectStoreError(
-            f"{remote[0]}: the ingest job reads input files by path on every executor, not "
-            "object-store URIs; mount the bucket on the executors (mountpoint-s3, s3fs, gcsfuse) "
-            "and give the mounted path, or copy the inputs to storage the executors share"
-        )
+def check_inputs(inputs: Sequence[str], stores: ObjectStores | None = None) -> None:
+    """Fail before Spark starts when an input URI names a store pyarrow cannot open."""
+    for given in inputs:
+        if uris.is_uri(given):
+            uris.locate(given, stores)
 
 
 def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:
@@ -167,11 +164,15 @@ def _check_out(out: str, force: bool) -> None:
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
 
 
-def _duplicates(sc: Any, indexed: list[tuple[int, splits.Split]]) -> dict[str, tuple[int, int]]:
+def _duplicates(
+    sc: Any, indexed: list[tuple[int, splits.Split]], stores: ObjectStores
+) -> dict[str, tuple[int, int]]:
     """id -> (task, position) of the first copy, for ids that occur more than once."""
     if len(indexed) == 0:
         return {}
-    pairs = sc.parallelize(indexed, len(indexed)).flatMap(lambda x: task.split_ids(x[0], x[1]))
+    pairs = sc.parallelize(indexed, len(indexed)).flatMap(
+        lambda x: task.split_ids(x[0], x[1], stores)
+    )
     firsts = (
         pairs.map(lambda t: (t[0], ((t[1], t[2]), 1)))
         .reduceByKey(lambda a, b: (min(a[0], b[0]), a[1] + b[1]))
@@ -202,14 +203,15 @@ def ingest(
     """Run the ingest job over ``inputs`` and write the Parquet layout under ``out``."""
     from trapline.pipeline.pool import fingerprint_at_ingest
 
-    check_inputs(inputs)
-    check_output(out)
+    stores = ObjectStores.from_settings(settings)
+    check_inputs(inputs, stores)
+    check_output(out, stores)
     _check_out(out, force)
-    plan = splits.plan([str(p) for p in inputs], target_bytes)
+    plan = splits.plan([str(p) for p in inputs], target_bytes, stores)
     routing, snapshot_ids = _routing(data_dir)
     sc = spark.sparkContext
     indexed = list(enumerate(plan.splits))
-    keep = _duplicates(sc, indexed) if dedupe else {}
+    keep = _duplicates(sc, indexed, stores) if dedupe else {}
     ctx = task.TaskContext(
         out, tuple(trust), dict(settings), routing, fingerprint_at_ingest(settings), label, keep
     )
@@ -228,7 +230,8 @@ def ingest(
         from trapline.store.writer import write_problems
 
         write_problems(store.con, list(plan.problems))
-        for name, n in task.write_tables(store, "plan", out, only=("quarantine",)).items():
+        written = task.write_tables(store, "plan", out, only=("quarantine",), stores=stores)
+        for name, n in written.items():
             rows[name] = rows.get(name, 0) + n
         store.close()
     summary = SparkIngestSummary(
@@ -243,11 +246,13 @@ def ingest(
         rows=rows,
         snapshots=snapshot_ids,
     )
-    _write_manifest(out, summary, plan)
+    _write_manifest(out, summary, plan, stores)
     return summary
 
 
-def _write_manifest(out: str, summary: SparkIngestSummary, plan: splits.Plan) -> None:
+def _write_manifest(
+    out: str, summary: SparkIngestSummary, plan: splits.Plan, stores: ObjectStores
+) -> None:
     doc = {
         "layout": LAYOUT,
         "written_by": f"trapline {__version__} (spark ingest)",
@@ -258,7 +263,7 @@ def _write_manifest(out: str, summary: SparkIngestSummary, plan: splits.Plan) ->
         "skipped_files": len(plan.skipped),
     }
     text = json.dumps(doc, indent=2) + "\n"
-    filesystem, base = task.filesystem_for(out)
+    filesystem, base = task.filesystem_for(out, stores)
     if filesystem is None:
         os.makedirs(base, exist_ok=True)
         Path(base, MANIFEST).write_text(text, encoding="utf-8")

@@ -6,25 +6,24 @@ rules, the same sorted order). Small files are grouped until a task holds about
 the local splitter would also accept (a strict postmark after a blank line), so every piece
 splits into the same messages as the whole file; compressed files cannot be cut and go whole.
 Reading a task uses the local reader and splitter: the bytes, and so the ids, are the same.
+
+Inputs may be URIs (``s3a://bucket/spam/2008-*/*.mbox.gz``, ``file://``): the driver expands
+and walks them with pyarrow (:mod:`trapline.distributed.uris`), a plan carries the URIs, and
+each task opens its own through pyarrow with ranged reads. Local paths and URIs go through the
+same planning and reading code below; only the opening differs.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from trapline.distributed import uris
+from trapline.distributed.uris import ObjectStores
 from trapline.errors import SourceError
-from trapline.ingest.compression import (
-    CorruptInput,
-    TruncatedInput,
-    UnsupportedArchive,
-    iter_chunks,
-    open_counted,
-    sniff,
-)
+from trapline.ingest.compression import sniff, strip_compression_suffix
 from trapline.ingest.maildir import FileEntry, display_name, file_entry, walk
 from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, is_postmark, split_mbox
 from trapline.ingest.sources import SourceReader, is_mbox_name
@@ -36,7 +35,7 @@ _HEAD = 512
 
 @dataclass(slots=True, frozen=True)
 class Split:
-    """One task: whole files, or the byte range ``[start, end)`` of one mbox."""
+    """One task: whole files, or the byte range ``[start, end)`` of one mbox (paths or URIs)."""
 
     paths: tuple[str, ...]
     singles: tuple[bool, ...] = ()  # Maildir files: one message each, never split
@@ -55,8 +54,13 @@ class Plan:
     skipped: tuple[str, ...]  # non-mail files passed over while walking (README, ...)
 
 
-def _entries(paths: Sequence[str], skipped: list[str]) -> Iterator[FileEntry | SourceProblem]:
+def _entries(
+    paths: Sequence[str], skipped: list[str], stores: ObjectStores
+) -> Iterator[FileEntry | SourceProblem]:
     for given in paths:
+        if uris.is_uri(given):
+            yield from uris.entries(given, stores, skipped)
+            continue
         if not os.path.exists(given):
             raise SourceError(
                 f"{given}: no such file or directory (or no permission to see it); "
@@ -92,11 +96,12 @@ def _separator_after(handle: object, offset: int, size: int) -> int:
     return size
 
 
-def _cut_mbox(entry: FileEntry, target: int) -> list[Split]:
+def _cut_mbox(entry: FileEntry, target: int, stores: ObjectStores) -> list[Split]:
     """Byte ranges of an uncompressed mbox, each starting at a separator line."""
     size = entry.size or 0
     cuts = [0]
-    with open(entry.path, "rb") as handle:
+    handle, _size = uris.open_input(entry.path, stores)
+    with handle:
         while cuts[-1] + target < size:
             nxt = _separator_after(handle, cuts[-1] + target, size)
             if nxt >= size:
@@ -106,16 +111,21 @@ def _cut_mbox(entry: FileEntry, target: int) -> list[Split]:
     return [Split((entry.path,), (False,), a, b) for a, b in itertools.pairwise(cuts)]
 
 
-def _compressed(path: str) -> bool:
+def _compressed(path: str, stores: ObjectStores) -> bool:
+    """Compressed files are read whole: known by their suffix, or else by their magic bytes."""
+    if strip_compression_suffix(os.path.basename(path)) != os.path.basename(path):
+        return True
     try:
-        with open(path, "rb") as handle:
+        handle, _size = uris.open_input(path, stores)
+        with handle:
             return sniff(handle.read(_HEAD)) is not None
     except Exception:
         return True  # unreadable or an archive: the reader reports it, whole
 
 
-def plan(paths: Sequence[str], target_bytes: int) -> Plan:
-    """Tasks of about ``target_bytes`` each, in the local reader's order."""
+def plan(paths: Sequence[str], target_bytes: int, stores: ObjectStores | None = None) -> Plan:
+    """Tasks of about ``target_bytes`` each, in the local reader's order (paths or URIs)."""
+    stores = stores or ObjectStores.from_settings({})
     skipped: list[str] = []
     problems: list[SourceProblem] = []
     splits: list[Split] = []
@@ -128,7 +138,7 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
             splits.append(Split(tuple(e.path for e in group), tuple(e.single for e in group)))
         group, group_bytes = [], 0
 
-    for entry in _entries(paths, skipped):
+    for entry in _entries(paths, skipped, stores):
         if isinstance(entry, SourceProblem):
             problems.append(entry)
             continue
@@ -137,11 +147,11 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
             size > target_bytes
             and not entry.single
             and is_mbox_name(os.path.basename(entry.path))
-            and not _compressed(entry.path)
+            and not _compressed(entry.path, stores)
         )
         if big_mbox:
             flush()
-            splits.extend(_cut_mbox(entry, target_bytes))
+            splits.extend(_cut_mbox(entry, target_bytes, stores))
             continue
         if group and group_bytes + size > target_bytes:
             flush()
@@ -151,52 +161,45 @@ def plan(paths: Sequence[str], target_bytes: int) -> Plan:
     return Plan(tuple(splits), tuple(problems), tuple(skipped))
 
 
-def read_split(split: Split) -> Iterator[RawMessage | SourceProblem]:
+def read_split(
+    split: Split, stores: ObjectStores | None = None
+) -> Iterator[RawMessage | SourceProblem]:
     """The messages (and problems) of one task, read by the local reader and splitter."""
+    stores = stores or ObjectStores.from_settings({})
     if not split.is_range:
         for path, single in zip(
             split.paths, split.singles or (False,) * len(split.paths), strict=True
         ):
-            if single:
-                # Maildir files: the reader only knows them as single when it walks the folder.
-                yield from _read_single(path)
-            else:
-                yield from SourceReader([path])
+            yield from _read_whole(path, single, stores)
         return
     (path,) = split.paths
     name = f"{display_name(path)}@{split.start}"  # items are numbered within the range
     try:
-        with open(path, "rb") as handle:
+        handle, _size = uris.open_input(path, stores)
+        with handle:
             handle.seek(split.start)
             data = handle.read(split.end - split.start)
+    except FileNotFoundError:
+        yield SourceProblem(name, "vanished", "removed between planning and reading")
+        return
     except OSError as exc:
         yield SourceProblem(name, "read-error", f"{exc.strerror or exc}")
         return
     yield from split_mbox([data], name, mode="mbox", max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES)
 
 
-def _read_single(path: str) -> Iterator[RawMessage | SourceProblem]:
-    """A Maildir file: the whole (decompressed) file is one message, as the local reader has it."""
+def _read_whole(
+    path: str, single: bool, stores: ObjectStores
+) -> Iterator[RawMessage | SourceProblem]:
+    """A whole file or object, by the local reader (``single``: a Maildir file, one message)."""
     name = display_name(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        codec = sniff(data[:_HEAD])
-        if codec is not None:
-            stream = open_counted(io.BytesIO(data), lambda _n: None)
-            data = b"".join(iter_chunks(stream, codec))
+        handle, size = uris.open_input(path, stores)
+    except FileNotFoundError:
+        yield SourceProblem(name, "vanished", "removed between planning and reading")
+        return
     except OSError as exc:
         yield SourceProblem(name, "unreadable", f"{exc.strerror or exc}; check permissions")
         return
-    except UnsupportedArchive as exc:
-        yield SourceProblem(name, "unsupported-archive", f"{exc} archive: unpack it first")
-        return
-    except (TruncatedInput, CorruptInput) as exc:
-        yield SourceProblem(name, "corrupt-archive", str(exc))
-        return
-    if not data:
-        yield SourceProblem(name, "empty-file", "the input holds no bytes")
-    elif len(data) > DEFAULT_MAX_MESSAGE_BYTES:
-        yield SourceProblem(name, "too-large", f"{len(data)} bytes > limit; skipped")
-    else:
-        yield RawMessage(data, name)
+    with handle:
+        yield from SourceReader(()).read_open(handle, name, size=size, single=single)

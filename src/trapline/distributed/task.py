@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trapline.distributed.splits import Split, read_split
+from trapline.distributed.uris import ObjectStores, locate
 from trapline.model import RawMessage, SourceProblem, message_id_of
 from trapline.pipeline.core import IngestCore
 from trapline.store.duckdb import Store, schema_statements
@@ -87,11 +88,13 @@ def memory_store() -> Store:
     return store
 
 
-def split_ids(index: int, split: Split) -> list[tuple[str, int, int]]:
+def split_ids(
+    index: int, split: Split, stores: ObjectStores | None = None
+) -> list[tuple[str, int, int]]:
     """``(id, task, position)`` of every message in a split: the job's dedupe pass."""
     out = []
     pos = 0
-    for item in read_split(split):
+    for item in read_split(split, stores):
         if isinstance(item, RawMessage):
             out.append((message_id_of(item.data), index, pos))
             pos += 1
@@ -107,7 +110,8 @@ def ingest_split(index: int, split: Split, ctx: TaskContext) -> TaskResult:
         source = ", ".join(split.paths)[:400] + (f" @{split.start}" if split.is_range else "")
         store = memory_store()
         write_problems(store.con, [SourceProblem(source, "task-error", detail)])
-        rows = write_tables(store, index, ctx.out, only=("quarantine",))
+        stores = ObjectStores.from_settings(ctx.settings)
+        rows = write_tables(store, index, ctx.out, only=("quarantine",), stores=stores)
         return TaskResult(index, 0, 0, 0, 0, 1, rows, error=detail)
 
 
@@ -117,7 +121,8 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
     problems: list[SourceProblem] = []
     seen: set[str] = set()
     read = dups = pos = 0
-    for item in read_split(split):
+    stores = ObjectStores.from_settings(ctx.settings)
+    for item in read_split(split, stores):
         if isinstance(item, SourceProblem):
             problems.append(item)
             continue
@@ -153,20 +158,16 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
 
         enrich(store, ctx.settings, stored, routing=ctx.routing)
     store.con.execute("UPDATE signatures SET seq = seq + ?", [index << SEQ_SHIFT])
-    rows = write_tables(store, index, ctx.out)
+    rows = write_tables(store, index, ctx.out, stores=stores)
     store.close()
     return TaskResult(index, read, dups, len(stored), quarantined, len(problems), rows)
 
 
-def filesystem_for(out: str) -> tuple[Any, str]:
-    """A pyarrow filesystem and path for ``out`` (local path, or s3://, gs://, hdfs:// URI)."""
+def filesystem_for(out: str, stores: ObjectStores | None = None) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for ``out`` (local path: None; s3a://, gs://, ... URI)."""
     if "://" not in out:
         return None, out
-    from pyarrow import fs
-
-    uri = "s3://" + out[len("s3a://") :] if out.startswith("s3a://") else out
-    filesystem, path = fs.FileSystem.from_uri(uri)
-    return filesystem, path
+    return locate(out, stores)
 
 
 def _write(table: pa.Table, filesystem: Any, path: str) -> None:
@@ -185,10 +186,14 @@ def _days(store: Store) -> dict[str, str]:
 
 
 def write_tables(
-    store: Store, part: int | str, out: str, only: Iterable[str] | None = None
+    store: Store,
+    part: int | str,
+    out: str,
+    only: Iterable[str] | None = None,
+    stores: ObjectStores | None = None,
 ) -> dict[str, int]:
     """The store's ingest tables as Parquet files named after ``part`` (a task number)."""
-    filesystem, base = filesystem_for(out)
+    filesystem, base = filesystem_for(out, stores)
     days = _days(store)
     counts: dict[str, int] = {}
     for name in only or TABLES:
