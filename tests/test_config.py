@@ -15,6 +15,7 @@ from trapline.analyze.botnet_evidence import EvidenceParams
 from trapline.analyze.botnets import BotnetParams
 from trapline.analyze.lsh import ClusterParams
 from trapline.config import DEFAULTS, SettingsView, SmtpLimits, load_config, load_settings
+from trapline.distributed.uris import ObjectStores
 from trapline.errors import ConfigError
 from trapline.export.evidence import ExportSettings
 from trapline.serve.api.settings import WebSettings
@@ -72,7 +73,7 @@ def test_views_read_their_keys_with_defaults_from_the_one_table(tmp_path: Path) 
 
 def test_every_view_field_is_a_known_setting() -> None:
     views = [SmtpLimits, ClusterParams, BotnetParams, EvidenceParams, DnsblSettings,
-             ExportSettings, WebSettings]  # fmt: skip
+             ExportSettings, WebSettings, ObjectStores]  # fmt: skip
     assert {cls.__name__ for cls in SettingsView.__subclasses__()} <= {v.__name__ for v in views}
     for view in views:
         assert set(view.keys()) <= set(DEFAULTS), view
