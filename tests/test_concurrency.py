@@ -249,6 +249,28 @@ def test_the_drain_runs_in_its_own_process_and_dies_with_a_killed_serve(tmp_path
         second.stop(signal.SIGTERM)
 
 
+def test_a_drain_process_that_dies_is_replaced_and_the_mail_still_arrives(tmp_path: Path) -> None:
+    """The out-of-memory killer may pick the drain: serve starts a new one, nothing is lost."""
+    data = tmp_path / "data"
+    bodies = spam_bodies(3)
+    proc = TrapProcess(data, {}).start()
+    try:
+        first = _drain_pid(data)
+        assert send_one(proc.smtp_port, ["a@traps.example.org"], bodies[0])[0] == 250
+        wait_for(lambda: _stored(data)["trap"] == 1, "the first message in the store")
+        os.kill(first, signal.SIGKILL)
+        assert send_one(proc.smtp_port, ["b@traps.example.org"], bodies[1])[0] == 250
+        wait_for(lambda: _drain_pid(data) != first, "a new drain process", timeout=60)
+        assert _running(_drain_pid(data))
+        assert send_one(proc.smtp_port, ["c@traps.example.org"], bodies[2])[0] == 250
+        wait_for(lambda: _stored(data)["trap"] == 3, "every message in the store")
+        log = proc.stop(signal.SIGTERM)
+    finally:
+        proc.kill_if_running()
+    assert "the drain process exited (code -9)" in log
+    assert "stopped; 3 messages drained into the store (3 new)" in log
+
+
 def test_sigterm_to_the_whole_process_group_still_drains_everything_and_exits(
     tmp_path: Path,
 ) -> None:

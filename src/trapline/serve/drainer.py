@@ -95,13 +95,11 @@ class DrainProcess:
         os.set_blocking(bell.fileno(), False)
         self._bell_fd = bell.fileno()
         self._bell_keep = bell
+        self._ctx = ctx
         self._queue: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
-        self._proc = ctx.Process(
-            target=_child_main,
-            args=(str(spool.root), settings, self._bell, self._stop, self._queue, _turn_policy()),
-            name="trapline-drain",
-            daemon=True,
-        )
+        self._proc: multiprocessing.process.BaseProcess = ctx.Process()
+        self._base = _Totals()  # what drain processes before the current one did
+        self._got = _Totals()  # the current one's last report
         self._listener: threading.Thread | None = None
         self._reported = ServeCounters()
         self._interval = float(settings.get("serve_report_interval_s") or 60.0)
@@ -111,27 +109,42 @@ class DrainProcess:
     def start(self) -> DrainResult:
         """Start the child and wait until it has recovered what a previous run left; returns
         what it recovered. Raises the child's error when it cannot open the store."""
+        self._spawn()
+        recovered = self._await_ready()
+        self._listener = threading.Thread(target=self._listen, name="drain-reports", daemon=True)
+        self._listener.start()
+        return recovered
+
+    def _spawn(self) -> None:
+        # A fresh queue per child: one killed while writing may leave the old one locked.
+        self._queue = self._ctx.Queue()
+        self._proc = self._ctx.Process(
+            target=_child_main,
+            args=(
+                str(self.spool.root), self.settings, self._bell, self._stop, self._queue,
+                _turn_policy(),
+            ),
+            name="trapline-drain",
+            daemon=True,
+        )  # fmt: skip
         self._proc.start()
-        self.pid = self._proc.pid
+        self.pid = self.state.drain_pid = self._proc.pid
+
+    def _await_ready(self) -> DrainResult:
         while True:
             kind, payload = self._next(block=True)
             if self._handle(kind, payload):
                 continue
             if kind == "ready":
-                recovered = DrainResult(**payload)
-                break
+                return DrainResult(**payload)
             if kind == "failed":
                 self._proc.join(10)
-                self._bell_keep.close()
                 raise payload if isinstance(payload, TraplineError) else ServiceError(payload)
             if kind == "gone":
                 raise ServiceError(
                     f"the drain process exited at start (code {self._proc.exitcode}); see the "
                     "log above, fix the cause and start serve again"
                 )
-        self._listener = threading.Thread(target=self._listen, name="drain-reports", daemon=True)
-        self._listener.start()
-        return recovered
 
     def wake(self) -> None:
         """Ring the child's bell (never blocks: a full pipe means it has rings to read)."""
@@ -145,7 +158,7 @@ class DrainProcess:
         if self._listener is not None:
             self._listener.join()
         self._proc.join(30)
-        if self._proc.is_alive():  # stuck (a store held by someone for ever): the spool keeps it
+        if self._proc.is_alive():  # the listener saw it go; this is a last safety net
             self._proc.kill()
             self._proc.join()
         self._bell_keep.close()
@@ -178,21 +191,51 @@ class DrainProcess:
         return True
 
     def _listen(self) -> None:
+        restarts = 0
         while True:
             kind, payload = self._next(block=False)
             if not self._handle(kind, payload) and kind == "gone":
-                if not self._stop.value:
-                    log.error(
-                        "the drain process exited (code %s); accepted mail stays in the spool "
-                        "until serve is started again",
-                        self._proc.exitcode,
-                    )
-                return
+                if self._stop.value:
+                    return
+                restarts += 1
+                self._replace(restarts)
+                continue
             if time.monotonic() - self._last_report >= self._interval:
                 self._last_report = time.monotonic()
                 self.report()
 
+    def _replace(self, restarts: int) -> None:
+        """A drain process died while serving (killed, out of memory): start another after a
+        pause (2, 4, ... 60 s), counting on from what the dead one reported."""
+        delay = min(60.0, 2.0 ** min(restarts, 6))
+        log.error(
+            "the drain process exited (code %s); the spool keeps every accepted message; "
+            "starting a new one in %.0fs",
+            self._proc.exitcode, delay,
+        )  # fmt: skip
+        for field in dataclasses.fields(_Totals):
+            if field.name != "last_error":
+                name = field.name
+                setattr(self._base, name, getattr(self._base, name) + getattr(self._got, name))
+        self._got = _Totals()
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self._stop.value:
+            time.sleep(0.1)
+        if self._stop.value:
+            return
+        try:
+            self._spawn()
+            self._await_ready()
+        except Exception as exc:  # the next "gone" tries again, later
+            log.error("the new drain process could not start: %s", exc)
+
     def _counters(self, got: _Totals) -> None:
+        self._got = got
+        base = self._base
+        got = dataclasses.replace(
+            got, **{f.name: getattr(got, f.name) + getattr(base, f.name)
+                    for f in dataclasses.fields(_Totals) if f.name != "last_error"},
+        )  # fmt: skip
         c = self.state.counters
         c.accepted = self.spool.accepted
         c.drained, c.new, c.stages_run = got.messages, got.new_messages, got.stages_run
