@@ -80,6 +80,34 @@ def test_labels_only_drop_pairs_already_in_one_component(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
+def test_skipping_settled_buckets_keeps_every_pair_across_components(seed: int) -> None:
+    """Buckets whose members share one label are dropped before the sort; whole buckets only,
+    so every remaining member keeps its anchor and predecessor. Few labels and many buckets
+    make hash slots shared by buckets of different labels (the filter's second round)."""
+    rng = np.random.default_rng(500 + seed)
+    n = 20_000
+    nodes = np.arange(7, 7 + n, dtype=np.int32)
+    buckets = rng.integers(-(1 << 42), 1 << 42, 6000) << KEY_FREE_BITS
+    keys = buckets[rng.integers(0, len(buckets), n)]
+    # Most buckets settled (one label per bucket), some mixed.
+    label = np.zeros(7 + n, np.int32)
+    label[nodes] = (keys >> KEY_FREE_BITS) % 300
+    mixed = rng.random(n) < 0.05
+    label[nodes[mixed]] = rng.integers(0, 300, int(mixed.sum()))
+    a, b, _ = text_candidates(nodes, keys, EMPTY_TEXT, label=label, want_state=False)
+    fast = _pairs(
+        *text_candidates(nodes, keys, EMPTY_TEXT, label=label, want_state=False, skip_settled=True)[
+            :2
+        ]
+    )
+    expected = {
+        (x, y) for x, y in text_rule(nodes.tolist(), keys.tolist(), {}, {}) if label[x] != label[y]
+    }
+    assert fast == _pairs(a, b) == expected
+    assert len(expected) > 100
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_url_candidates_follow_the_rule(seed: int) -> None:
     rng = np.random.default_rng(200 + seed)
     n = 600

@@ -40,6 +40,7 @@ from trapline.analyze.url_links import (
 from trapline.config import SettingsView, setting
 from trapline.errors import ConfigError
 from trapline.fingerprint.minhash import (
+    EMPTY,
     KEY_FREE_BITS,
     NUM_PERM,
     band_keys_by_band,
@@ -54,6 +55,14 @@ MERGE_AFTER_BANDS = frozenset({0, 1, 3, 7, 15, 23})
 # Candidate lists longer than this are sorted by node before verification, so the signature
 # rows are read front to back; shorter ones are not worth the sort.
 VERIFY_IN_ORDER_ABOVE = 4096
+# First band whose settled buckets are dropped before the sort: until a few merges have joined
+# the large campaigns most buckets are still mixed, and the filter costs more than it saves.
+SKIP_SETTLED_FROM_BAND = 4
+# Rounds of the settled-bucket filter: (odd multiplier hashing a band key to a slot, slots per
+# entry). A bucket sharing a slot with another component's bucket survives a round, rarely two;
+# the first round's table is kept small because a table past the L2 cache costs more than the
+# extra survivors it saves.
+SLOT_ROUNDS = ((np.uint64(0x9E3779B97F4A7C15), 1), (np.uint64(0xC2B2AE3D27D4EB4F), 2))
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,6 +117,11 @@ class Scratch:
     starts: np.ndarray  # entry opens a bucket (bool; reused as a temporary)
     to_anchor: np.ndarray  # entry pairs with its anchor (bool)
     to_prev: np.ndarray  # entry pairs with its predecessor (bool)
+    slot: np.ndarray  # hash slot of each entry (settled-bucket filter; uint64, read as intp)
+    slot_seen: np.ndarray  # the label its slot holds
+    slot_flag: np.ndarray  # entry's label differs from it / entry's slot is mixed (bool)
+    slot_label: np.ndarray  # a component label per hash slot
+    slot_mixed: np.ndarray  # slot holds two labels (bool)
 
     @classmethod
     def sized(cls, n: int, dtype: type[np.signedinteger[Any]]) -> Scratch:
@@ -116,6 +130,8 @@ class Scratch:
 
         def flags() -> np.ndarray:
             return np.empty(max(n, 1), bool)
+
+        slots = 1 << max(1, (2 * n - 1).bit_length())  # the filter's largest table
 
         return cls(
             positions=np.arange(n, dtype=np.int64),
@@ -132,6 +148,11 @@ class Scratch:
             starts=flags(),
             to_anchor=flags(),
             to_prev=flags(),
+            slot=np.empty(n, np.uint64),
+            slot_seen=nodes(),
+            slot_flag=flags(),
+            slot_label=np.empty(slots, dtype),
+            slot_mixed=np.empty(slots, bool),
         )
 
 
@@ -143,13 +164,16 @@ def text_candidates(
     *,
     label: np.ndarray | None = None,
     want_state: bool = True,
+    skip_settled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, TextPrior]:
     """Candidate pairs (node, node) for one band's bucket ``keys``; ``nodes`` ascending.
 
     ``nodes`` are node indices in processing order and ``prior`` names nodes the same way; the
     returned state does too. ``label`` (component label per node) leaves out pairs already in
-    one component: they cannot change the partition. With ``work`` the pair arrays are views
-    into its buffers, valid until the next call.
+    one component: they cannot change the partition. ``skip_settled`` (with ``label``, no
+    prior and no state wanted) first drops the buckets whose members all share one label,
+    so only the rest is sorted. With ``work`` the pair arrays are views into its buffers,
+    valid until the next call.
     """
     n = len(keys)
     if work is None or len(work.positions) < n:
@@ -160,8 +184,17 @@ def text_candidates(
     start, m1, m2 = work.starts[:n], work.to_anchor[:n], work.to_prev[:n]
     mask = (1 << KEY_FREE_BITS) - 1
     if n <= mask:
-        # Positions ride in the zeroed low bits: one value sort orders by (key, position).
-        np.bitwise_or(keys, work.positions[:n], out=packed)
+        if skip_settled and label is not None and not want_state and not len(prior.keys):
+            first_node = int(nodes[0]) if n else 0
+            consecutive = n and int(nodes[-1]) - first_node == n - 1
+            node_label = label[first_node : first_node + n] if consecutive else label[nodes]
+            n = _pack_unsettled(keys, node_label, work)
+            packed, s, grp, anchor, prev = (a[:n] for a in (packed, s, grp, anchor, prev))
+            lab, lab_a, lab_p = work.label[:n], work.label_anchor[:n], work.label_prev[:n]
+            start, m1, m2 = work.starts[:n], work.to_anchor[:n], work.to_prev[:n]
+        else:
+            # Positions ride in the zeroed low bits: one value sort orders by (key, position).
+            np.bitwise_or(keys, work.positions[:n], out=packed)
         packed.sort()
         np.bitwise_and(packed, mask, out=s, casting="unsafe")
         packed &= ~np.int64(mask)
@@ -171,7 +204,7 @@ def text_candidates(
         s[:] = order
         k = keys[order]
     # A batch's nodes are usually consecutive: then nodes[i] = nodes[0] + i and no gather.
-    if n and int(nodes[-1]) - int(nodes[0]) == n - 1:
+    if n and int(nodes[-1]) - int(nodes[0]) == len(nodes) - 1:
         s += nodes[0]
     else:
         np.take(nodes, s, out=s)
@@ -222,6 +255,30 @@ def text_candidates(
     np.compress(m1, anchor, out=cb[:n1])
     np.compress(m2, prev, out=cb[n1:])
     return ca, cb, state
+
+
+def _pack_unsettled(keys: np.ndarray, node_label: np.ndarray, work: Scratch) -> int:
+    """Pack (key, position) into ``work.packed`` for the entries whose bucket may hold more
+    than one component label, and return their count; the other buckets give no pair."""
+    pos, k, lab = work.positions[: len(keys)], keys, node_label
+    for mixer, load in SLOT_ROUNDS:
+        m = len(k)
+        bits = max(1, (load * m - 1).bit_length())
+        hashed, seen, clash = work.slot[:m], work.slot_seen[:m], work.slot_flag[:m]
+        np.multiply(k.view(np.uint64), mixer, out=hashed)
+        np.right_shift(hashed, np.uint64(64 - bits), out=hashed)
+        slot = hashed.view(np.intp)
+        table, mixed = work.slot_label[: 1 << bits], work.slot_mixed[: 1 << bits]
+        table[slot] = lab  # one label per slot survives; any other in the slot differs from it
+        np.take(table, slot, out=seen)
+        np.not_equal(seen, lab, out=clash)
+        mixed.fill(False)
+        mixed[slot[clash]] = True
+        np.take(mixed, slot, out=clash)
+        keep = np.flatnonzero(clash)  # whole buckets: a bucket's entries share a slot
+        pos, k, lab = pos[keep], k[keep], lab[keep]
+    np.bitwise_or(k, pos, out=work.packed[: len(k)])
+    return len(k)
 
 
 @dataclass(slots=True, frozen=True)
@@ -276,8 +333,14 @@ def link(
             localised[id(prior)] = (prior, converted)
         return localised[id(prior)][1]
 
-    new_sig = sig[new_rows]
-    live = ~is_empty(new_sig)
+    rows = np.asarray(new_rows)
+    if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1:
+        new_sig = sig[int(rows[0]) : int(rows[-1]) + 1]  # consecutive rows: a view, no copy
+    else:
+        new_sig = sig[rows]
+    live = np.ones(len(rows), bool)
+    maybe = np.flatnonzero(new_sig[:, 0] == EMPTY)  # an empty row is EMPTY everywhere
+    live[maybe] = ~is_empty(new_sig[maybe])
     keys = band_keys_by_band(
         new_sig[live] if not live.all() else new_sig, params.bands, params.rows
     )
@@ -290,8 +353,16 @@ def link(
     work = Scratch.sized(len(live_nodes), idx)
     need = int(np.ceil(params.threshold * sig.shape[1] - 1e-9))  # equal values for a link
     for band in range(params.bands):
+        # Before the first merge every node is its own component: labels would drop nothing.
+        known = label if band > min(MERGE_AFTER_BANDS) else None
         la, lb, state = text_candidates(
-            live_nodes, keys[band], local_prior(band), work, label=label, want_state=want_state
+            live_nodes,
+            keys[band],
+            local_prior(band),
+            work,
+            label=known,
+            want_state=want_state,
+            skip_settled=band >= SKIP_SETTLED_FROM_BAND,
         )
         if want_state:
             states.append(TextPrior(state.keys, seq_of(state.first), seq_of(state.last)))
