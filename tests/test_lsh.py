@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 from trapline.analyze.graph import components, merge_edges, union_find_roots
-from trapline.analyze.lsh import (
-    EMPTY_TEXT,
-    ClusterParams,
-    TextPrior,
-    cluster_matrix,
-    cluster_rule,
-    text_candidates,
-    text_rule,
-)
+from trapline.analyze.lsh import ClusterParams, cluster_matrix, cluster_rule
+from trapline.analyze.text_links import EMPTY_TEXT, TextPrior, text_candidates, text_rule
 from trapline.analyze.url_links import EMPTY_URL, UrlPrior, _grouped, url_candidates, url_rule
 from trapline.fingerprint.minhash import KEY_FREE_BITS
 

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from trapline.analyze.campaign_report import refresh_campaigns
 from trapline.analyze.graph import components
-from trapline.analyze.lsh import ClusterParams, TextPrior, link
+from trapline.analyze.lsh import ClusterParams, link
+from trapline.analyze.text_links import TextPrior
 from trapline.analyze.url_links import UrlPrior, url_keys
 from trapline.fingerprint.minhash import NUM_PERM, band_keys, is_empty
 from trapline.fingerprint.templates import template_hash
