@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trapline.analyze.graph import index_dtype, merge_edges, union_find_roots
+from trapline.analyze.heap import reusing_freed_memory
 from trapline.analyze.text_links import (
     EMPTY_TEXT,
     Scratch,
@@ -94,6 +95,7 @@ class LinkResult:
     candidates: int
 
 
+@reusing_freed_memory()  # freed arrays are kept for the next band (``analyze.heap``)
 def link(
     local_seq: np.ndarray,
     sig: np.ndarray,
