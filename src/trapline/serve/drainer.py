@@ -96,8 +96,7 @@ class DrainProcess:
         self._bell_fd = bell.fileno()
         self._bell_keep = bell
         self._ctx = ctx
-        self._queue: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
-        self._proc: multiprocessing.process.BaseProcess = ctx.Process()
+        self._queue, self._proc = self._make_child()
         self._base = _Totals()  # what drain processes before the current one did
         self._got = _Totals()  # the current one's last report
         self._listener: threading.Thread | None = None
@@ -115,18 +114,22 @@ class DrainProcess:
         self._listener.start()
         return recovered
 
-    def _spawn(self) -> None:
+    def _make_child(
+        self,
+    ) -> tuple[multiprocessing.Queue[tuple[str, Any]], multiprocessing.process.BaseProcess]:
         # A fresh queue per child: one killed while writing may leave the old one locked.
-        self._queue = self._ctx.Queue()
-        self._proc = self._ctx.Process(
+        out: multiprocessing.Queue[tuple[str, Any]] = self._ctx.Queue()
+        proc = self._ctx.Process(
             target=_child_main,
-            args=(
-                str(self.spool.root), self.settings, self._bell, self._stop, self._queue,
-                _turn_policy(),
-            ),
+            args=(str(self.spool.root), self.settings, self._bell, self._stop, out, _turn_policy()),
             name="trapline-drain",
             daemon=True,
-        )  # fmt: skip
+        )
+        return out, proc
+
+    def _spawn(self) -> None:
+        if self._proc.pid is not None:  # started before: a replacement needs its own
+            self._queue, self._proc = self._make_child()
         self._proc.start()
         self.pid = self.state.drain_pid = self._proc.pid
 
