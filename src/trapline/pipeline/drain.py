@@ -182,7 +182,7 @@ def store_messages(
     store: Store, core: IngestCore, raws: Sequence[RawMessage], prepared: Prepared | None = None
 ) -> int:
     """Store spooled messages through the ingest core (raw first, content-addressed, so a
-    replay is a no-op); returns how many were new. ``prepared`` (``prepare_next``) spares the
+    replay is a no-op); returns how many were new. ``prepared`` (a ``ReadyGroup``'s) spares the
     write window the parsing and compressing when it covers these messages."""
     items = [(raw.id, raw) for raw in raws]
     got = core.archive(store, items, prepared)

@@ -2,8 +2,8 @@
 
 Why a process and not a thread: a write window (open, store one group, run the stages, close
 with DuckDB's checkpoint) holds the store against every reader, and a thread spends it sharing
-one interpreter lock with the SMTP and HTTP loops, so under load each window lasted as long
-again. In its own process the window has a core to itself and readers wait less.
+one interpreter lock with the SMTP and HTTP loops, so readers also waited for those loops. In
+its own process the window has a core to itself.
 
 The parent (``DrainProcess``) wakes the child when the spool commits, and the child
 (``_child_main``) reports back over one queue: log records, notes, counters after every round,
@@ -61,6 +61,15 @@ class _Totals:
     errors: int = 0
     last_error: str = ""
 
+    def plus(self, other: _Totals) -> _Totals:
+        """Both processes' counts added up (the last error is this one's)."""
+        counts = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "last_error"
+        }
+        return dataclasses.replace(self, **counts)
+
 
 def drain_lag(spool: Spool) -> float:
     """Seconds the oldest undrained segment has waited (segment names start with their time)."""
@@ -103,7 +112,6 @@ class DrainProcess:
         self._reported = ServeCounters()
         self._interval = float(settings.get("serve_report_interval_s") or 60.0)
         self._last_report = time.monotonic()
-        self.pid: int | None = None
 
     def start(self) -> DrainResult:
         """Start the child and wait until it has recovered what a previous run left; returns
@@ -131,7 +139,7 @@ class DrainProcess:
         if self._proc.pid is not None:  # started before: a replacement needs its own
             self._queue, self._proc = self._make_child()
         self._proc.start()
-        self.pid = self.state.drain_pid = self._proc.pid
+        self.state.drain_pid = self._proc.pid
 
     def _await_ready(self) -> DrainResult:
         while True:
@@ -216,11 +224,7 @@ class DrainProcess:
             "starting a new one in %.0fs",
             self._proc.exitcode, delay,
         )  # fmt: skip
-        for field in dataclasses.fields(_Totals):
-            if field.name != "last_error":
-                name = field.name
-                setattr(self._base, name, getattr(self._base, name) + getattr(self._got, name))
-        self._got = _Totals()
+        self._base, self._got = self._base.plus(self._got), _Totals()
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self._stop.value:
             time.sleep(0.1)
@@ -234,11 +238,7 @@ class DrainProcess:
 
     def _counters(self, got: _Totals) -> None:
         self._got = got
-        base = self._base
-        got = dataclasses.replace(
-            got, **{f.name: getattr(got, f.name) + getattr(base, f.name)
-                    for f in dataclasses.fields(_Totals) if f.name != "last_error"},
-        )  # fmt: skip
+        got = got.plus(self._base)
         c = self.state.counters
         c.accepted = self.spool.accepted
         c.drained, c.new, c.stages_run = got.messages, got.new_messages, got.stages_run

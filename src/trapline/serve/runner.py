@@ -303,7 +303,6 @@ async def _serve(
         # left behind; the ports open after it.
         worker = DrainProcess(spool, settings, lease, state, note)
         worker.start()
-        state.drain_pid = worker.pid
         spool.on_commit = worker.wake
         spool.start()
         ctx = ServeContext(settings, spool, secret)
