@@ -15,9 +15,9 @@ from trapline.analyze.botnet_evidence import EvidenceParams
 from trapline.analyze.botnets import BotnetParams
 from trapline.analyze.lsh import ClusterParams
 from trapline.config import DEFAULTS, SettingsView, SmtpLimits, load_config, load_settings
-from trapline.distributed.uris import ObjectStores
 from trapline.errors import ConfigError
 from trapline.export.evidence import ExportSettings
+from trapline.objectstores import ObjectStores
 from trapline.serve.api.settings import WebSettings
 from trapline.serve.dnsbl.settings import DnsblSettings
 

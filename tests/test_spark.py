@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import shared
+from s3_helpers import client, s3_server, upload
 from trapline.cli.main import cli
 from trapline.config import load_settings
 from trapline.distributed import splits
@@ -73,31 +73,18 @@ def stop_jvm(spark: Any) -> None:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str | None]:
-    """An S3 endpoint on 127.0.0.1 (port 0): moto's S3 emulation (``moto[server]``), not AWS,
-    reached by pyarrow's real S3 client over real HTTP; None when moto is not installed.
+    """An S3 endpoint on 127.0.0.1 (``s3_helpers``); None when moto is not installed.
 
     Started before the Spark session, so its executors inherit the (fake) credentials and the
     switch that keeps the AWS client off the EC2 metadata address: no request leaves loopback.
     """
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError:
         yield None
         return
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "trapline-test")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "trapline-test")
-            env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
-                env.delenv(name, raising=False)
-            yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -494,7 +481,7 @@ def _table(out: str, name: str, settings: dict[str, Any]) -> list[dict[str, Any]
     from pyarrow import fs
 
     from trapline.distributed.task import filesystem_for
-    from trapline.distributed.uris import ObjectStores
+    from trapline.objectstores import ObjectStores
 
     filesystem, base = filesystem_for(out, ObjectStores.from_settings(settings))
     table = ds.dataset(
@@ -538,7 +525,7 @@ def _same_as_local(nested: dict[str, Any], out: str, settings: dict[str, Any], p
     import pyarrow.dataset as ds
 
     from trapline.distributed.task import filesystem_for
-    from trapline.distributed.uris import ObjectStores
+    from trapline.objectstores import ObjectStores
 
     filesystem, base = filesystem_for(out, ObjectStores.from_settings(settings))
     if filesystem is None:
@@ -586,29 +573,9 @@ def _s3_settings(endpoint: str) -> dict[str, Any]:
     return load_settings({"s3_endpoint": endpoint, "s3_region": "us-east-1"})
 
 
-def _upload(endpoint: str, corpus: Path, prefix: str) -> None:
-    """The corpus into the bucket as it lies on disk (bytes as they are: no compression)."""
-    from pyarrow import fs
-
-    host = endpoint.split("://", 1)[1]
-    s3fs = fs.S3FileSystem(
-        endpoint_override=host,
-        scheme="http",
-        region="us-east-1",
-        allow_bucket_creation=True,
-        allow_delayed_open=True,
-    )
-    s3fs.create_dir(BUCKET)
-    for path in sorted(corpus.rglob("*")):
-        if path.is_file():
-            key = f"{BUCKET}/{prefix}/{path.relative_to(corpus)}"
-            with s3fs.open_output_stream(key, compression=None) as fh:
-                fh.write(path.read_bytes())
-
-
 @pytest.mark.slow
 def test_s3a_patterns_read_and_write_through_an_s3_server_on_loopback(
-    nested: dict[str, Any], s3: str | None, spark_session: Any
+    nested: dict[str, Any], s3: str | None, spark_session: Any, tmp_path: Path
 ) -> None:
     """The user story against moto's S3 emulation on 127.0.0.1 (not AWS; no network): the
     pattern is listed at the driver, every executor opens its objects with pyarrow's S3
@@ -617,7 +584,7 @@ def test_s3a_patterns_read_and_write_through_an_s3_server_on_loopback(
         pytest.skip("moto[server] is not installed (pip install -e '.[dev]')")
     from trapline.distributed import spark as job
 
-    _upload(s3, nested["corpus"], "spam")
+    upload(s3, nested["corpus"], BUCKET, "spam")
     settings = _s3_settings(s3)
     out = f"s3a://{BUCKET}/trapline"
     summary = job.ingest(
@@ -626,15 +593,16 @@ def test_s3a_patterns_read_and_write_through_an_s3_server_on_loopback(
     assert summary.splits == nested["summary"].splits and summary.messages == 55
     assert summary.task_errors == 0
     _same_as_local(nested, out, settings, f"s3a://{BUCKET}/spam")
-    from pyarrow import fs
-
-    filesystem, base = (
-        fs.S3FileSystem(endpoint_override=s3.split("://", 1)[1], scheme="http", region="us-east-1"),
-        f"{BUCKET}/trapline",
-    )
-    with filesystem.open_input_stream(f"{base}/_trapline.json") as fh:
+    with client(s3).open_input_stream(f"{BUCKET}/trapline/_trapline.json") as fh:
         manifest = json.loads(fh.read())
     assert manifest["tables"]["messages"]["rows"] == 55
+    # ... and a local store reads the bucket's dataset in place (`attach parquet s3a://`).
+    data = tmp_path / "attached"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRAPLINE_S3_ENDPOINT", s3)
+        _run(data, "attach", "parquet", out)
+    stats = json.loads(_run(data, "stats", "--json").stdout)
+    assert stats["messages"] == 55
 
 
 def test_an_input_gone_before_its_task_reads_it_is_quarantined(
@@ -645,12 +613,12 @@ def test_an_input_gone_before_its_task_reads_it_is_quarantined(
     import pyarrow.parquet as pq
 
     from trapline.distributed import task
-    from trapline.distributed.uris import ObjectStores, locate
+    from trapline.objectstores import ObjectStores, locate
 
     corpus = _nested_corpus(tmp_path / "spam")
     stores = [("file", f"file://{corpus}", load_settings({}))]
     if s3 is not None:
-        _upload(s3, corpus, "gone")
+        upload(s3, corpus, BUCKET, "gone")
         stores.append(("s3a", f"s3a://{BUCKET}/gone", _s3_settings(s3)))
     for kind, root, settings in stores:
         plan = splits.plan([f"{root}/2008-0[13]/*"], 1 << 20, ObjectStores.from_settings(settings))

@@ -40,17 +40,20 @@ class TraplineGroup(click.Group):
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
         except Exception as exc:
-            # A damaged store fails inside whichever query touches the damage, as a DuckDB
-            # error: report the file and the way back instead of a traceback.
+            # A damaged store, or an attached dataset whose object store is out of reach, fails
+            # inside whichever query touches it, as a DuckDB error: report what and the way
+            # back instead of a traceback.
             from trapline.store.damage import as_damage
             from trapline.store.duckdb import DB_FILENAME
 
             obj = ctx.find_object(AppContext)
             path = (obj.data_dir if obj else Path(".")) / DB_FILENAME
-            damaged = as_damage(exc, path)
-            if damaged is None:
+            from trapline.store.attached import as_unreachable
+
+            failed = as_damage(exc, path) or as_unreachable(exc)
+            if failed is None:
                 raise
-            click.secho(f"error: {damaged}", fg="red", err=True)
+            click.secho(f"error: {failed}", fg="red", err=True)
             sys.exit(1)
 
 

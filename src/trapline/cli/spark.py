@@ -73,7 +73,7 @@ def spark_ingest(
     Example: trapline spark ingest 's3a://bucket/spam/2008-*/*.mbox.gz' --out s3a://bucket/trapline/
     """
     from trapline.distributed import spark as job
-    from trapline.distributed.uris import ObjectStores
+    from trapline.objectstores import ObjectStores
 
     if split_mb < 1:
         raise click.BadParameter("must be at least 1", param_hint="--split-mb")
@@ -164,23 +164,37 @@ def attach() -> None:
 
 
 @attach.command("parquet")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset")
 @json_option
 @pass_app
-def attach_parquet_cmd(app: AppContext, folder: Path, as_json: bool) -> None:
+def attach_parquet_cmd(app: AppContext, dataset: str, as_json: bool) -> None:
     """Read the tables of a Parquet dataset (one folder per table) instead of the store's own.
 
-    Example: trapline --data-dir ./big attach parquet ./parquet/
+    DATASET is a folder or a URI: s3a:// (s3://, s3n://), gs://, hdfs:// or file://. An
+    S3 dataset is read with the AWS credentials of whoever runs each command, at the
+    s3_endpoint and s3_region settings given when attaching (other S3 services: set
+    TRAPLINE_S3_ENDPOINT=http://host:port). Tables stay attached until a new --data-dir.
+
+    Example: trapline --data-dir ./big attach parquet s3a://bucket/trapline/ && trapline --data-dir ./big stats
     """
     from trapline.distributed.attach import attach_parquet
+    from trapline.objectstores import ObjectStores
     from trapline.store.duckdb import open_store
 
     with open_store(app.data_dir) as store:
-        done = attach_parquet(store, folder)
+        done = attach_parquet(store, dataset, ObjectStores.from_settings(app.settings))
+    if done.kept and not app.quiet:
+        click.echo(f"kept this store's own {', '.join(done.kept)}", err=True)
+    if done.missing_snapshots:
+        click.echo(
+            f"note: the dataset was mapped with {', '.join(done.missing_snapshots)}, which this "
+            "store has not imported; `networks` sizes each AS by it: trapline routing import FILE",
+            err=True,
+        )
     if as_json:
-        echo_json([{"table": a.table, "path": a.path, "rows": a.rows} for a in done])
+        echo_json([{"table": a.table, "path": a.path, "rows": a.rows} for a in done.tables])
         return
-    for a in done:
+    for a in done.tables:
         click.echo(f"{a.table:<12} {a.rows:>12,} rows  {a.path}")
 
 

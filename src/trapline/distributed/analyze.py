@@ -27,7 +27,7 @@ import numpy as np
 from trapline.distributed.dialect import BIG, SparkSQL, frame
 from trapline.distributed.spark import read_parquet
 from trapline.distributed.task import DAY
-from trapline.distributed.uris import ObjectStores
+from trapline.objectstores import ObjectStores
 from trapline.store.labels import SPAM, label_filter
 
 SMALL = ("routing_snapshots", "as_names", "feed_indicators", "visits", "dictionary_attacks")

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trapline import __version__
-from trapline.distributed import splits, task, uris
-from trapline.distributed.uris import ObjectStores
+from trapline import __version__, objectstores
+from trapline.distributed import splits, task
 from trapline.errors import ObjectStoreError, TraplineError, UsageError
 from trapline.export.tables import LAYOUT, MANIFEST
+from trapline.objectstores import ObjectStores
 
 
 class SparkUnavailable(TraplineError):
@@ -135,8 +135,8 @@ def check_output(out: str, stores: ObjectStores | None = None) -> None:
 def check_inputs(inputs: Sequence[str], stores: ObjectStores | None = None) -> None:
     """Fail before Spark starts when an input URI names a store pyarrow cannot open."""
     for given in inputs:
-        if uris.is_uri(given):
-            uris.locate(given, stores)
+        if objectstores.is_uri(given):
+            objectstores.locate(given, stores)
 
 
 def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:

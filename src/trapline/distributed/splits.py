@@ -20,14 +20,15 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from trapline import objectstores
 from trapline.distributed import uris
-from trapline.distributed.uris import ObjectStores
 from trapline.errors import SourceError
 from trapline.ingest.compression import sniff, strip_compression_suffix
 from trapline.ingest.maildir import FileEntry, display_name, file_entry, walk
 from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, is_postmark, split_mbox
 from trapline.ingest.sources import SourceReader, is_mbox_name
 from trapline.model import RawMessage, SourceProblem
+from trapline.objectstores import ObjectStores
 
 _WINDOW = 1 << 20  # bytes read at a time while looking for the next separator
 _HEAD = 512
@@ -58,7 +59,7 @@ def _entries(
     paths: Sequence[str], skipped: list[str], stores: ObjectStores
 ) -> Iterator[FileEntry | SourceProblem]:
     for given in paths:
-        if uris.is_uri(given):
+        if objectstores.is_uri(given):
             yield from uris.entries(given, stores, skipped)
             continue
         if not os.path.exists(given):
@@ -100,7 +101,7 @@ def _cut_mbox(entry: FileEntry, target: int, stores: ObjectStores) -> list[Split
     """Byte ranges of an uncompressed mbox, each starting at a separator line."""
     size = entry.size or 0
     cuts = [0]
-    handle, _size = uris.open_input(entry.path, stores)
+    handle, _size = objectstores.open_input(entry.path, stores)
     with handle:
         while cuts[-1] + target < size:
             nxt = _separator_after(handle, cuts[-1] + target, size)
@@ -116,7 +117,7 @@ def _compressed(path: str, stores: ObjectStores) -> bool:
     if strip_compression_suffix(os.path.basename(path)) != os.path.basename(path):
         return True
     try:
-        handle, _size = uris.open_input(path, stores)
+        handle, _size = objectstores.open_input(path, stores)
         with handle:
             return sniff(handle.read(_HEAD)) is not None
     except Exception:
@@ -175,7 +176,7 @@ def read_split(
     (path,) = split.paths
     name = f"{display_name(path)}@{split.start}"  # items are numbered within the range
     try:
-        handle, _size = uris.open_input(path, stores)
+        handle, _size = objectstores.open_input(path, stores)
         with handle:
             handle.seek(split.start)
             data = handle.read(split.end - split.start)
@@ -194,7 +195,7 @@ def _read_whole(
     """A whole file or object, by the local reader (``single``: a Maildir file, one message)."""
     name = display_name(path)
     try:
-        handle, size = uris.open_input(path, stores)
+        handle, size = objectstores.open_input(path, stores)
     except FileNotFoundError:
         yield SourceProblem(name, "vanished", "removed between planning and reading")
         return

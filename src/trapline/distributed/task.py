@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trapline.distributed.splits import Split, read_split
-from trapline.distributed.uris import ObjectStores, locate
 from trapline.model import RawMessage, SourceProblem, message_id_of
+from trapline.objectstores import ObjectStores, locate
 from trapline.pipeline.core import IngestCore
 from trapline.store.duckdb import Store, schema_statements
 from trapline.store.writer import write_problems

@@ -1,133 +1,26 @@
-"""Inputs and outputs given as URIs (``s3a://``, ``gs://``, ``hdfs://``, ``file://``), via pyarrow.
+"""Inputs given as URIs (``s3a://``, ``gs://``, ``hdfs://``, ``file://``): listing and globs.
 
 A URI names a file, a folder (a key prefix) or a glob (``*``, ``?``, ``[..]`` in any path
 component, ``s3a://b/spam/2008-*/*.mbox.gz``). The driver expands it here by listing with
 pyarrow and matching each component with ``fnmatch`` (hidden names only when the pattern asks
 for them, as the shell does); folders are walked with the local walker's rules
 (:mod:`trapline.ingest.maildir`: sorted names, Maildirs, non-mail names skipped). Entries carry
-the URI as given, so tasks open it themselves (:func:`open_input`) and sources name it.
-
-``s3a://`` and ``s3n://`` (Hadoop's names) are pyarrow's ``s3://``: same bucket and key,
-credentials from the AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles,
-instance roles), region from ``s3_region``, ``AWS_REGION`` or the bucket itself, and another
-S3 service (MinIO, Ceph) from the ``s3_endpoint`` setting.
+the URI as given, so tasks open it themselves (:func:`trapline.objectstores.open_input`) and
+sources name it. Which filesystem a URI lives on, and how to reach it, is
+:mod:`trapline.objectstores`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import functools
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from trapline.config import SettingsView
-from trapline.errors import ObjectStoreError, SourceError
+from trapline.errors import SourceError
 from trapline.ingest.maildir import MAILDIR_PARTS, FileEntry, is_not_mail_name
 from trapline.model import SourceProblem
-
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_GLOB = re.compile(r"[*?\[]")
-_KINDS = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "file": "file"}
-SUPPORTED = "s3a:// (s3://, s3n://), gs://, hdfs:// and file://"
-
-
-@dataclass(slots=True, frozen=True)
-class ObjectStores(SettingsView):
-    """How to reach S3-compatible stores (the settings ``s3_endpoint``, ``s3_region``)."""
-
-    prefix: ClassVar[str] = "s3_"
-    endpoint: str  # "" = AWS itself; "http://127.0.0.1:9000" for a MinIO, say
-    region: str  # "" = AWS_REGION / AWS_DEFAULT_REGION, else asked of the bucket
-
-
-def is_uri(text: str) -> bool:
-    """Whether ``text`` is a URI (``scheme://...``) rather than a local path."""
-    return bool(_URI.match(text))
-
-
-def _unsupported(uri: str, detail: str) -> ObjectStoreError:
-    scheme = uri.split("://", 1)[0]
-    return ObjectStoreError(
-        f"cannot open {scheme}:// URIs ({uri}): {detail}; trapline reads {SUPPORTED} "
-        "through pyarrow: use one of those, or mount or copy the files to a local folder"
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _filesystem(kind: str, scheme: str, authority: str, stores: ObjectStores) -> Any:
-    """One pyarrow filesystem per store and process (S3 clients are costly to make)."""
-    from pyarrow import fs
-
-    if kind == "file":
-        return fs.LocalFileSystem()
-    if kind == "s3":
-        options: dict[str, Any] = {}
-        if stores.endpoint:
-            scheme_, sep, host = stores.endpoint.partition("://")
-            options["endpoint_override"] = host.rstrip("/") if sep else scheme_
-            options["scheme"] = scheme_ if sep else "https"
-        region = (
-            stores.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        )
-        if not region and not stores.endpoint:
-            region = fs.resolve_s3_region(authority)  # what pyarrow's from_uri does
-        # Delayed open: an object that fits one part goes up in one PutObject request.
-        return fs.S3FileSystem(region=region or "us-east-1", allow_delayed_open=True, **options)
-    if kind == "gs":
-        return fs.GcsFileSystem()
-    filesystem, _path = fs.FileSystem.from_uri(f"{scheme}://{authority}/")
-    return filesystem
-
-
-def _parse(uri: str) -> tuple[str, str, str, str, str]:
-    """``(kind, scheme, authority, prefix, path)``: ``prefix + path`` is the URI again."""
-    scheme, _, rest = uri.partition("://")
-    kind = _KINDS.get(scheme.lower(), scheme.lower())
-    authority, _, key = rest.partition("/")
-    key = key.rstrip("/")
-    if kind == "file":
-        if authority not in ("", "localhost"):
-            raise _unsupported(uri, f"file:// names a host ({authority})")
-        return kind, "file", authority, f"{scheme}://{authority}", "/" + key
-    if kind in ("s3", "gs"):
-        if not authority or _GLOB.search(authority):
-            raise ObjectStoreError(
-                f"{uri}: name the bucket (no pattern in it), as {scheme}://bucket/key"
-            )
-        return kind, scheme.lower(), authority, f"{scheme}://", f"{authority}/{key}".rstrip("/")
-    return kind, scheme.lower(), authority, f"{scheme}://{authority}", "/" + key
-
-
-def locate(uri: str, stores: ObjectStores | None = None) -> tuple[Any, str]:
-    """The pyarrow filesystem of ``uri`` and the path of ``uri`` in it."""
-    kind, scheme, authority, _prefix, path = _parse(uri)
-    try:
-        filesystem = _filesystem(kind, scheme, authority, stores or ObjectStores.from_settings({}))
-    except (ValueError, OSError, ImportError) as exc:  # pyarrow: unknown scheme, no libhdfs, ...
-        raise _unsupported(uri, str(exc).splitlines()[0][:300]) from exc
-    return filesystem, path
-
-
-def open_input(path: str, stores: ObjectStores | None = None) -> tuple[Any, int | None]:
-    """A seekable binary handle on a local path or a URI, and its size (None: unknown).
-
-    Raises ``FileNotFoundError`` when it is gone and ``OSError`` when it cannot be read.
-    """
-    if not is_uri(path):
-        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
-        try:
-            return handle, os.fstat(handle.fileno()).st_size
-        except OSError:
-            return handle, None
-    filesystem, inner = locate(path, stores)
-    try:
-        handle = filesystem.open_input_file(inner)
-    except (ValueError, TypeError) as exc:  # pyarrow: a folder, or a path it refuses
-        raise OSError(str(exc)) from exc
-    return handle, handle.size()
+from trapline.objectstores import GLOB, ObjectStores, locate, parse_uri
 
 
 def _info_kind(info: Any) -> str:
@@ -151,10 +44,10 @@ def entries(
 ) -> Iterator[FileEntry | SourceProblem]:
     """The mail files a URI names: a file, a folder walked, or every match of a glob."""
     filesystem, path = locate(uri, stores)
-    prefix = _parse(uri)[3]
+    prefix = parse_uri(uri)[3]
     try:
         matches = (
-            _expand(filesystem, path) if _GLOB.search(path) else [filesystem.get_file_info(path)]
+            _expand(filesystem, path) if GLOB.search(path) else [filesystem.get_file_info(path)]
         )
     except OSError as exc:
         raise SourceError(
@@ -163,9 +56,7 @@ def entries(
     found = [m for m in matches if _info_kind(m) != "-"]
     if not found:
         what = (
-            "nothing matches the pattern"
-            if _GLOB.search(path)
-            else "no such file, folder or object"
+            "nothing matches the pattern" if GLOB.search(path) else "no such file, folder or object"
         )
         raise SourceError(
             f"{uri}: {what}; check the URI (and quote a pattern so the shell passes it on)"
@@ -180,13 +71,13 @@ def entries(
 def _expand(filesystem: Any, path: str) -> list[Any]:
     """Every file or folder matching ``path``'s glob components, in sorted tree order."""
     parts = path.split("/")
-    first = next(i for i, p in enumerate(parts) if _GLOB.search(p))
+    first = next(i for i, p in enumerate(parts) if GLOB.search(p))
     heads = ["/".join(parts[:first]) or "/"]
     for i in range(first, len(parts)):
         part, last = parts[i], i == len(parts) - 1
         nxt: list[Any] = []
         for head in heads:
-            if not _GLOB.search(part):
+            if not GLOB.search(part):
                 nxt.append(f"{head.rstrip('/')}/{part}")
                 continue
             listing = (

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from trapline import __version__
 from trapline.errors import UsageError
+from trapline.store.attached import REGISTRY
 from trapline.store.duckdb import Store
 
 MANIFEST = "_trapline.json"
@@ -40,7 +41,8 @@ def store_tables(store: Store) -> list[str]:
     """The store's tables (views over an attached Parquet dataset included), by name."""
     rows = store.con.execute(
         "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = 'main' AND table_name <> 'attached_parquet' ORDER BY table_name"
+        "WHERE table_schema = 'main' AND table_name <> ? ORDER BY table_name",
+        [REGISTRY],
     ).fetchall()
     return [r[0] for r in rows]
 

@@ -14,6 +14,7 @@ from types import TracebackType
 import duckdb
 
 from trapline.errors import StoreError, StoreLocked
+from trapline.store.attached import register_filesystems
 from trapline.store.damage import as_damage
 from trapline.store.turns import Turn
 
@@ -129,6 +130,7 @@ class Store:
             if damaged is not None:
                 raise damaged from exc
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        register_filesystems(con)  # before anything binds a view over an attached dataset
         if not self.read_only:
             key = str(self.path.resolve())
             if _SCHEMA_APPLIED.get(key) != _columns(con):  # once per file: windows are short
@@ -144,6 +146,7 @@ class Store:
             Store(self.data_dir).close()
             self._turn.acquire()
             con = duckdb.connect(str(self.path), read_only=True)
+            register_filesystems(con)
         return con
 
     def others_waiting(self) -> bool:
