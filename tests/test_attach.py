@@ -153,3 +153,52 @@ def test_a_bucket_out_of_reach_is_one_clear_error_not_an_empty_store(
     assert gone.returncode == 1
     assert "an attached dataset could not be read" in gone.stderr
     assert "Could not connect" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_the_api_over_a_bucket_dataset_answers_as_over_the_store_it_came_from(
+    dataset: dict[str, Path], s3: str, tmp_path: Path
+) -> None:
+    """The web server (real HTTP on 127.0.0.1) over the attached store: overview, ranking,
+    a network's dossier, a message and its raw bytes. Its API keys are the store's own: the
+    dataset's api_keys table does not replace them, so keys can still be made."""
+    import httpx
+
+    from trapline.config import load_settings
+    from web_helpers import start_server
+
+    data = tmp_path / "store"
+    _run(data, "-q", "routing", "import", str(ROUTING))
+    assert _attach(data, f"s3a://{BUCKET}/phishing", s3).exit_code == 0
+    with open_store(dataset["source"], read_only=True) as store:
+        mid, asn = store.con.execute(
+            "SELECT id, origin_asn FROM messages WHERE origin_asn IS NOT NULL "
+            "ORDER BY received_at DESC, id LIMIT 1"
+        ).fetchone() or ("", 0)
+    seen: dict[str, dict[str, Any]] = {}
+    for name, folder in (("source", dataset["source"]), ("attached", data)):
+        store = open_store(folder)
+        server = start_server(store, load_settings({"data_dir": str(folder)}))
+        try:
+            with httpx.Client(
+                base_url=server.base, headers=server.headers("analyst"), timeout=300
+            ) as client:
+                detail = client.get(f"/api/v1/messages/{mid}").json()
+                detail.pop("ingested_at")
+                seen[name] = {
+                    "overview": client.get("/api/v1/overview").json(),
+                    "networks": client.get("/api/v1/networks", params={"top": 20}).json(),
+                    "dossier": {
+                        k: v
+                        for k, v in client.get(f"/api/v1/networks/AS{asn}").json().items()
+                        if k != "generated_at"
+                    },
+                    "message": detail,
+                    "raw": client.get(f"/api/v1/messages/{mid}/raw").content,
+                }
+        finally:
+            server.stop()
+            store.close()
+    assert seen["attached"]["overview"]["totals"]["messages"] == 415
+    assert b"\nSubject:" in seen["attached"]["raw"]
+    for key in seen["source"]:
+        assert seen["attached"][key] == seen["source"][key], key

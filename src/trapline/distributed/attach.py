@@ -30,8 +30,16 @@ NOT_A_DATASET = (
 )
 
 # What a dataset never replaces: the routing this store maps and sizes networks with (the
-# Spark job maps with the store's snapshots too), and who may use this store's API.
-KEEP_OWN = ("routing_snapshots", "routing_prefixes", "as_names", "api_keys")
+# Spark job maps with the store's snapshots too), who may use this store's API (keys, sensors),
+# and the domains its own trap accepts mail for.
+KEEP_OWN = (
+    "routing_snapshots",
+    "routing_prefixes",
+    "as_names",
+    "api_keys",
+    "sensors",
+    "trap_domains",
+)
 CHECK_STORE = (
     "check the URI, the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile) "
     "and the s3_endpoint and s3_region settings"
