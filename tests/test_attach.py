@@ -202,3 +202,23 @@ def test_the_api_over_a_bucket_dataset_answers_as_over_the_store_it_came_from(
     assert b"\nSubject:" in seen["attached"]["raw"]
     for key in seen["source"]:
         assert seen["attached"][key] == seen["source"][key], key
+
+
+def test_attach_list_says_where_each_table_is_read_from(s3: str, tmp_path: Path) -> None:
+    data = tmp_path / "store"
+    _run(data, "-q", "routing", "import", str(ROUTING))
+    empty = _run(data, "attach", "list")
+    assert empty.stdout == "" and "reads no dataset in place" in empty.stderr
+    assert _attach(data, f"s3a://{BUCKET}/phishing/", s3).exit_code == 0
+    listed = {r["table"]: r for r in json.loads(_run(data, "attach", "list", "--json").stdout)}
+    assert listed["messages"] == {
+        "table": "messages",
+        "path": f"s3a://{BUCKET}/phishing",
+        "endpoint": s3,
+        "region": "us-east-1",
+    }
+    assert "routing_prefixes" not in listed
+    assert (
+        f"messages             s3a://{BUCKET}/phishing  (endpoint {s3})"
+        in _run(data, "attach", "list").stdout
+    )

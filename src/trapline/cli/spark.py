@@ -12,9 +12,11 @@ import click
 from trapline.cli.common import (
     AppContext,
     echo_json,
+    hint,
     ingest_label_option,
     json_option,
     label_option,
+    open_existing,
     pass_app,
 )
 
@@ -173,7 +175,8 @@ def attach_parquet_cmd(app: AppContext, dataset: str, as_json: bool) -> None:
     DATASET is a folder or a URI: s3a:// (s3://, s3n://), gs://, hdfs:// or file://. An
     S3 dataset is read with the AWS credentials of whoever runs each command, at the
     s3_endpoint and s3_region settings given when attaching (other S3 services: set
-    TRAPLINE_S3_ENDPOINT=http://host:port). Tables stay attached until a new --data-dir.
+    TRAPLINE_S3_ENDPOINT=http://host:port). Attaching the dataset again (after it moved,
+    say) replaces the views; `trapline attach list` shows which tables are read from where.
 
     Example: trapline --data-dir ./big attach parquet s3a://bucket/trapline/ && trapline --data-dir ./big stats
     """
@@ -196,6 +199,33 @@ def attach_parquet_cmd(app: AppContext, dataset: str, as_json: bool) -> None:
         return
     for a in done.tables:
         click.echo(f"{a.table:<12} {a.rows:>12,} rows  {a.path}")
+
+
+@attach.command("list")
+@json_option
+@pass_app
+def attach_list_cmd(app: AppContext, as_json: bool) -> None:
+    """Which tables this store reads from an attached dataset, where, and at which endpoint.
+
+    Example: trapline --data-dir ./big attach list
+    """
+    from trapline.store.attached import locations
+
+    with open_existing(app) as store:
+        found = locations(store.con)
+    rows = [
+        {"table": t, "path": w.path, "endpoint": w.stores.endpoint, "region": w.stores.region}
+        for t, w in sorted(found.items())
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        hint("this store reads no dataset in place; attach one: trapline attach parquet FOLDER")
+        return
+    for r in rows:
+        at = f"  (endpoint {r['endpoint']})" if r["endpoint"] else ""
+        click.echo(f"{r['table']:<20} {r['path']}{at}")
 
 
 commands = [spark, attach]

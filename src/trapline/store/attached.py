@@ -174,5 +174,5 @@ def as_unreachable(exc: BaseException) -> ObjectStoreError | None:
     return ObjectStoreError(
         f"an attached dataset could not be read: {detail}; check that its object store is "
         "reachable and the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile), "
-        "or attach it again: trapline attach parquet URI"
+        "`trapline attach list` shows where each table is read from"
     )
