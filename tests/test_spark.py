@@ -569,6 +569,49 @@ def test_file_uri_patterns_read_the_same_messages_as_local_paths(
     assert len(plan.splits) == 5 and plan.skipped == (f"file://{root}/2008-03/.hidden.eml",)
 
 
+def test_spark_analyze_reads_a_uri_dataset_without_the_tables_it_has_no_rows_for(
+    nested: dict[str, Any], spark_session: Any, tmp_path: Path
+) -> None:
+    """The job writes a table folder only when the table has rows (no routing snapshot: no
+    ip_routing/; clean input: no quarantine/): a URI dataset analyzes all the same, those
+    tables empty with the store's columns. A folder with no tables is a usage error."""
+    from trapline.analyze.timeline import RECEIVED
+    from trapline.distributed import analyze
+    from trapline.distributed.task import TABLES, memory_store
+    from trapline.errors import UsageError
+
+    out = Path(nested["out"])
+    absent = sorted(set(TABLES) - {p.name for p in out.iterdir()})
+    assert {"ip_routing", "quarantine"} <= set(absent)
+    data = tmp_path / "store"
+    open_store(data).close()
+    settings = load_settings({"data_dir": str(data)})
+    result = analyze.run(
+        spark_session, f"file://{out}", str(tmp_path / "results"), settings=settings, data_dir=data
+    )
+    (dated,) = duckdb.connect().execute(
+        f"SELECT count(*) FROM read_parquet('{out}/messages/*/*.parquet') WHERE {RECEIVED}"
+    ).fetchone() or (0,)
+    assert result.networks == [] and result.timeline["by"] == "none"  # nothing routed
+    assert sum(n or 0 for n in result.timeline["total"]) == dated > 40  # dated by a Received line
+    assert 0 < result.campaigns < result.clustered <= 55
+    schema = memory_store()
+    for name in absent:
+        view = spark_session.table(name)
+        want = [c[0] for c in schema.con.execute(f'DESCRIBE "{name}"').fetchall()]
+        assert view.columns == want and view.count() == 0, name
+    schema.close()
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(UsageError, match="holds no table folders"):
+        analyze.run(
+            spark_session,
+            f"file://{tmp_path}/nothing",
+            str(tmp_path / "r2"),
+            settings=settings,
+            data_dir=data,
+        )
+
+
 def _s3_settings(endpoint: str) -> dict[str, Any]:
     return load_settings({"s3_endpoint": endpoint, "s3_region": "us-east-1"})
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from trapline.distributed.dialect import BIG, SparkSQL, frame
 from trapline.distributed.spark import read_parquet
-from trapline.distributed.task import DAY
+from trapline.distributed.task import DAY, memory_store
+from trapline.errors import UsageError
 from trapline.objectstores import ObjectStores
 from trapline.store.labels import SPAM, label_filter
 
@@ -58,17 +59,30 @@ class AnalyzeResult:
 
 
 def register_dataset(spark: Any, dataset: str) -> list[str]:
-    """Temp views over the dataset's table folders (partition column dropped)."""
-    found = []
+    """Temp views over the dataset's table folders (partition column dropped), and the names
+    found. The job writes a folder only for a table with rows: any other is an empty view
+    with the store's columns, so the analyses' SQL runs on every dataset."""
+    found, absent = [], []
     for name in sorted(BIG):
-        folder = f"{dataset.rstrip('/')}/{name}"
-        if "://" not in dataset and not Path(folder).is_dir():
+        df = read_parquet(spark, f"{dataset.rstrip('/')}/{name}", absent_ok=True)
+        if df is None:
+            absent.append(name)
             continue
-        df = read_parquet(spark, folder)
         if DAY in df.columns:
             df = df.drop(DAY)
         df.createOrReplaceTempView(name)
         found.append(name)
+    if not found:
+        raise UsageError(
+            f"{dataset} holds no table folders (messages/, raw/, ...): give the --out folder "
+            "or URI of `trapline spark ingest`"
+        )
+    if absent:
+        schema = memory_store()
+        for name in absent:
+            empty = schema.con.sql(f'SELECT * FROM "{name}" LIMIT 0').to_arrow_table()
+            frame(spark, empty).createOrReplaceTempView(name)
+        schema.close()
     return found
 
 
@@ -128,8 +142,6 @@ def run(
 
 
 def raise_missing(data_dir: Path | None) -> None:
-    from trapline.errors import UsageError
-
     raise UsageError(
         f"no store in {data_dir}: the analyses need the routing snapshots the ingest used "
         "(pass the same --data-dir as `spark ingest`)"

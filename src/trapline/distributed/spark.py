@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,11 +80,18 @@ def session(master: str | None = None, app_name: str = "trapline") -> Any:
     return spark
 
 
-def read_parquet(spark: Any, path: str) -> Any:
-    """``spark.read.parquet(path)``, with a missing object-store connector said plainly."""
+# Spark's words for a table folder the job did not write (it writes one only for rows).
+_ABSENT = re.compile(r"PATH_NOT_FOUND|Path does not exist|UNABLE_TO_INFER_SCHEMA")
+
+
+def read_parquet(spark: Any, path: str, absent_ok: bool = False) -> Any:
+    """``spark.read.parquet(path)``, with a missing object-store connector said plainly;
+    None for a folder that does not exist (or holds no Parquet) when ``absent_ok``."""
     try:
         return spark.read.parquet(path)
     except Exception as exc:
+        if absent_ok and _ABSENT.search(str(exc)):
+            return None
         raise object_store_error(spark, path, exc) from exc
 
 
