@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import ROOT
 from trapline.cli.docs import render, walk
@@ -16,6 +17,20 @@ def test_every_command_has_help_with_an_example(name: str, command: object) -> N
     help_text = getattr(command, "help", None) or ""
     assert help_text.strip(), f"{name} has no help text"
     assert "Example:" in help_text, f"{name} help has no 'Example:' line"
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_every_example_prints_on_one_line_to_paste_into_a_shell(name: str, command: object) -> None:
+    example = next(
+        line.strip()
+        for line in (getattr(command, "help", None) or "").splitlines()
+        if line.strip().startswith("Example:")
+    )
+    args = [*name.split()[1:], "--help"]
+    shown = CliRunner().invoke(cli, args, terminal_width=80).output
+    assert any(line.strip() == example for line in shown.splitlines()), (
+        f"{name}: its example is re-wrapped in --help"
+    )
 
 
 def test_cli_reference_is_generated_from_help() -> None:

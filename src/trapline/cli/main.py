@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -99,3 +100,16 @@ def cli(ctx: click.Context, data_dir: Path | None, quiet: bool, wait_s: float | 
 for _name in COMMAND_MODULES:
     for _command in importlib.import_module(_name).commands:
         cli.add_command(_command)
+
+
+def _examples_verbatim(command: click.Command) -> None:
+    """Mark every ``Example:`` paragraph not to be re-wrapped (Click's ``\\b``), so a long
+    example prints on one line and pastes into a shell as it is."""
+    if command.help:
+        command.help = re.sub(r"(?m)^([ \t]*)(Example:)", "\\1\b\n\\1\\2", command.help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _examples_verbatim(sub)
+
+
+_examples_verbatim(cli)

@@ -178,7 +178,7 @@ def attach_parquet_cmd(app: AppContext, dataset: str, as_json: bool) -> None:
     TRAPLINE_S3_ENDPOINT=http://host:port). Attaching the dataset again (after it moved,
     say) replaces the views; `trapline attach list` shows which tables are read from where.
 
-    Example: trapline --data-dir ./big attach parquet s3a://bucket/trapline/ && trapline --data-dir ./big stats
+    Example: trapline --data-dir ./big attach parquet s3a://bucket/trapline/
     """
     from trapline.distributed.attach import attach_parquet
     from trapline.objectstores import ObjectStores
