@@ -43,3 +43,32 @@ def test_the_spark_extra_installs_what_spark_analyze_needs(extra: str) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = _closure(project["dependencies"] + project["optional-dependencies"][extra])
     assert {"pyspark", "pandas", "pyarrow", "py4j"} <= names, sorted(names)
+
+
+def test_session_defaults_leave_what_spark_submit_or_conf_set() -> None:
+    """The one-machine tuning applies to local masters and never over a setting made before
+    (spark-submit ``--conf``, spark-defaults.conf) or given (``--conf``); UTC always."""
+    from trapline.distributed.spark import session_options
+
+    submitted = {
+        "spark.sql.shuffle.partitions": "2000",
+        "spark.ui.enabled": "true",
+        "spark.executor.extraJavaOptions": "-Xss4m",
+    }
+    got = session_options(None, submitted, {})
+    assert "spark.sql.shuffle.partitions" not in got and "spark.ui.enabled" not in got
+    assert got["spark.executor.extraJavaOptions"] == "-Xss4m -Duser.timezone=UTC"
+    assert got["spark.sql.session.timeZone"] == "UTC"
+    assert "spark.sql.shuffle.partitions" not in session_options("yarn", {}, {})
+    local = session_options("local[2]", {}, {})
+    assert local["spark.sql.shuffle.partitions"] == "8" and local["spark.ui.enabled"] == "false"
+    assert local["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC"
+    given = session_options(
+        "local[2]",
+        {"spark.ui.enabled": "true"},
+        {"spark.sql.shuffle.partitions": "3", "spark.driver.extraJavaOptions": "-Xmx2g"},
+    )
+    assert given["spark.sql.shuffle.partitions"] == "3" and "spark.ui.enabled" not in given
+    assert given["spark.driver.extraJavaOptions"] == "-Xmx2g -Duser.timezone=UTC"
+    kept = session_options(None, {"spark.driver.extraJavaOptions": "-Duser.timezone=UTC"}, {})
+    assert "spark.driver.extraJavaOptions" not in kept

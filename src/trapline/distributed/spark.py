@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,27 +50,68 @@ class SparkIngestSummary:
         )
 
 
-def session(master: str | None = None, app_name: str = "trapline") -> Any:
-    """A SparkSession (``master`` None: spark-submit's, else e.g. ``local[2]``)."""
+# For one machine: no web UI or progress bars, few shuffle partitions, reused Python workers.
+LOCAL_TUNING = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.python.worker.reuse": "true",
+}
+# Stored times are UTC: day partitions and timeline buckets are cut in UTC on every engine.
+TIME_ZONE = "spark.sql.session.timeZone"
+JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+JAVA_UTC = "-Duser.timezone=UTC"
+
+
+def session_options(
+    master: str | None, preset: Mapping[str, str], given: Mapping[str, str]
+) -> dict[str, str]:
+    """What the session builder sets: ``given`` (``--conf``) over trapline's defaults, the
+    one-machine tuning only for local masters and only for keys nothing set before (``preset``:
+    spark-submit's ``--conf``, spark-defaults.conf, a running session); UTC always, added to
+    the JVM options already there."""
+    local = bool(master) and str(master).startswith("local")
+    options = {k: v for k, v in LOCAL_TUNING.items() if local and k not in preset}
+    options[TIME_ZONE] = "UTC"
+    options.update(given)
+    for key in JAVA_OPTIONS:
+        current = options.get(key, preset.get(key, ""))
+        if "-Duser.timezone=" not in current:
+            options[key] = f"{current} {JAVA_UTC}".strip()
+    return options
+
+
+def _preset() -> dict[str, str]:
+    """Settings made before trapline's when the JVM is already up (spark-submit started this
+    process, or a session runs); empty when the builder is about to launch it."""
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._jvm is None:
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:
+            return {}
+        SparkContext._ensure_initialized()  # connect to spark-submit's JVM (pyspark >= 1.0)
+    return dict(SparkConf().getAll())  # the JVM's spark.* properties: --conf, defaults file
+
+
+def _session_class() -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise SparkUnavailable() from exc
-    builder = SparkSession.builder.appName(app_name)
+    return SparkSession
+
+
+def session(
+    master: str | None = None, app_name: str = "trapline", conf: Mapping[str, str] | None = None
+) -> Any:
+    """A SparkSession (``master`` None: spark-submit's, else e.g. ``local[2]``); ``conf`` is
+    set over trapline's defaults (``session_options``)."""
+    builder = _session_class().builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    conf = {
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.shuffle.partitions": "8",
-        "spark.python.worker.reuse": "true",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
-    }
-    for key, value in conf.items():
-        builder = builder.config(key, value)
     try:
+        for key, value in session_options(master, _preset(), conf or {}).items():
+            builder = builder.config(key, value)
         spark = builder.getOrCreate()
     except Exception as exc:  # no Java, or Java too old: say what to install
         raise SparkUnavailable(
@@ -78,6 +120,21 @@ def session(master: str | None = None, app_name: str = "trapline") -> Any:
         ) from exc
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextmanager
+def running(
+    master: str | None = None, conf: Mapping[str, str] | None = None, app_name: str = "trapline"
+) -> Iterator[Any]:
+    """A session for one command, stopped after it unless it ran before (a notebook's, a
+    test's, one that called this library)."""
+    before = _session_class().getActiveSession()
+    spark = session(master, app_name, conf)
+    try:
+        yield spark
+    finally:
+        if before is None:
+            spark.stop()
 
 
 # Spark's words for a table folder the job did not write (it writes one only for rows).
