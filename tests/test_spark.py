@@ -235,6 +235,43 @@ def test_bad_input_is_quarantined_and_the_job_completes(tmp_path: Path, spark_se
     assert manifest["tables"]["messages"]["rows"] == 30
 
 
+def _few(tmp_path: Path, n: int = 3) -> Path:
+    """A folder of ``n`` real spam messages, for runs that check options, not the ingest."""
+    inputs = tmp_path / "few"
+    inputs.mkdir()
+    for f in sorted(shared("mail", "spamassassin-2002", "spam").iterdir())[:n]:
+        shutil.copy(f, inputs / f.name)
+    return inputs
+
+
+def test_spark_conf_reaches_the_session_and_a_running_session_is_kept(
+    spark_session: Any, tmp_path: Path
+) -> None:
+    """``--conf`` settings are set on the session the command runs in; a session that ran
+    before the command (here the tests') is left running after it."""
+    key = "spark.sql.shuffle.partitions"
+    before = spark_session.conf.get(key)
+    try:
+        result = _run(
+            tmp_path / "store",
+            "spark",
+            "ingest",
+            str(_few(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+            "--conf",
+            f"{key}=3",
+            "--conf",
+            "spark.trapline.test=a=b",
+        )
+        assert "3 read, 3 stored" in result.output and "no routing snapshot" in result.output
+        assert spark_session.conf.get(key) == "3"
+        assert spark_session.conf.get("spark.trapline.test") == "a=b"  # split at the first =
+        assert spark_session.range(5).count() == 5  # still running
+    finally:
+        spark_session.conf.set(key, before)
+
+
 @pytest.fixture(scope="module")
 def attached(corpus_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new store with the routing of the local one, reading the Spark dataset in place."""

@@ -72,3 +72,18 @@ def test_session_defaults_leave_what_spark_submit_or_conf_set() -> None:
     assert given["spark.driver.extraJavaOptions"] == "-Xmx2g -Duser.timezone=UTC"
     kept = session_options(None, {"spark.driver.extraJavaOptions": "-Duser.timezone=UTC"}, {})
     assert "spark.driver.extraJavaOptions" not in kept
+
+
+@pytest.mark.parametrize("command", ["ingest", "analyze"])
+def test_a_spark_setting_without_a_value_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from trapline.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["--data-dir", str(tmp_path), "spark", command, str(tmp_path), "--out", str(tmp_path)]
+        + ["--conf", "spark.executor.memory=4g", "--conf", "spark.ui.enabled"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--conf': 'spark.ui.enabled' is not KEY=VALUE" in result.output

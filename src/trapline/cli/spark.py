@@ -23,6 +23,28 @@ from trapline.cli.common import (
 DEFAULT_MASTER = "local[*]"
 
 
+def _conf(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    conf: dict[str, str] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{text!r} is not KEY=VALUE (for example spark.executor.memory=4g)", param=param
+            )
+        conf[key.strip()] = value
+    return conf
+
+
+conf_option = click.option(
+    "--conf",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_conf,
+    help="A Spark setting, over trapline's defaults (repeatable): spark.jars.packages="
+    "org.apache.hadoop:hadoop-aws:3.5.0 lets Spark read s3a:// (match Spark's Hadoop version).",
+)
+
+
 @click.group("spark")
 def spark() -> None:
     """Run the ingest and the analyses as Apache Spark jobs (pip install 'trapline[spark]').
@@ -50,6 +72,7 @@ def spark() -> None:
 @click.option("--trust", multiple=True, help="Extra trusted CIDR / host name for the origin walk.")
 @click.option("--no-dedupe", is_flag=True, help="Skip the pass that drops repeated messages.")
 @click.option("--force", is_flag=True, help="Replace an earlier output in the same folder.")
+@conf_option
 @ingest_label_option
 @json_option
 @pass_app
@@ -62,6 +85,7 @@ def spark_ingest(
     trust: tuple[str, ...],
     no_dedupe: bool,
     force: bool,
+    conf: dict[str, str],
     label: str | None,
     as_json: bool,
 ) -> None:
@@ -80,8 +104,7 @@ def spark_ingest(
     if split_mb < 1:
         raise click.BadParameter("must be at least 1", param_hint="--split-mb")
     job.check_inputs(inputs, ObjectStores.from_settings(app.settings))  # before the JVM starts
-    session = job.session(master)
-    try:
+    with job.running(master or None, conf) as session:
         summary = job.ingest(
             session,
             list(inputs),
@@ -94,8 +117,6 @@ def spark_ingest(
             force=force,
             label=label or "spam",
         )
-    finally:
-        session.stop()
     if as_json:
         echo_json({k: getattr(summary, k) for k in summary.__slots__})
         return
@@ -110,11 +131,18 @@ def spark_ingest(
 @click.argument("dataset")
 @click.option("--out", required=True, help="Folder or URI for the results.")
 @click.option("--master", default=DEFAULT_MASTER, show_default=True, help="Spark master.")
+@conf_option
 @label_option
 @json_option
 @pass_app
 def spark_analyze(
-    app: AppContext, dataset: str, out: str, master: str, label: str, as_json: bool
+    app: AppContext,
+    dataset: str,
+    out: str,
+    master: str,
+    conf: dict[str, str],
+    label: str,
+    as_json: bool,
 ) -> None:
     """Network ranking, daily timeline and campaigns over a `spark ingest` dataset, in Spark.
 
@@ -122,18 +150,19 @@ def spark_analyze(
     `trapline timeline --by asn --json`) and campaign_members/ (Parquet) under --out; routing
     snapshots and feeds come from the --data-dir store the ingest used.
 
-    Example: trapline spark analyze ./parquet/ --out ./results/ --master local[2]
+    Spark reads the dataset itself: s3a:// needs the hadoop-aws connector (--conf
+    spark.jars.packages=..., see --conf) and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; another
+    S3 service: --conf spark.hadoop.fs.s3a.endpoint=http://host:port.
+
+    Example: trapline spark analyze s3a://bucket/trapline/ --out ./results/ --conf spark.jars.packages=org.apache.hadoop:hadoop-aws:3.5.0
     """
     from trapline.distributed import analyze
     from trapline.distributed import spark as job
 
-    session = job.session(master)
-    try:
+    with job.running(master or None, conf) as session:
         result = analyze.run(
             session, dataset, out, settings=app.settings, data_dir=app.data_dir, label=label
         )
-    finally:
-        session.stop()
     if as_json:
         echo_json(result.summary())
         return
