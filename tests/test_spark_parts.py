@@ -80,10 +80,8 @@ def test_a_spark_setting_without_a_value_is_a_usage_error(command: str, tmp_path
 
     from trapline.cli.main import cli
 
-    result = CliRunner().invoke(
-        cli,
-        ["--data-dir", str(tmp_path), "spark", command, str(tmp_path), "--out", str(tmp_path)]
-        + ["--conf", "spark.executor.memory=4g", "--conf", "spark.ui.enabled"],
-    )
+    given = ["--conf", "spark.executor.memory=4g", "--conf", "spark.ui.enabled"]
+    args = ["--data-dir", str(tmp_path), "spark", command, str(tmp_path), "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, *given])
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--conf': 'spark.ui.enabled' is not KEY=VALUE" in result.output
