@@ -272,6 +272,45 @@ def test_spark_conf_reaches_the_session_and_a_running_session_is_kept(
         spark_session.conf.set(key, before)
 
 
+def test_the_spark_submit_entry_takes_the_cli_commands_and_the_configured_store(
+    spark_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """``job.py`` (what spark-submit runs) is ``trapline spark ingest|analyze``: same options,
+    the configured store by default, ``--data-dir`` also after the command; in the running
+    session (spark-submit's, here the tests')."""
+    from trapline.distributed import job
+
+    store = tmp_path / "store"
+    _run(
+        store,
+        "routing",
+        "import",
+        str(shared("routing", "routeviews-pyasn", "ipasn_20080501_v12.dat.gz")),
+    )
+    monkeypatch.setenv("TRAPLINE_DATA_DIR", str(store))
+    out = tmp_path / "out"
+    args = ["ingest", str(_few(tmp_path)), "--out", str(out), "--label", "ham", "--no-dedupe"]
+    assert job.main([*args, "--split-mb", "1", "--conf", "spark.sql.shuffle.partitions=8"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 read, 3 stored" in printed and "no routing snapshot" not in printed
+    manifest = json.loads((out / "_trapline.json").read_text())
+    assert manifest["routing_snapshots"] == ["ipasn_20080501_v12@2008-05-01"]
+    labels = (
+        duckdb.connect()
+        .execute(f"SELECT DISTINCT label FROM read_parquet('{out}/messages/*/*.parquet')")
+        .fetchall()
+    )
+    assert labels == [("ham",)]
+    monkeypatch.delenv("TRAPLINE_DATA_DIR")
+    results = tmp_path / "results"
+    assert job.main(["analyze", str(out), "--out", str(results), "--data-dir", str(store)]) == 0
+    assert "0 networks ranked" in capsys.readouterr().out  # spam only, and these are ham
+    assert (results / "networks.json").exists()
+    assert job.main(["ingest", str(out), "--out", str(out)]) == 1  # an error, said in one line
+    assert "not empty" in capsys.readouterr().err
+    assert spark_session.range(3).count() == 3  # the running session stays up
+
+
 @pytest.fixture(scope="module")
 def attached(corpus_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new store with the routing of the local one, reading the Spark dataset in place."""

@@ -85,3 +85,23 @@ def test_a_spark_setting_without_a_value_is_a_usage_error(command: str, tmp_path
     result = CliRunner().invoke(cli, [*args, *given])
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--conf': 'spark.ui.enabled' is not KEY=VALUE" in result.output
+
+
+def test_the_job_path_script_runs_as_spark_submit_runs_it() -> None:
+    """``spark job-path`` names a script that runs on its own (its folder, with its spark.py
+    and task.py, shadows nothing) and takes the CLI's options."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from trapline.cli.main import cli
+
+    path = CliRunner().invoke(cli, ["spark", "job-path"]).output.strip()
+    assert path.endswith("distributed/job.py") and Path(path).is_file()
+    done = subprocess.run(
+        [sys.executable, path, "ingest", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--no-dedupe", "--label", "--conf", "--split-mb", "--force"):
+        assert option in done.stdout, option
