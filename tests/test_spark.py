@@ -18,12 +18,14 @@ import duckdb
 import httpx
 import pytest
 from click.testing import CliRunner
+from pyarrow import fs
 
 from conftest import shared
 from s3_helpers import client, s3_server, upload
 from trapline.cli.main import cli
 from trapline.config import load_settings
 from trapline.distributed import splits
+from trapline.distributed.task import DAY
 from trapline.ingest.mbox import split_mbox
 from trapline.model import RawMessage
 from trapline.store.duckdb import open_store
@@ -722,6 +724,37 @@ def test_s3a_patterns_read_and_write_through_an_s3_server_on_loopback(
         _run(data, "attach", "parquet", out)
     stats = json.loads(_run(data, "stats", "--json").stdout)
     assert stats["messages"] == 55
+
+
+def test_an_s3a_output_is_refused_when_it_holds_anything_and_cleared_with_force(
+    s3: str | None, spark_session: Any, tmp_path: Path
+) -> None:
+    """As for a folder: a prefix that holds objects is refused; ``--force`` replaces an earlier
+    output, its table folders deleted first, so no stale part survives the new run."""
+    if s3 is None:
+        pytest.skip("moto[server] is not installed (pip install -e '.[dev]')")
+    from trapline.distributed import spark as job
+    from trapline.errors import UsageError
+
+    settings = _s3_settings(s3)
+    bucket = client(s3)
+    bucket.create_dir(f"{BUCKET}/other")
+    with bucket.open_output_stream(f"{BUCKET}/other/notes.txt") as fh:
+        fh.write(b"not ours")
+    inputs = [str(_few(tmp_path))]
+    with pytest.raises(UsageError, match=r"other is not empty; choose a new folder$"):
+        job.ingest(spark_session, inputs, f"s3a://{BUCKET}/other", settings=settings, force=True)
+    out = f"s3a://{BUCKET}/again"
+    assert job.ingest(spark_session, inputs, out, settings=settings).messages == 3
+    stale = f"{BUCKET}/again/messages/{DAY}=1999-01-01/part-00099.parquet"
+    with bucket.open_output_stream(stale) as fh:
+        fh.write(b"an earlier run's part")
+    with pytest.raises(UsageError, match=r"again is not empty; .* or pass --force to"):
+        job.ingest(spark_session, inputs, out, settings=settings)
+    assert job.ingest(spark_session, inputs, out, settings=settings, force=True).messages == 3
+    assert bucket.get_file_info(stale).type == fs.FileType.NotFound
+    assert len(_table(out, "messages", settings)) == 3
+    assert bucket.get_file_info(f"{BUCKET}/other/notes.txt").type == fs.FileType.File
 
 
 def test_an_input_gone_before_its_task_reads_it_is_quarantined(

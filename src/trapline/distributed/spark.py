@@ -217,16 +217,36 @@ def _routing(data_dir: Path | None) -> tuple[Any, tuple[str, ...]]:
     return (routing if ids else None), ids
 
 
-def _check_out(out: str, force: bool) -> None:
-    if "://" in out or not os.path.exists(out) or not os.listdir(out):
-        return
-    if not (force and os.path.exists(os.path.join(out, MANIFEST))):
-        hint = "pass --force to replace it" if os.path.exists(os.path.join(out, MANIFEST)) else ""
-        raise UsageError(f"{out} is not empty; choose a new folder {hint}".strip())
-    import shutil
+def _check_out(out: str, force: bool, stores: ObjectStores) -> None:
+    """Refuse an ``out`` that holds anything, unless ``--force`` and it is an earlier output:
+    then its table folders go (stale parts would mix in), in a folder as under a URI."""
+    from pyarrow import fs
 
-    for name in task.TABLES:
-        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    filesystem, base = task.filesystem_for(out, stores)
+    if filesystem is None:
+        filesystem, base = fs.LocalFileSystem(), os.path.abspath(base)
+    try:
+        info = filesystem.get_file_info(base)
+        if info.type == fs.FileType.File:
+            raise UsageError(f"{out} is a file; give a folder (or URI prefix) for the tables")
+        found = (
+            []
+            if info.type == fs.FileType.NotFound
+            else filesystem.get_file_info(fs.FileSelector(base, recursive=False))
+        )
+        if not found:
+            return
+        earlier = any(f.base_name == MANIFEST for f in found)
+        if not (force and earlier):
+            hint = " or pass --force to replace the earlier output" if earlier else ""
+            raise UsageError(f"{out} is not empty; choose a new folder{hint}")
+        for f in found:
+            if f.base_name in task.TABLES and f.type == fs.FileType.Directory:
+                filesystem.delete_dir(f.path)
+    except OSError as exc:  # pyarrow: no permission, store out of reach
+        raise ObjectStoreError(
+            f"cannot list or clear {out}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
 
 
 def _duplicates(
@@ -271,7 +291,7 @@ def ingest(
     stores = ObjectStores.from_settings(settings)
     check_inputs(inputs, stores)
     check_output(out, stores)
-    _check_out(out, force)
+    _check_out(out, force, stores)
     plan = splits.plan([str(p) for p in inputs], target_bytes, stores)
     routing, snapshot_ids = _routing(data_dir)
     sc = spark.sparkContext
