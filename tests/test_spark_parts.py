@@ -105,3 +105,32 @@ def test_the_job_path_script_runs_as_spark_submit_runs_it() -> None:
     assert done.returncode == 0, done.stderr
     for option in ("--no-dedupe", "--label", "--conf", "--split-mb", "--force"):
         assert option in done.stdout, option
+
+
+def test_the_spark_tests_fail_without_java_when_ci_requires_them(tmp_path: Path) -> None:
+    """Without Java the Spark tests skip on a workstation, but fail under .ci/run, which sets
+    TRAPLINE_REQUIRE_SPARK=1: CI cannot pass with no Spark coverage."""
+    import os
+    import subprocess
+    import sys
+
+    assert "export TRAPLINE_REQUIRE_SPARK=1" in (ROOT / ".ci" / "run").read_text()
+    no_java = tmp_path / "bin"
+    no_java.mkdir()  # an empty PATH: no java on it
+    env = {k: v for k, v in os.environ.items() if k != "TRAPLINE_REQUIRE_SPARK"}
+    env["PATH"] = str(no_java)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_spark.py",
+    ]
+    skipped = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert skipped.returncode == 5 and "1 skipped" in skipped.stdout, skipped.stdout  # 5: none ran
+    env["TRAPLINE_REQUIRE_SPARK"] = "1"
+    failed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert failed.returncode not in (0, 5), failed.stdout
+    assert "TRAPLINE_REQUIRE_SPARK=1: Spark needs Java 17" in failed.stdout
