@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
+import re
 import tomllib
 from pathlib import Path
 
@@ -134,3 +136,30 @@ def test_the_spark_tests_fail_without_java_when_ci_requires_them(tmp_path: Path)
     failed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert failed.returncode not in (0, 5), failed.stdout
     assert "TRAPLINE_REQUIRE_SPARK=1: Spark needs Java 17" in failed.stdout
+
+
+def test_mbox_cuts_follow_the_splitters_postmark_length_limit(tmp_path: Path) -> None:
+    """A "From ... 2004" line longer than a postmark may be, after a blank line, is body text
+    to the local splitter, so the planner must not cut there either: the pieces of a file cut
+    into many tasks split into the very messages of the whole file."""
+    from conftest import shared
+    from trapline.distributed import splits
+    from trapline.ingest.mbox import MAX_POSTMARK, is_postmark, split_mbox
+    from trapline.model import RawMessage
+
+    data = shared("mail", "nazario-phishing-2005", "phishing1.mbox").read_bytes()
+    starts = [0, *[m.start() + 2 for m in re.finditer(rb"\n\nFrom ", data)][:6]]
+    messages = [data[a:b] for a, b in itertools.pairwise(starts)]  # each ends in a blank line
+    long = b"From attacker Sat Nov 27 15:33:27 2004 " + b"x" * MAX_POSTMARK
+    assert not is_postmark(long) and is_postmark(long[:MAX_POSTMARK])
+    # Into the body of every message but the last: after a blank line, as a separator stands.
+    crafted = b"".join(m + long + b"\nbody text\n\n" for m in messages[:-1]) + messages[-1]
+    path = tmp_path / "crafted.mbox"
+    path.write_bytes(crafted)
+    whole = [r.data for r in split_mbox([crafted], "x", mode="mbox") if isinstance(r, RawMessage)]
+    plan = splits.plan([str(path)], 2_000)
+    pieces = [
+        r.data for s in plan.splits for r in splits.read_split(s) if isinstance(r, RawMessage)
+    ]
+    assert len(whole) == len(messages) == 6 and len(plan.splits) > 3
+    assert pieces == whole

@@ -25,7 +25,12 @@ from trapline.distributed import uris
 from trapline.errors import SourceError
 from trapline.ingest.compression import sniff, strip_compression_suffix
 from trapline.ingest.maildir import FileEntry, display_name, file_entry, walk
-from trapline.ingest.mbox import DEFAULT_MAX_MESSAGE_BYTES, is_postmark, split_mbox
+from trapline.ingest.mbox import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_POSTMARK,
+    is_postmark,
+    split_mbox,
+)
 from trapline.ingest.sources import SourceReader, is_mbox_name
 from trapline.model import RawMessage, SourceProblem
 from trapline.objectstores import ObjectStores
@@ -80,7 +85,7 @@ def _separator_after(handle: object, offset: int, size: int) -> int:
     pos = offset
     while pos < size:
         seek(max(0, pos - 2))
-        window = read(_WINDOW + 2 + 1000)
+        window = read(_WINDOW + 2 + MAX_POSTMARK)
         base = max(0, pos - 2)
         i = window.find(b"\nFrom ", pos - base - 1 if pos > base else 0)
         while i != -1:
@@ -91,7 +96,7 @@ def _separator_after(handle: object, offset: int, size: int) -> int:
             if blank and is_postmark(window[i + 1 : line_end]):
                 return base + i + 1
             i = window.find(b"\nFrom ", i + 1)
-        pos = base + max(1, len(window) - 1000)
+        pos = base + max(1, len(window) - MAX_POSTMARK)
         if len(window) < _WINDOW:
             break
     return size

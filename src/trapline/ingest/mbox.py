@@ -42,7 +42,7 @@ from typing import Literal
 from trapline.model import RawMessage, SourceProblem
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # bigger "messages" are junk or attacks; say so, skip them
-_MAX_POSTMARK = 1000  # a postmark line longer than this is body text, not a separator
+MAX_POSTMARK = 1000  # a postmark line longer than this is body text, not a separator
 _NEEDLE = b"\nFrom "
 
 # RFC 4155 §2 / asctime(3): "From sender Day Mon dd hh:mm[:ss] [zone] yyyy [extra]". The sender may
@@ -66,7 +66,7 @@ Mode = Literal["auto", "mbox"]
 
 def is_postmark(line: bytes) -> bool:
     """Whether ``line`` (without its line ending) is a strict mbox ``From `` separator."""
-    return _POSTMARK.match(line.rstrip(b"\r")) is not None
+    return len(line) <= MAX_POSTMARK and _POSTMARK.match(line.rstrip(b"\r")) is not None
 
 
 def unquote_mboxrd(data: bytes) -> bytes:
@@ -111,7 +111,7 @@ class _Splitter:
         buf = self.buf
         # Read until the first line is complete (or EOF) to see whether it is a postmark.
         eof = False
-        while b"\n" not in buf and len(buf) <= _MAX_POSTMARK:
+        while b"\n" not in buf and len(buf) <= MAX_POSTMARK:
             chunk = next(chunks, None)
             if chunk is None:
                 eof = True
@@ -123,7 +123,7 @@ class _Splitter:
         # A first line longer than any postmark is not one (a 10 MB single-line file, say);
         # the bound also makes the answer independent of how the input was chunked.
         first_eol = buf.find(b"\n")
-        starts_with_from = buf.startswith(b"From ") and 0 <= first_eol <= _MAX_POSTMARK
+        starts_with_from = buf.startswith(b"From ") and 0 <= first_eol <= MAX_POSTMARK
         if self.mode == "auto" and not starts_with_from:
             yield from self._whole(chunks, eof)
             return
@@ -153,7 +153,7 @@ class _Splitter:
             blank = _blank_line_before(buf, i, msg_start)
             end = buf.find(b"\n", j)
             if end < 0:
-                if len(buf) - j <= _MAX_POSTMARK and not eof:
+                if len(buf) - j <= MAX_POSTMARK and not eof:
                     chunk = next(chunks, None)
                     if chunk is None:
                         eof = True
@@ -162,7 +162,7 @@ class _Splitter:
                     continue
                 scan = j
                 continue
-            if end - j > _MAX_POSTMARK or not is_postmark(bytes(buf[j:end])):
+            if not is_postmark(bytes(buf[j:end])):
                 # Python's mailbox would split here and mutt would not; keep the line, but an
                 # unquoted "From " line is what two run-together messages look like.
                 self.suspect = True
