@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -112,7 +113,6 @@ def test_the_job_path_script_runs_as_spark_submit_runs_it() -> None:
 def test_the_spark_tests_fail_without_java_when_ci_requires_them(tmp_path: Path) -> None:
     """Without Java the Spark tests skip on a workstation, but fail under .ci/run, which sets
     TRAPLINE_REQUIRE_SPARK=1: CI cannot pass with no Spark coverage."""
-    import os
     import subprocess
     import sys
 
@@ -163,3 +163,38 @@ def test_mbox_cuts_follow_the_splitters_postmark_length_limit(tmp_path: Path) ->
     ]
     assert len(whole) == len(messages) == 6 and len(plan.splits) > 3
     assert pieces == whole
+
+
+def test_without_pyspark_or_java_the_session_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from trapline.distributed.spark import SparkUnavailable, session
+
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pyspark", None)  # import pyspark now fails: as not installed
+        m.setitem(sys.modules, "pyspark.sql", None)
+        with pytest.raises(SparkUnavailable, match=r"pip install 'trapline\[spark\]'"):
+            session("local[1]")
+    # Every command of PATH but java, and no JAVA_HOME: PySpark's launcher fails; in a child,
+    # so this process keeps no half-started gateway.
+    no_java = tmp_path / "bin"
+    no_java.mkdir()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        for tool in Path(folder).glob("*") if folder and Path(folder).is_dir() else ():
+            if tool.name != "java" and not (no_java / tool.name).exists():
+                (no_java / tool.name).symlink_to(tool)
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(no_java)
+    code = (
+        "from trapline.distributed.spark import session, SparkUnavailable\n"
+        "try:\n    session('local[1]')\nexcept SparkUnavailable as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "it needs Java 17 (apt-get install openjdk-17-jre-headless)" in done.stdout, (
+        done.stdout + done.stderr
+    )
