@@ -116,7 +116,12 @@ def test_the_spark_tests_fail_without_java_when_ci_requires_them(tmp_path: Path)
     import subprocess
     import sys
 
+    from trapline.config import load_settings
+
     assert "export TRAPLINE_REQUIRE_SPARK=1" in (ROOT / ".ci" / "run").read_text()
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("TRAPLINE_REQUIRE_SPARK", "1")
+        load_settings({})  # a variable of the tests, not a setting: commands still run
     no_java = tmp_path / "bin"
     no_java.mkdir()  # an empty PATH: no java on it
     env = {k: v for k, v in os.environ.items() if k != "TRAPLINE_REQUIRE_SPARK"}

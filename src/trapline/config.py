@@ -186,7 +186,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 # Environment variables with the TRAPLINE_ prefix that are not settings.
-NOT_SETTINGS = frozenset({"TRAPLINE_CONFIG", "TRAPLINE_SHARED_DATA"})  # the test data folder
+# TRAPLINE_SHARED_DATA: the test data folder; TRAPLINE_REQUIRE_SPARK: CI fails without Spark.
+NOT_SETTINGS = frozenset({"TRAPLINE_CONFIG", "TRAPLINE_SHARED_DATA", "TRAPLINE_REQUIRE_SPARK"})
 
 
 def _coerce(key: str, text: str) -> Any:
