@@ -222,3 +222,24 @@ def test_attach_list_says_where_each_table_is_read_from(s3: str, tmp_path: Path)
         f"messages             s3a://{BUCKET}/phishing  (endpoint {s3})"
         in _run(data, "attach", "list").stdout
     )
+
+
+def test_a_dataset_moves_to_another_endpoint_by_attaching_it_again(
+    dataset: dict[str, Path], s3: str, tmp_path: Path
+) -> None:
+    """One endpoint per scheme and store: another dataset on another S3 service is refused,
+    the same dataset attached again from there moves the whole store's reads to it."""
+    data = tmp_path / "store"
+    with s3_server() as first:
+        upload(first, dataset["parquet"], BUCKET, "phishing")
+        assert _attach(data, f"s3a://{BUCKET}/phishing", first).exit_code == 0
+    upload(s3, dataset["parquet"], BUCKET, "copy")
+    other = _attach(data, f"s3a://{BUCKET}/copy", s3)
+    assert other.exit_code == 1 and "at another s3a:// endpoint" in other.output
+    moved = _attach(data, f"s3a://{BUCKET}/phishing", s3)  # the module's server has it too
+    assert moved.exit_code == 0, moved.output
+    # The first server is gone: reads work only because they now go to the second.
+    assert json.loads(_trapline(data, "stats", "--json").stdout)["messages"] == 415
+    assert {r["endpoint"] for r in json.loads(_run(data, "attach", "list", "--json").stdout)} == {
+        s3
+    }
