@@ -53,11 +53,18 @@ def _local(corpus: Path, data: Path, workers: int) -> float:
     return time.perf_counter() - started
 
 
-def _spark(corpus: Path, data: Path, out: Path, master: str, split_mb: int) -> tuple[float, Any]:
+def _spark(
+    corpus: Path, data: Path, out: Path, master: str, split_mb: int
+) -> tuple[float, Any, int]:
+    """Seconds, the job's summary, and the task slots the session really had (the second
+    session of a run reuses the JVM: its master must still be the one asked for)."""
     from trapline.config import load_settings
     from trapline.distributed import spark as job
 
     session = job.session(master, "trapline-bench")
+    slots = int(session.sparkContext.defaultParallelism)
+    if session.sparkContext.master != master:
+        raise SystemExit(f"asked for {master}, the session runs {session.sparkContext.master}")
     try:
         started = time.perf_counter()
         summary = job.ingest(
@@ -68,7 +75,7 @@ def _spark(corpus: Path, data: Path, out: Path, master: str, split_mb: int) -> t
             data_dir=data,
             target_bytes=split_mb << 20,
         )
-        return time.perf_counter() - started, summary
+        return time.perf_counter() - started, summary, slots
     finally:
         session.stop()
 
@@ -85,8 +92,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _routing_store(routing)  # the same snapshot on both sides, imported into each store
         _routing_store(local_data)
         local_s = _local(base / "corpus", local_data, args.workers)
-        spark1_s, s1 = _spark(base / "corpus", routing, base / "out1", "local[1]", args.split_mb)
-        spark2_s, s2 = _spark(base / "corpus", routing, base / "out2", "local[2]", args.split_mb)
+        spark1_s, s1, slots1 = _spark(
+            base / "corpus", routing, base / "out1", "local[1]", args.split_mb
+        )
+        spark2_s, s2, slots2 = _spark(
+            base / "corpus", routing, base / "out2", "local[2]", args.split_mb
+        )
     result = {
         "local_msgs_per_s": round(n / local_s, 1),
         "spark1_msgs_per_s": round(n / spark1_s, 1),
@@ -100,6 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "spark2_over_local": round(local_s / spark2_s, 3),
         "stored": {"spark1": s1.messages, "spark2": s2.messages},
         "tasks": s2.splits,
+        "task_slots": {"spark1": slots1, "spark2": slots2},
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
