@@ -203,3 +203,20 @@ def test_without_pyspark_or_java_the_session_says_what_to_install(
     assert "it needs Java 17 (apt-get install openjdk-17-jre-headless)" in done.stdout, (
         done.stdout + done.stderr
     )
+
+
+def test_a_split_that_cannot_be_read_fails_neither_pass_of_the_job(tmp_path: Path) -> None:
+    """The dedupe pass and the ingest pass of a task that raises (here a URI no filesystem
+    serves, past the planner's check) end normally; the ingest records it in quarantine."""
+    import pyarrow.parquet as pq
+
+    from trapline.config import load_settings
+    from trapline.distributed import task
+    from trapline.distributed.splits import Split
+
+    split = Split(("nosuch://bucket/a.eml",), (False,))
+    assert task.split_ids(3, split) == []
+    result = task.ingest_split(3, split, task.TaskContext(str(tmp_path), (), load_settings({})))
+    assert result.error is not None and "cannot open nosuch://" in result.error
+    rows = pq.read_table(tmp_path / "quarantine").to_pylist()
+    assert [r["reason"] for r in rows] == ["task-error"]

@@ -77,12 +77,14 @@ def record(con: duckdb.DuckDBPyConnection, table: str, where: Location) -> None:
     )
 
 
-def register_filesystems(con: duckdb.DuckDBPyConnection) -> None:
+def register_filesystems(con: duckdb.DuckDBPyConnection) -> bool:
     """Give this connection's database the filesystems its attached URIs need (once per
-    database instance: DuckDB shares them with every connection and cursor of one file)."""
+    database instance: DuckDB shares them with every connection and cursor of one file).
+    True when the store reads a dataset from an object store."""
     remote = {w.scheme: w for w in locations(con).values() if w.scheme}
     if remote:
         make_readable(con, remote.values())
+    return bool(remote)
 
 
 def make_readable(

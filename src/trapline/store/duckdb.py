@@ -29,12 +29,20 @@ def schema_statements() -> list[str]:
 
 
 # The columns added last to tables older stores already have (schema/00_core.sql's ALTERs).
+_NEWEST = (("messages", "label"), ("raw", "label"), ("raw", "trust"), ("urls", "part"))
 _NEWEST_COLUMNS = "SELECT m.label, r.label, r.trust, u.part FROM messages m, raw r, urls u LIMIT 0"
 
 
-def _current(con: duckdb.DuckDBPyConnection) -> bool:
+def _current(con: duckdb.DuckDBPyConnection, *, remote: bool = False) -> bool:
     """Whether the store has the newest core columns (older stores lack them until written)."""
-    # Binding a query is cheaper than the information_schema views; runs at every open.
+    if remote:
+        # Binding a view over an object store lists and reads it: ask the catalog instead.
+        pairs = ", ".join(f"('{t}', '{c}')" for t, c in _NEWEST)
+        row = con.execute(
+            f"SELECT count(*) FROM duckdb_columns() WHERE (table_name, column_name) IN ({pairs})"
+        ).fetchone()
+        return bool(row and row[0] == len(_NEWEST))
+    # Binding a query is cheaper than the catalog views; runs at every open.
     try:
         con.execute(_NEWEST_COLUMNS).fetchall()
     except duckdb.Error:
@@ -130,14 +138,14 @@ class Store:
             if damaged is not None:
                 raise damaged from exc
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        register_filesystems(con)  # before anything binds a view over an attached dataset
+        remote = register_filesystems(con)  # before anything binds a view over a dataset
         if not self.read_only:
             key = str(self.path.resolve())
             if _SCHEMA_APPLIED.get(key) != _columns(con):  # once per file: windows are short
                 for sql in schema_statements():
                     _apply(con, sql)
                 _SCHEMA_APPLIED[key] = _columns(con)
-        elif not _current(con):
+        elif not _current(con, remote=remote):
             # A store last written by an older trapline: upgrade it once in a write turn (the
             # schema is idempotent), then come back to read as asked.
             con.close()
