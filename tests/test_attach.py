@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import shared
 from s3_helpers import s3_server, upload
 from trapline.cli.main import cli
-from trapline.store.duckdb import open_store
+from trapline.store.duckdb import _current, open_store
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[dev]')")
 
@@ -150,9 +150,17 @@ def test_a_bucket_out_of_reach_is_one_clear_error_not_an_empty_store(
             env.setenv(name, value)
         env.setenv("AWS_EC2_METADATA_DISABLED", "true")
         gone = _trapline(data, "stats", "--json")
+        listed = _trapline(data, "attach", "list")
     assert gone.returncode == 1
     assert "an attached dataset could not be read" in gone.stderr
     assert "Could not connect" in gone.stderr and "Traceback" not in gone.stderr
+    # Opening the store does not read the bucket: what needs no data still answers. Its
+    # schema check asks the catalog; binding the views (the check for stores of local
+    # tables) would have to reach the bucket.
+    assert listed.returncode == 0 and f"s3a://{BUCKET}/phishing" in listed.stdout
+    with open_store(data, read_only=True) as store:
+        assert store.con.execute("SELECT count(*) FROM routing_snapshots").fetchone() == (0,)
+        assert _current(store.con, remote=True) and not _current(store.con)
 
 
 def test_the_api_over_a_bucket_dataset_answers_as_over_the_store_it_came_from(
