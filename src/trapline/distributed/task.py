@@ -91,13 +91,17 @@ def memory_store() -> Store:
 def split_ids(
     index: int, split: Split, stores: ObjectStores | None = None
 ) -> list[tuple[str, int, int]]:
-    """``(id, task, position)`` of every message in a split: the job's dedupe pass."""
+    """``(id, task, position)`` of every message in a split: the job's dedupe pass. Never
+    raises: a split that fails here fails again in ``ingest_split``, which records why."""
     out = []
     pos = 0
-    for item in read_split(split, stores):
-        if isinstance(item, RawMessage):
-            out.append((message_id_of(item.data), index, pos))
-            pos += 1
+    try:
+        for item in read_split(split, stores):
+            if isinstance(item, RawMessage):
+                out.append((message_id_of(item.data), index, pos))
+                pos += 1
+    except Exception:  # a bug or an unexpected store error: not a failed job
+        return out
     return out
 
 
