@@ -8,6 +8,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -220,3 +221,49 @@ def test_a_split_that_cannot_be_read_fails_neither_pass_of_the_job(tmp_path: Pat
     assert result.error is not None and "cannot open nosuch://" in result.error
     rows = pq.read_table(tmp_path / "quarantine").to_pylist()
     assert [r["reason"] for r in rows] == ["task-error"]
+
+
+def _rows(out: Path, name: str) -> list[dict[str, Any]]:
+    import json
+
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(out / name, format="parquet", partitioning="hive").to_table()
+    drop = {"ingested_at", "logged_at", "enriched_at", "computed_at"}
+    rows = table.select([c for c in table.column_names if c not in drop]).to_pylist()
+    return sorted(rows, key=lambda r: json.dumps(r, default=str, sort_keys=True))
+
+
+def test_a_whole_compressed_file_is_stored_chunk_by_chunk_with_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """A task holds one chunk of mail at a time: a .mbox.gz (never cut) bigger than a chunk
+    is written as several parts whose rows, reading order (seq) included, are one part's."""
+    import gzip
+
+    from conftest import shared
+    from trapline.config import load_settings
+    from trapline.distributed import splits, task
+
+    data = shared("mail", "nazario-phishing-2005", "phishing0.mbox").read_bytes()
+    cut = [m.start() + 1 for m in re.finditer(rb"\n\nFrom ", data)][59]
+    path = tmp_path / "sixty.mbox.gz"
+    path.write_bytes(gzip.compress(data[: cut + 1]))
+    (split,) = splits.plan([str(path)], 1 << 10).splits
+    settings = load_settings({})
+    results = {}
+    for name, chunk in (("whole", task.CHUNK_BYTES), ("chunked", 40_000)):
+        ctx = task.TaskContext(str(tmp_path / name), (), settings, chunk_bytes=chunk)
+        results[name] = task.ingest_split(7, split, ctx)
+    whole, chunked = results["whole"], results["chunked"]
+    assert whole.error is None and chunked.error is None
+    assert (whole.read, whole.messages) == (chunked.read, chunked.messages) == (60, 60)
+    assert whole.rows == chunked.rows and whole.problems == chunked.problems == 0
+    parts = {p.name for p in (tmp_path / "chunked" / "raw").rglob("*.parquet")}
+    assert len(parts) > 3 and "part-00007-0001.parquet" in parts
+    assert len({p.name for p in (tmp_path / "whole" / "raw").rglob("*.parquet")}) == 1
+    for table in ("raw", "messages", "hops", "urls", "recipients", "signatures"):
+        a, b = _rows(tmp_path / "whole", table), _rows(tmp_path / "chunked", table)
+        assert a and a == b, table
+    seqs = sorted(r["seq"] for r in _rows(tmp_path / "chunked", "signatures"))
+    assert seqs == [(7 << task.SEQ_SHIFT) + i for i in range(60)]

@@ -9,8 +9,8 @@ where tasks run (``trapline.distributed.spark``); the same function runs in test
 
 Layout: ``OUT/<table>/received_day=YYYY-MM-DD/part-NNNNN.parquet`` (hive partitions by the
 message's received day; ``__HIVE_DEFAULT_PARTITION__`` when it has none), ``quarantine``
-unpartitioned. File names come from the task number, so a retried task overwrites its own
-files instead of adding copies.
+unpartitioned. File names come from the task number (and, past ``CHUNK_BYTES`` of mail, the
+chunk), so a retried task overwrites its own files instead of adding copies.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ TABLES: dict[str, str | None] = {
 }
 SEQ_SHIFT = 32  # signatures.seq = task << 32 | order in task: global order = reading order
 PARSE_CHUNK = 500
+# Raw bytes a task keeps in memory at once; a split beyond it (a whole compressed file) is
+# written as several parts (part-NNNNN.parquet, part-NNNNN-0001.parquet, ...).
+CHUNK_BYTES = 64 << 20
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,6 +66,7 @@ class TaskContext:
     label: str = "spam"  # what the inputs hold, stored on every message (trapline.store.labels)
     # id -> (task, position) of the copy to keep, for ids read more than once in the job
     keep: dict[str, tuple[int, int]] = field(default_factory=dict)
+    chunk_bytes: int = CHUNK_BYTES
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,41 +109,68 @@ def split_ids(
     return out
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What a task has read and written so far (its parts are on disk chunk by chunk)."""
+
+    read: int = 0
+    duplicates: int = 0
+    messages: int = 0
+    quarantined: int = 0
+    problems: int = 0
+    signatures: int = 0
+    parts: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def result(self, index: int, error: str | None = None) -> TaskResult:
+        return TaskResult(
+            index,
+            self.read,
+            self.duplicates,
+            self.messages,
+            self.quarantined,
+            self.problems,
+            dict(self.rows),
+            error,
+        )
+
+    def add_rows(self, written: dict[str, int]) -> None:
+        for name, n in written.items():
+            self.rows[name] = self.rows.get(name, 0) + n
+
+
 def ingest_split(index: int, split: Split, ctx: TaskContext) -> TaskResult:
     """Ingest one split into Parquet under ``ctx.out``; never raises for bad input."""
+    done = _Progress()
     try:
-        return _ingest(index, split, ctx)
+        _ingest(index, split, ctx, done)
+        return done.result(index)
     except Exception as exc:  # a bug, or an unreadable output: record it, let the job go on
         detail = f"{type(exc).__name__}: {exc}"[:500]
+        if done.parts:
+            detail = f"after {done.messages} messages in {done.parts} part(s): {detail}"[:500]
         source = ", ".join(split.paths)[:400] + (f" @{split.start}" if split.is_range else "")
         store = memory_store()
         write_problems(store.con, [SourceProblem(source, "task-error", detail)])
         stores = ObjectStores.from_settings(ctx.settings)
-        rows = write_tables(store, index, ctx.out, only=("quarantine",), stores=stores)
-        return TaskResult(index, 0, 0, 0, 0, 1, rows, error=detail)
+        # Its own file name: the parts written before the error stay as they are.
+        written = write_tables(
+            store, f"{index:05d}-error", ctx.out, only=("quarantine",), stores=stores
+        )
+        store.close()
+        done.add_rows(written)
+        done.problems += 1
+        return done.result(index, detail)
 
 
-def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
-    raws: list[RawMessage] = []
-    ids: list[str] = []
-    problems: list[SourceProblem] = []
+def _ingest(index: int, split: Split, ctx: TaskContext, done: _Progress) -> None:
+    """Read the split and store it chunk by chunk (``ctx.chunk_bytes`` of raw mail at a
+    time), so a task holds one chunk, not a whole compressed file, in memory."""
     seen: set[str] = set()
-    read = dups = pos = 0
+    chunk: list[tuple[str, RawMessage]] = []
+    problems: list[SourceProblem] = []
+    size = pos = 0
     stores = ObjectStores.from_settings(ctx.settings)
-    for item in read_split(split, stores):
-        if isinstance(item, SourceProblem):
-            problems.append(item)
-            continue
-        read += 1
-        mid = message_id_of(item.data)
-        keep = ctx.keep.get(mid, (index, pos))
-        pos += 1
-        if keep != (index, pos - 1) or mid in seen:
-            dups += 1
-            continue
-        seen.add(mid)
-        raws.append(item)
-        ids.append(mid)
     # The local ingest core (dedupe, raw archive, parse with the one-by-one retry, write,
     # labels); stages off: the ASN stage runs below with the broadcast snapshots.
     core = IngestCore(
@@ -148,23 +179,61 @@ def _ingest(index: int, split: Split, ctx: TaskContext) -> TaskResult:
         trust=ctx.trust,
         label=ctx.label,
     )
-    store = memory_store()
-    archived = core.archive(store, list(zip(ids, raws, strict=True)))
-    quarantined = 0
-    stored: list[str] = []
-    for start in range(0, len(archived.fresh), PARSE_CHUNK):
-        written = core.write(store, core.parse(archived.fresh[start : start + PARSE_CHUNK]))
-        stored.extend(written.stored)
-        quarantined += written.quarantined
-    write_problems(store.con, problems)
-    if ctx.routing is not None and ctx.routing.snapshots and stored:
-        from trapline.pipeline.adapters.asn import enrich
+    for item in read_split(split, stores):
+        if isinstance(item, SourceProblem):
+            problems.append(item)
+            continue
+        done.read += 1
+        mid = message_id_of(item.data)
+        keep = ctx.keep.get(mid, (index, pos))
+        pos += 1
+        if keep != (index, pos - 1) or mid in seen:
+            done.duplicates += 1
+            continue
+        seen.add(mid)
+        chunk.append((mid, item))
+        size += len(item.data)
+        if size >= ctx.chunk_bytes:
+            _store_chunk(index, chunk, [], core, ctx, stores, done)
+            chunk, size = [], 0
+    _store_chunk(index, chunk, problems, core, ctx, stores, done)
 
-        enrich(store, ctx.settings, stored, routing=ctx.routing)
-    store.con.execute("UPDATE signatures SET seq = seq + ?", [index << SEQ_SHIFT])
-    rows = write_tables(store, index, ctx.out, stores=stores)
-    store.close()
-    return TaskResult(index, read, dups, len(stored), quarantined, len(problems), rows)
+
+def _store_chunk(
+    index: int,
+    chunk: list[tuple[str, RawMessage]],
+    problems: list[SourceProblem],
+    core: IngestCore,
+    ctx: TaskContext,
+    stores: ObjectStores,
+    done: _Progress,
+) -> None:
+    """One chunk through the core into a scratch store, written as the task's next part."""
+    store = memory_store()
+    try:
+        archived = core.archive(store, chunk)
+        stored: list[str] = []
+        for start in range(0, len(archived.fresh), PARSE_CHUNK):
+            written = core.write(store, core.parse(archived.fresh[start : start + PARSE_CHUNK]))
+            stored.extend(written.stored)
+            done.quarantined += written.quarantined
+        write_problems(store.con, problems)
+        done.problems += len(problems)
+        if ctx.routing is not None and ctx.routing.snapshots and stored:
+            from trapline.pipeline.adapters.asn import enrich
+
+            enrich(store, ctx.settings, stored, routing=ctx.routing)
+        # Global order = reading order: the task in the high bits, then the order in the task.
+        shift = (index << SEQ_SHIFT) + done.signatures
+        store.con.execute("UPDATE signatures SET seq = seq + ?", [shift])
+        (n_sigs,) = store.con.execute("SELECT count(*) FROM signatures").fetchone() or (0,)
+        part: int | str = index if done.parts == 0 else f"{index:05d}-{done.parts:04d}"
+        done.add_rows(write_tables(store, part, ctx.out, stores=stores))
+        done.parts += 1
+        done.messages += len(stored)
+        done.signatures += int(n_sigs)
+    finally:
+        store.close()
 
 
 def filesystem_for(out: str, stores: ObjectStores | None = None) -> tuple[Any, str]:
