@@ -72,19 +72,15 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def attached_tables(store: Store) -> dict[str, str]:
-    """Table name -> dataset folder or URI, for the tables this store reads from Parquet."""
-    return {t: where.path for t, where in attached.locations(store.con).items()}
-
-
 def locate_dataset(dataset: str | Path, stores: ObjectStores | None = None) -> Location:
     """Where ``dataset`` lives: a local folder (``file://`` URIs too), or an object store URI
-    with the endpoint and region it is reached at (the region resolved now, once)."""
+    with the endpoint and region it is reached at (the region resolved now, once). Paths
+    carry no trailing slash."""
     text = str(dataset)
     if is_uri(text):
-        kind = parse_uri(text)[0]
+        kind, *_, inner = parse_uri(text)
         if kind == "file":
-            text = parse_uri(text)[4]
+            text = inner
         else:
             stores = stores or ObjectStores.from_settings({})
             filesystem, path = locate(text, stores)
@@ -115,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _pattern(where: Location, table: str) -> str:
-    return f"{where.path.rstrip('/')}/{table}/**/*.parquet"
+    return f"{where.path}/{table}/**/*.parquet"
 
 
 def attach_parquet(
@@ -125,9 +121,9 @@ def attach_parquet(
     (all but ``KEEP_OWN``)."""
     where = locate_dataset(dataset, stores)
     con = store.con
-    already = attached_tables(store)
+    already = attached.locations(con)
     if where.scheme:
-        _one_store_per_scheme(store, where)
+        _one_store_per_scheme(already, where)
         attached.make_readable(con, [where], replace=True)
     present = [t for t in store_tables(store) if _has_parquet(con, where, table=t)]
     found = [t for t in present if t not in KEEP_OWN]
@@ -162,7 +158,7 @@ def attach_parquet(
             con.execute(f"CREATE VIEW {_quote(t)} AS SELECT {select} FROM {source}")
             attached.record(con, t, where)
             (n,) = con.execute(f"SELECT count(*) FROM {_quote(t)}").fetchone() or (0,)
-            out.append(Attached(t, f"{where.path.rstrip('/')}/{t}", int(n)))
+            out.append(Attached(t, f"{where.path}/{t}", int(n)))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -189,11 +185,11 @@ def _has_parquet(con: duckdb.DuckDBPyConnection, where: Location, *, table: str)
     return row is not None
 
 
-def _one_store_per_scheme(store: Store, where: Location) -> None:
+def _one_store_per_scheme(known: dict[str, Location], where: Location) -> None:
     """A store's database reaches each URI scheme through one filesystem, so all its datasets
     of one scheme must be on one endpoint (re-attaching a dataset moves it as a whole)."""
-    for table, other in attached.locations(store.con).items():
-        moving = other.path.rstrip("/") == where.path
+    for table, other in known.items():
+        moving = other.path == where.path
         if other.scheme == where.scheme and other.stores != where.stores and not moving:
             raise UsageError(
                 f"{table} is attached from {other.path} at another {where.scheme}:// endpoint "
